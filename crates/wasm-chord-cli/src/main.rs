@@ -1,0 +1,3 @@
+//! The wasm-chord command-line tool.
+
+fn main() {}

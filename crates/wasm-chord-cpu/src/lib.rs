@@ -1,0 +1,1 @@
+//! The CPU backend: plain threaded kernels, the reference every other backend is tested against.

@@ -1,0 +1,1 @@
+//! Model graphs, KV cache, sampling and generation.
