@@ -8,6 +8,24 @@
 mod blocks;
 pub use blocks::*;
 
+pub mod float;
+pub mod iq4_nl;
+pub mod iq4_xs;
+pub mod q2_k;
+pub mod q3_k;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_0;
+pub mod q8_k;
+
+use bytemuck::Pod;
+use half::{bf16, f16};
+
 use crate::error::QuantError;
 
 /// Elements per super-block of the k-quants.
@@ -180,4 +198,79 @@ impl std::fmt::Display for TensorType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Views `bytes` as blocks, copying only when the bytes are not aligned for `B`
+/// (a byte buffer handed in from the browser need not be).
+fn blocks_of<B: Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [B]> {
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(blocks) => std::borrow::Cow::Borrowed(blocks),
+        Err(_) => std::borrow::Cow::Owned(bytemuck::pod_collect_to_vec(bytes)),
+    }
+}
+
+fn check_lengths(ty: TensorType, bytes: usize, n: usize) -> Result<(), QuantError> {
+    let expected = ty.row_bytes(n)?;
+    if bytes != expected {
+        return Err(QuantError::BadLength { ty, expected, got: bytes });
+    }
+    Ok(())
+}
+
+/// Dequantizes the blocks in `src` (a whole number of blocks of type `ty`) into `dst`.
+pub fn dequantize(ty: TensorType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    check_lengths(ty, src.len(), dst.len())?;
+    match ty {
+        TensorType::F32 => dst.copy_from_slice(&blocks_of::<f32>(src)),
+        TensorType::F16 => float::f16_to_f32(&blocks_of::<f16>(src), dst),
+        TensorType::BF16 => float::bf16_to_f32(&blocks_of::<bf16>(src), dst),
+        TensorType::Q4_0 => q4_0::dequantize(&blocks_of(src), dst),
+        TensorType::Q4_1 => q4_1::dequantize(&blocks_of(src), dst),
+        TensorType::Q5_0 => q5_0::dequantize(&blocks_of(src), dst),
+        TensorType::Q5_1 => q5_1::dequantize(&blocks_of(src), dst),
+        TensorType::Q8_0 => q8_0::dequantize(&blocks_of(src), dst),
+        TensorType::Q2_K => q2_k::dequantize(&blocks_of(src), dst),
+        TensorType::Q3_K => q3_k::dequantize(&blocks_of(src), dst),
+        TensorType::Q4_K => q4_k::dequantize(&blocks_of(src), dst),
+        TensorType::Q5_K => q5_k::dequantize(&blocks_of(src), dst),
+        TensorType::Q6_K => q6_k::dequantize(&blocks_of(src), dst),
+        TensorType::Q8_K => q8_k::dequantize(&blocks_of(src), dst),
+        TensorType::IQ4_NL => iq4_nl::dequantize(&blocks_of(src), dst),
+        TensorType::IQ4_XS => iq4_xs::dequantize(&blocks_of(src), dst),
+    }
+    Ok(())
+}
+
+/// Whether [`quantize`] can write type `ty`.
+pub fn has_quantizer(ty: TensorType) -> bool {
+    ty != TensorType::IQ4_XS
+}
+
+/// Quantizes `src` into `dst` (exactly `ty.row_bytes(src.len())` bytes) with llama.cpp's
+/// reference algorithm for `ty`, so that llama.cpp reads the result as its own.
+pub fn quantize(ty: TensorType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    check_lengths(ty, dst.len(), src.len())?;
+    fn out<B: Pod>(dst: &mut [u8]) -> &mut [B] {
+        // GGUF writers hand us `Vec<u8>` buffers; an unaligned one is a caller bug, not user input.
+        bytemuck::cast_slice_mut(dst)
+    }
+    match ty {
+        TensorType::F32 => out::<f32>(dst).copy_from_slice(src),
+        TensorType::F16 => float::f32_to_f16(src, out(dst)),
+        TensorType::BF16 => float::f32_to_bf16(src, out(dst)),
+        TensorType::Q4_0 => q4_0::quantize(src, out(dst)),
+        TensorType::Q4_1 => q4_1::quantize(src, out(dst)),
+        TensorType::Q5_0 => q5_0::quantize(src, out(dst)),
+        TensorType::Q5_1 => q5_1::quantize(src, out(dst)),
+        TensorType::Q8_0 => q8_0::quantize(src, out(dst)),
+        TensorType::Q2_K => q2_k::quantize(src, out(dst)),
+        TensorType::Q3_K => q3_k::quantize(src, out(dst)),
+        TensorType::Q4_K => q4_k::quantize(src, out(dst)),
+        TensorType::Q5_K => q5_k::quantize(src, out(dst)),
+        TensorType::Q6_K => q6_k::quantize(src, out(dst)),
+        TensorType::Q8_K => q8_k::quantize(src, out(dst)),
+        TensorType::IQ4_NL => iq4_nl::quantize(src, out(dst)),
+        TensorType::IQ4_XS => return Err(QuantError::NoQuantizer { ty }),
+    }
+    Ok(())
 }
