@@ -87,3 +87,50 @@ def ggml_base() -> ctypes.CDLL:
     lib.ggml_quantize_requires_imatrix.argtypes = [ctypes.c_int]
     lib.ggml_quantize_requires_imatrix.restype = ctypes.c_bool
     return lib
+
+
+class GgmlTypeTraits(ctypes.Structure):
+    # struct ggml_type_traits in ggml/include/ggml.h
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", ctypes.c_void_p),
+        ("from_float_ref", ctypes.c_void_p),
+    ]
+
+
+GGML_TO_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_int64)
+
+
+def ggml_to_float(lib: ctypes.CDLL, ggml_type: int, raw: bytes, n: int):
+    """Dequantizes `raw` (n values) with ggml's own scalar to_float for the type."""
+    import numpy as np
+
+    lib.ggml_get_type_traits.argtypes = [ctypes.c_int]
+    lib.ggml_get_type_traits.restype = ctypes.POINTER(GgmlTypeTraits)
+    traits = lib.ggml_get_type_traits(ggml_type).contents
+    if not traits.to_float:
+        raise ValueError(f"ggml type {ggml_type} has no to_float")
+    fn = GGML_TO_FLOAT(traits.to_float)
+    src = ctypes.create_string_buffer(raw, len(raw))
+    out = np.zeros(n, dtype=np.float32)
+    fn(ctypes.cast(src, ctypes.c_void_p), out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), n)
+    return out
+
+
+def ggml_quantize(lib: ctypes.CDLL, ggml_type: int, src, n_per_row: int) -> bytes:
+    """ggml_quantize_chunk without an importance matrix (what llama-quantize does without --imatrix)."""
+    import numpy as np
+
+    src = np.ascontiguousarray(src, dtype=np.float32)
+    nrows = src.size // n_per_row
+    lib.ggml_quantize_init(ggml_type)
+    size = lib.ggml_row_size(ggml_type, n_per_row) * nrows
+    dst = ctypes.create_string_buffer(size)
+    written = lib.ggml_quantize_chunk(ggml_type, src.ctypes.data, ctypes.cast(dst, ctypes.c_void_p),
+                                      0, nrows, n_per_row, None)
+    assert written == size, (written, size)
+    return dst.raw

@@ -5,15 +5,21 @@ Writes, under crates/wasm-chord-core/tests/golden/quant/:
 
   <TYPE>.blocks          16 seeded random blocks (raw block bytes, ggml layout)
   <TYPE>.f32             gguf.quants.dequantize of those blocks (little-endian f32)
-  <TYPE>.quant_src.f32   llama.cpp test-quantize-fns data, 0.1 + 2*cos(i), 1024 values
+  <TYPE>.quant_src.f32   2048 values: llama.cpp test-quantize-fns data 0.1 + 2*cos(i) (1024), then
+                         4 rows of 256 harder cases (tiny, large, zero, outliers)
   <TYPE>.quant_ref       gguf.quants.quantize of quant_src (only where gguf-py can quantize)
+  <TYPE>.quant_ref_ggml  llama.cpp's ggml_quantize_chunk of quant_src, no imatrix (--ggml; all types)
   real_tensors.json      sha256 of the dequantized f32 bytes of every non-F32 tensor of the
                          real models (see README.md)
 
 Random blocks have random quant/scale bytes, but the f16 super-scales (d, dmin, m) are set to
 random values in +-[1e-3, 1] so that every output is finite and moderate.
 
-Usage: python3 scripts/goldens/quant_goldens.py [--models DIR] [--skip-real]
+With --ggml (needs the llama.cpp build, scripts/build-llama-cpp.sh) it also checks that gguf-py's
+dequantization of every <TYPE>.blocks equals ggml's own to_float bit for bit, and compares
+gguf-py's quantizers with ggml's.
+
+Usage: python3 scripts/goldens/quant_goldens.py [--models DIR] [--skip-real] [--ggml]
 Needs gguf==0.19.0 and numpy.
 """
 
@@ -35,10 +41,11 @@ REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "crates/wasm-chord-core/tests/golden/quant"
 SEED = 0x5EED_C0DE
 N_BLOCKS = 16
+MODELS_DIR = Path(os.environ.get("WASM_CHORD_MODELS", str(Path.home() / ".cache/wasm-chord/models")))
 # Element count for the plain float types, which have a block size of 1.
 N_FLOAT_ELEMS = 512
-# Number of quant_src values: 4 super-blocks of 256, i.e. 32 blocks of 32.
-N_QUANT_SRC = 1024
+# quant_src: 1024 values of llama.cpp's synthetic data, then 4 rows of 256 seeded harder cases.
+N_QUANT_SRC_COS = 1024
 
 # Byte offsets of the f16 scale fields inside each block (ggml-common.h).
 F16_SCALE_OFFSETS: dict[T, list[int]] = {
@@ -92,8 +99,17 @@ def random_blocks(rng: np.random.Generator, qtype: T) -> np.ndarray:
 
 def quant_src() -> np.ndarray:
     # llama.cpp tests/test-quantize-fns.cpp generate_data(0.0, n, dst): 0.1 + 2*cosf(i).
-    i = np.arange(N_QUANT_SRC, dtype=np.float32)
-    return (0.1 + 2.0 * np.cos(i.astype(np.float64))).astype(np.float32)
+    i = np.arange(N_QUANT_SRC_COS, dtype=np.float32)
+    cos = 0.1 + 2.0 * np.cos(i.astype(np.float64))
+    # Harder rows: Gaussian at a tiny and a large scale, an all-zero row, and a row of small
+    # values with one outlier per 32 (exercises scale search and the zero-scale path).
+    rng = np.random.default_rng([SEED, 1000])
+    tiny = rng.standard_normal(256) * 1e-3
+    large = rng.standard_normal(256) * 40.0
+    zeros = np.zeros(256)
+    outliers = rng.standard_normal(256) * 0.05
+    outliers[::32] = rng.choice([-1.0, 1.0], size=8) * rng.uniform(2.0, 8.0, size=8)
+    return np.concatenate([cos, tiny, large, zeros, outliers]).astype(np.float32)
 
 
 def can_quantize(qtype: T) -> bool:
@@ -166,15 +182,60 @@ def write_real(models_dir: Path) -> None:
     (OUT / "real_tensors.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
+def write_ggml() -> None:
+    """Cross-checks against llama.cpp's C code and writes <TYPE>.quant_ref_ggml."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import llamacpp
+
+    lib = llamacpp.ggml_base()
+    ok = True
+    for qtype in TYPES:
+        raw = (OUT / f"{qtype.name}.blocks").read_bytes()
+        ref = np.frombuffer((OUT / f"{qtype.name}.f32").read_bytes(), dtype="<f4")
+        c = llamacpp.ggml_to_float(lib, int(qtype), raw, ref.size) if qtype != T.F32 else ref
+        same = np.array_equal(c.view(np.uint32), ref.view(np.uint32))
+        ok &= same
+        line = f"{qtype.name:7s} dequant gguf-py == ggml: {same}"
+        if qtype != T.F32:
+            src = quant_src()
+            q = llamacpp.ggml_quantize(lib, int(qtype), src, 256)
+            (OUT / f"{qtype.name}.quant_src.f32").write_bytes(src.astype("<f4").tobytes())
+            (OUT / f"{qtype.name}.quant_ref_ggml").write_bytes(q)
+            line += f"  quant_ref_ggml={len(q)} B"
+            py = OUT / f"{qtype.name}.quant_ref"
+            if py.exists():
+                line += f"  == gguf-py quant_ref: {py.read_bytes() == q}"
+        print(line)
+    real = OUT / "real_tensors.json"
+    if real.exists():
+        doc = json.loads(real.read_text())
+        readers = {}
+        bad = 0
+        for e in doc["tensors"]:
+            if e["model"] not in readers:
+                readers[e["model"]] = {t.name: t for t in gguf.GGUFReader(str(MODELS_DIR / e["model"])).tensors}
+            t = readers[e["model"]][e["tensor"]]
+            c = llamacpp.ggml_to_float(lib, int(t.tensor_type), t.data.tobytes(), e["n_elements"])
+            if hashlib.sha256(c.astype("<f4").tobytes()).hexdigest() != e["sha256"]:
+                bad += 1
+                print(f"real tensor {e['model']} {e['tensor']}: ggml hash differs from gguf-py")
+        print(f"real tensors: {len(doc['tensors']) - bad}/{len(doc['tensors'])} ggml hashes equal gguf-py's")
+        ok &= bad == 0
+    if not ok:
+        sys.exit("gguf-py and ggml disagree on dequantization; see above")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_models = os.environ.get("WASM_CHORD_MODELS", str(Path.home() / ".cache/wasm-chord/models"))
-    ap.add_argument("--models", type=Path, default=Path(default_models))
+    ap.add_argument("--models", type=Path, default=MODELS_DIR)
     ap.add_argument("--skip-real", action="store_true")
+    ap.add_argument("--ggml", action="store_true", help="also cross-check with llama.cpp's ggml")
     args = ap.parse_args()
     write_synthetic()
     if not args.skip_real:
         write_real(args.models)
+    if args.ggml:
+        write_ggml()
 
 
 if __name__ == "__main__":
