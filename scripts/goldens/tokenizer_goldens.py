@@ -150,6 +150,11 @@ def model_golden(short: str, file_name: str, texts: list[dict]) -> dict:
                 r["jinja2_model_template"] = fmt(messages=msgs).prompt
             else:
                 r["jinja2_model_template"] = None
+            # Token ids of each rendering as a chat front end feeds them to the model: BOS per
+            # the GGUF, special-token strings parsed.
+            r["ids_add_special_parse_special"] = {
+                k: llm.tokenize(v.encode("utf-8"), add_bos=True, special=True)
+                for k, v in list(r.items()) if k.startswith(("llama_cpp_", "jinja2_")) and v is not None}
             renders.append(r)
 
     return {
