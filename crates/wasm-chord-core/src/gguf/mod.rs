@@ -10,11 +10,13 @@ pub mod keys;
 mod metadata;
 mod reader;
 mod value;
+mod writer;
 
 pub use error::GgufError;
 pub use metadata::Metadata;
 pub use reader::{GgufFile, GgufHeader, TensorInfo};
 pub use value::{Array, Value, ValueType};
+pub use writer::GgufWriter;
 
 /// The first four bytes of every GGUF file.
 pub const MAGIC: [u8; 4] = *b"GGUF";
