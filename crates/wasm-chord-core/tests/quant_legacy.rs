@@ -136,6 +136,17 @@ fn quantize_bit_exact_with_llama_cpp() {
 }
 
 #[test]
+fn quantize_bit_exact_with_oracle_ggml_goldens() {
+    // The oracle's rows: test-quantize-fns data, Gaussians at two scales, zeros, outliers.
+    for ty in LEGACY {
+        let name = golden_name(ty);
+        let src = read_f32s("quant", &format!("{name}.quant_src.f32"));
+        let want = read_golden("quant", &format!("{name}.quant_ref_ggml"));
+        assert_blocks_eq(&format!("{ty} quantize (oracle ggml)"), ty, &quantize(ty, &src), &want);
+    }
+}
+
+#[test]
 fn quantize_bit_exact_with_gguf_py() {
     for ty in [TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q8_0] {
         let name = golden_name(ty);
@@ -290,6 +301,8 @@ fn f16_and_bf16_goldens_through_dispatch() {
         let blocks = read_golden("quant", &format!("{name}.blocks"));
         assert_bits_eq(&format!("{ty} dequantize"), &dequantize(ty, &blocks), &read_f32s("quant", &format!("{name}.f32")));
         let src = read_f32s("quant", &format!("{name}.quant_src.f32"));
-        assert_eq!(quantize(ty, &src), read_golden("quant", &format!("{name}.quant_ref")), "{ty} quantize");
+        let got = quantize(ty, &src);
+        assert_eq!(got, read_golden("quant", &format!("{name}.quant_ref")), "{ty} quantize (gguf-py)");
+        assert_eq!(got, read_golden("quant", &format!("{name}.quant_ref_ggml")), "{ty} quantize (ggml)");
     }
 }
