@@ -6,6 +6,7 @@
 //! `ggml-common.h`; size asserts keep them honest, and the CUDA/WGSL kernels mirror them.
 
 mod blocks;
+mod kquant_util;
 pub use blocks::*;
 
 pub mod float;
