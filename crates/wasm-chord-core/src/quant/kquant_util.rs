@@ -53,8 +53,9 @@ pub(super) fn pack_scales_mins_k4(scales: &[f32; 8], mins: &[f32; 8], packed: &m
 }
 
 /// Scale search of ggml's `make_qkx2_quants` for `x = scale * l - min`, `l` in `0..=nmax`:
-/// tries `nstep + 1` inverse scales `(rmin + rdelta * is + nmax) / (max - min)` and keeps the
-/// one with the least weighted error (absolute if `use_mad`, else squared).
+/// tries `nstep + 1` inverse scales `(rmin + rdelta * is + nmax) / (max - min)` in order and
+/// keeps each one that lowers the weighted error (absolute if `use_mad`, else squared). A kept
+/// candidate's fitted min is used by every later candidate, so the search is serial per group.
 #[derive(Clone, Copy)]
 pub(super) struct Qkx2Search {
     pub nmax: i32,
@@ -64,20 +65,34 @@ pub(super) struct Qkx2Search {
     pub use_mad: bool,
 }
 
-/// Candidates evaluated side by side; each has its own accumulators, summed in ggml's order.
-const LANES: usize = 8;
-
 impl Qkx2Search {
-    /// Fills `l` (same length as `x`, at most 32) and returns `(scale, the_min)`, where the
-    /// group dequantizes as `scale * l - the_min`.
-    ///
-    /// ggml evaluates the candidate scales one after another, each a serial chain of additions.
-    /// Here [`LANES`] candidates run side by side, each summing in exactly ggml's order, so the
-    /// results are bit-identical while the chains overlap; winners are then taken in ggml's
-    /// order with ggml's strict `<`.
-    pub fn run(&self, x: &[f32], weights: &[f32], l: &mut [u8]) -> (f32, f32) {
+    /// Searches 8 consecutive groups of `x.len() / 8` weights (at most 32 each): fills `l`
+    /// and returns each group's `(scale, the_min)`, the group dequantizing as
+    /// `scale * l - the_min`.
+    pub fn run8(&self, x: &[f32], weights: &[f32], l: &mut [u8]) -> ([f32; 8], [f32; 8]) {
+        let n = x.len() / 8;
+        debug_assert!(n <= 32 && x.len() == 8 * n && weights.len() == 8 * n && l.len() == 8 * n);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { self.run8_avx2(x, weights, l) };
+        }
+        self.run8_scalar(x, weights, l)
+    }
+
+    fn run8_scalar(&self, x: &[f32], weights: &[f32], l: &mut [u8]) -> ([f32; 8], [f32; 8]) {
+        let n = x.len() / 8;
+        let (mut scales, mut mins) = ([0.0f32; 8], [0.0f32; 8]);
+        for g in 0..8 {
+            let r = g * n..g * n + n;
+            (scales[g], mins[g]) = self.run(&x[r.clone()], &weights[r.clone()], &mut l[r]);
+        }
+        (scales, mins)
+    }
+
+    /// One group, as ggml's `make_qkx2_quants` (the reference for [`Self::run8_avx2`]).
+    fn run(&self, x: &[f32], weights: &[f32], l: &mut [u8]) -> (f32, f32) {
         let n = x.len();
-        debug_assert!(n <= 32 && weights.len() == n && l.len() == n && self.nstep < 64);
         let nmax = self.nmax;
         let mut min = x[0];
         let mut max = x[0];
@@ -101,7 +116,7 @@ impl Qkx2Search {
             l.fill(0);
             return (0.0, -min);
         }
-        let iscale = nmax as f32 / (max - min);
+        let mut iscale = nmax as f32 / (max - min);
         let mut scale = 1.0 / iscale;
         let mut best_error = 0.0f32;
         for i in 0..n {
@@ -114,74 +129,145 @@ impl Qkx2Search {
         if self.nstep < 1 {
             return (scale, -min);
         }
-
-        // ggml tries the candidates in order, and a winner's min shifts every later candidate
-        // (through `x - min` and `max - min`). So evaluate LANES candidates at a time against
-        // the current min, accept winners in order, and start over after the first winner
-        // that changed the min: the lanes past it were computed against a stale min.
-        let n_cand = self.nstep + 1;
-        let mut best: Option<(f32, f32)> = None; // (iscale, min) that produced the best quants
-        let mut next = 0;
-        while next < n_cand {
-            let base_min = min;
-            let isc: [f32; LANES] =
-                std::array::from_fn(|k| (self.rmin + self.rdelta * (next + k) as f32 + nmax as f32) / (max - base_min));
-            let mut laux = [[0.0f32; LANES]; 32];
-            let mut sum_l = [0.0f32; LANES];
-            let mut sum_l2 = [0.0f32; LANES];
-            let mut sum_xl = [0.0f32; LANES];
+        let mut laux = [0u8; 32];
+        for is in 0..=self.nstep {
+            iscale = (self.rmin + self.rdelta * is as f32 + nmax as f32) / (max - min);
+            let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
             for i in 0..n {
-                let (xi, w) = (x[i], weights[i]);
-                for k in 0..LANES {
-                    let q = nearest_int(isc[k] * (xi - base_min)).clamp(0, nmax) as f32;
-                    laux[i][k] = q;
-                    sum_l[k] += w * q;
-                    sum_l2[k] += w * q * q;
-                    sum_xl[k] += w * q * xi;
-                }
+                let q = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+                laux[i] = q as u8;
+                let (q, w) = (q as f32, weights[i]);
+                sum_l += w * q;
+                sum_l2 += w * q * q;
+                sum_xl += w * q * x[i];
             }
-            let mut this_scale = [0.0f32; LANES];
-            let mut this_min = [0.0f32; LANES];
-            let mut d = [0.0f32; LANES];
-            for k in 0..LANES {
-                d[k] = sum_w * sum_l2[k] - sum_l[k] * sum_l[k];
-                this_scale[k] = (sum_w * sum_xl[k] - sum_x * sum_l[k]) / d[k];
-                this_min[k] = (sum_l2[k] * sum_x - sum_l[k] * sum_xl[k]) / d[k];
-                if this_min[k] > 0.0 {
-                    this_min[k] = 0.0;
-                    this_scale[k] = sum_xl[k] / sum_l2[k];
+            let d = sum_w * sum_l2 - sum_l * sum_l;
+            if d > 0.0 {
+                let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+                let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+                if this_min > 0.0 {
+                    this_min = 0.0;
+                    this_scale = sum_xl / sum_l2;
                 }
-            }
-            let mut cur_error = [0.0f32; LANES];
-            for i in 0..n {
-                let (xi, w) = (x[i], weights[i]);
-                for k in 0..LANES {
-                    let diff = this_scale[k] * laux[i][k] + this_min[k] - xi;
+                let mut cur_error = 0.0f32;
+                for i in 0..n {
+                    let diff = this_scale * laux[i] as f32 + this_min - x[i];
                     let diff = if self.use_mad { diff.abs() } else { diff * diff };
-                    cur_error[k] += w * diff;
+                    cur_error += weights[i] * diff;
                 }
-            }
-            let mut restart = None;
-            for k in 0..LANES.min(n_cand - next) {
-                if d[k] > 0.0 && cur_error[k] < best_error {
-                    best_error = cur_error[k];
-                    scale = this_scale[k];
-                    min = this_min[k];
-                    best = Some((isc[k], base_min));
-                    if min.to_bits() != base_min.to_bits() {
-                        restart = Some(next + k + 1);
-                        break;
-                    }
+                if cur_error < best_error {
+                    l.copy_from_slice(&laux[..n]);
+                    best_error = cur_error;
+                    scale = this_scale;
+                    min = this_min;
                 }
-            }
-            next = restart.unwrap_or(next + LANES);
-        }
-        if let Some((iscale, quant_min)) = best {
-            for i in 0..n {
-                l[i] = nearest_int(iscale * (x[i] - quant_min)).clamp(0, nmax) as u8;
             }
         }
         (scale, -min)
+    }
+
+    /// [`Self::run`] on 8 groups at once, group `g` in lane `g` of AVX registers. Every lane
+    /// performs its group's operations in ggml's order (branches become blends), so the results
+    /// are bit-identical, while the 8 serial chains of additions overlap.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run8_avx2(&self, x: &[f32], weights: &[f32], l: &mut [u8]) -> ([f32; 8], [f32; 8]) {
+        use std::arch::x86_64::*;
+        let n = x.len() / 8;
+        // Element i of every group, transposed into one register.
+        let mut xs = [_mm256_setzero_ps(); 32];
+        let mut ws = [_mm256_setzero_ps(); 32];
+        for i in 0..n {
+            let xi: [f32; 8] = std::array::from_fn(|g| x[g * n + i]);
+            let wi: [f32; 8] = std::array::from_fn(|g| weights[g * n + i]);
+            xs[i] = _mm256_loadu_ps(xi.as_ptr());
+            ws[i] = _mm256_loadu_ps(wi.as_ptr());
+        }
+        let (xs, ws) = (&xs[..n], &ws[..n]);
+        let zero = _mm256_setzero_ps();
+        let nmax_i = _mm256_set1_epi32(self.nmax);
+        // clamp(nearest_int(iscale * (x - min)), 0, nmax), lane-wise.
+        let quant = |iscale: __m256, x: __m256, min: __m256| -> __m256i {
+            let v = _mm256_add_ps(_mm256_mul_ps(iscale, _mm256_sub_ps(x, min)), _mm256_set1_ps(12_582_912.0));
+            let q = _mm256_sub_epi32(
+                _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x007f_ffff)),
+                _mm256_set1_epi32(0x0040_0000),
+            );
+            _mm256_max_epi32(_mm256_min_epi32(q, nmax_i), _mm256_setzero_si256())
+        };
+        let sign = _mm256_set1_ps(-0.0);
+        let error_term =
+            |diff: __m256| if self.use_mad { _mm256_andnot_ps(sign, diff) } else { _mm256_mul_ps(diff, diff) };
+
+        let (mut min, mut max) = (xs[0], xs[0]);
+        let mut sum_w = ws[0];
+        let mut sum_x = _mm256_mul_ps(sum_w, xs[0]);
+        for i in 1..n {
+            // minps/maxps pick the first operand exactly when ggml's `x < min` / `x > max` holds.
+            min = _mm256_min_ps(xs[i], min);
+            max = _mm256_max_ps(xs[i], max);
+            sum_w = _mm256_add_ps(sum_w, ws[i]);
+            sum_x = _mm256_add_ps(sum_x, _mm256_mul_ps(ws[i], xs[i]));
+        }
+        min = _mm256_blendv_ps(min, zero, _mm256_cmp_ps::<_CMP_GT_OQ>(min, zero));
+        // Groups with max == min quantize to all zeros; their lanes compute garbage until then.
+        let flat = _mm256_cmp_ps::<_CMP_EQ_OQ>(max, min);
+        let mut iscale = _mm256_div_ps(_mm256_set1_ps(self.nmax as f32), _mm256_sub_ps(max, min));
+        let mut scale = _mm256_div_ps(_mm256_set1_ps(1.0), iscale);
+        let mut best_error = zero;
+        for i in 0..n {
+            let q = _mm256_cvtepi32_ps(quant(iscale, xs[i], min));
+            let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(scale, q), min), xs[i]);
+            best_error = _mm256_add_ps(best_error, _mm256_mul_ps(ws[i], error_term(diff)));
+        }
+        // The quants are recomputed at the end from the (iscale, min) that produced them.
+        let (mut best_iscale, mut best_min) = (iscale, min);
+        let mut laux = [zero; 32];
+        for is in 0..if self.nstep < 1 { 0 } else { self.nstep + 1 } {
+            let c = self.rmin + self.rdelta * is as f32 + self.nmax as f32;
+            iscale = _mm256_div_ps(_mm256_set1_ps(c), _mm256_sub_ps(max, min));
+            let (mut sum_l, mut sum_l2, mut sum_xl) = (zero, zero, zero);
+            for i in 0..n {
+                let q = _mm256_cvtepi32_ps(quant(iscale, xs[i], min));
+                laux[i] = q;
+                let wq = _mm256_mul_ps(ws[i], q);
+                sum_l = _mm256_add_ps(sum_l, wq);
+                sum_l2 = _mm256_add_ps(sum_l2, _mm256_mul_ps(wq, q));
+                sum_xl = _mm256_add_ps(sum_xl, _mm256_mul_ps(wq, xs[i]));
+            }
+            let d = _mm256_sub_ps(_mm256_mul_ps(sum_w, sum_l2), _mm256_mul_ps(sum_l, sum_l));
+            let this_scale = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_w, sum_xl), _mm256_mul_ps(sum_x, sum_l)), d);
+            let this_min = _mm256_div_ps(_mm256_sub_ps(_mm256_mul_ps(sum_l2, sum_x), _mm256_mul_ps(sum_l, sum_xl)), d);
+            let positive = _mm256_cmp_ps::<_CMP_GT_OQ>(this_min, zero);
+            let this_min = _mm256_blendv_ps(this_min, zero, positive);
+            let this_scale = _mm256_blendv_ps(this_scale, _mm256_div_ps(sum_xl, sum_l2), positive);
+            let mut cur_error = zero;
+            for i in 0..n {
+                let diff = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(this_scale, laux[i]), this_min), xs[i]);
+                cur_error = _mm256_add_ps(cur_error, _mm256_mul_ps(ws[i], error_term(diff)));
+            }
+            let better = _mm256_andnot_ps(
+                flat,
+                _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(d, zero), _mm256_cmp_ps::<_CMP_LT_OQ>(cur_error, best_error)),
+            );
+            best_error = _mm256_blendv_ps(best_error, cur_error, better);
+            scale = _mm256_blendv_ps(scale, this_scale, better);
+            best_iscale = _mm256_blendv_ps(best_iscale, iscale, better);
+            best_min = _mm256_blendv_ps(best_min, min, better);
+            min = _mm256_blendv_ps(min, this_min, better);
+        }
+        for i in 0..n {
+            let q = _mm256_andnot_si256(_mm256_castps_si256(flat), quant(best_iscale, xs[i], best_min));
+            let mut qi = [0i32; 8];
+            _mm256_storeu_si256(qi.as_mut_ptr().cast(), q);
+            for g in 0..8 {
+                l[g * n + i] = qi[g] as u8;
+            }
+        }
+        let (mut scales, mut mins) = ([0.0f32; 8], [0.0f32; 8]);
+        _mm256_storeu_ps(scales.as_mut_ptr(), _mm256_andnot_ps(flat, scale));
+        _mm256_storeu_ps(mins.as_mut_ptr(), _mm256_xor_ps(min, sign));
+        (scales, mins)
     }
 }
 
@@ -303,5 +389,48 @@ pub(super) fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         sumlx / suml2
     } else {
         0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// The AVX2 search must reproduce the one-group-at-a-time search bit for bit, flat and
+    /// all-zero groups included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_search_matches_scalar() {
+        if !std::is_x86_feature_detected!("avx2") {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let searches = [
+            (16, Qkx2Search { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: true }),
+            (32, Qkx2Search { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false }),
+            (32, Qkx2Search { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: false }),
+        ];
+        for (n, search) in searches {
+            for round in 0..300 {
+                let mut x: Vec<f32> =
+                    (0..8 * n).map(|_| rng.gen_range(-1.0f32..1.0) * 10f32.powi(round % 7 - 3)).collect();
+                match round % 5 {
+                    0 => x[..n].fill(0.0),
+                    1 => x[3 * n..4 * n].fill(-0.25),
+                    2 => x[5 * n..6 * n].iter_mut().for_each(|v| *v = v.abs() + 1.0),
+                    _ => {}
+                }
+                let weights: Vec<f32> = x.iter().map(|v| 0.1 + v.abs()).collect();
+                let (mut l_ref, mut l_avx) = (vec![0u8; 8 * n], vec![0u8; 8 * n]);
+                let (s_ref, m_ref) = search.run8_scalar(&x, &weights, &mut l_ref);
+                // SAFETY: AVX2 was detected above.
+                let (s_avx, m_avx) = unsafe { search.run8_avx2(&x, &weights, &mut l_avx) };
+                assert_eq!(l_ref, l_avx, "nmax {} round {round}", search.nmax);
+                assert_eq!(s_ref.map(f32::to_bits), s_avx.map(f32::to_bits), "nmax {} round {round}", search.nmax);
+                assert_eq!(m_ref.map(f32::to_bits), m_avx.map(f32::to_bits), "nmax {} round {round}", search.nmax);
+            }
+        }
     }
 }

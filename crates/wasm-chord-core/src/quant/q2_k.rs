@@ -35,22 +35,19 @@ pub fn quantize(src: &[f32], blocks: &mut [BlockQ2K]) {
         let mut l = [0u8; QK_K];
         let mut scales = [0.0f32; QK_K / 16];
         let mut mins = [0.0f32; QK_K / 16];
-        let mut weights = [0.0f32; 16];
-        let mut max_scale = 0.0f32;
-        let mut max_min = 0.0f32;
-        for j in 0..QK_K / 16 {
-            let xg = &x[16 * j..16 * j + 16];
-            for (w, &v) in weights.iter_mut().zip(xg) {
-                *w = v.abs();
-            }
-            (scales[j], mins[j]) = SEARCH.run(xg, &weights, &mut l[16 * j..16 * j + 16]);
-            if scales[j] > max_scale {
-                max_scale = scales[j];
-            }
-            if mins[j] > max_min {
-                max_min = mins[j];
-            }
+        let mut weights = [0.0f32; QK_K];
+        for (w, &v) in weights.iter_mut().zip(x) {
+            *w = v.abs();
         }
+        for h in 0..2 {
+            let r = 128 * h..128 * h + 128;
+            let (s, m) = SEARCH.run8(&x[r.clone()], &weights[r.clone()], &mut l[r]);
+            scales[8 * h..8 * h + 8].copy_from_slice(&s);
+            mins[8 * h..8 * h + 8].copy_from_slice(&m);
+        }
+        // As in ggml, these start at 0: scales and mins are never negative.
+        let max_scale = scales.iter().fold(0.0f32, |m, &s| if s > m { s } else { m });
+        let max_min = mins.iter().fold(0.0f32, |m, &s| if s > m { s } else { m });
 
         if max_scale > 0.0 {
             let iscale = Q4SCALE / max_scale;

@@ -50,21 +50,18 @@ pub fn quantize(src: &[f32], blocks: &mut [BlockQ4K]) {
 /// The per-group scale search shared by Q4_K and Q5_K: each group of 32 is weighted by
 /// `rms(group) + |x|` and searched with `search`. Returns the group scales and mins.
 pub(super) fn search_groups(x: &[f32], l: &mut [u8; QK_K], search: Qkx2Search) -> ([f32; 8], [f32; 8]) {
-    let mut scales = [0.0f32; 8];
-    let mut mins = [0.0f32; 8];
-    let mut weights = [0.0f32; 32];
-    for (j, (xg, lg)) in x.chunks_exact(32).zip(l.chunks_exact_mut(32)).enumerate() {
+    let mut weights = [0.0f32; QK_K];
+    for (xg, wg) in x.chunks_exact(32).zip(weights.chunks_exact_mut(32)) {
         let mut sum_x2 = 0.0f32;
         for &v in xg {
             sum_x2 += v * v;
         }
         let av_x = (sum_x2 / 32.0).sqrt();
-        for (w, &v) in weights.iter_mut().zip(xg) {
+        for (w, &v) in wg.iter_mut().zip(xg) {
             *w = av_x + v.abs();
         }
-        (scales[j], mins[j]) = search.run(xg, &weights, lg);
     }
-    (scales, mins)
+    search.run8(x, &weights, l)
 }
 
 /// Requantizes each group of 32 against the rounded scales that will actually be stored, as the
