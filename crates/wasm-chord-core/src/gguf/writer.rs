@@ -61,7 +61,13 @@ impl<W: Write> GgufWriter<W> {
                 offset,
                 ..TensorInfo::new(std::mem::take(&mut t.name), std::mem::take(&mut t.dims), t.ty)?
             };
-            offset = (offset + t.n_bytes as u64).next_multiple_of(alignment as u64);
+            offset = offset
+                .checked_add(t.n_bytes as u64)
+                .and_then(|end| end.checked_next_multiple_of(alignment as u64))
+                .ok_or_else(|| GgufError::DimsOverflow {
+                    tensor: t.name.clone(),
+                    dims: t.dims.iter().map(|&d| d as u64).collect(),
+                })?;
         }
 
         let mut header = Vec::new();
