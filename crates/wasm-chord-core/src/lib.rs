@@ -9,3 +9,4 @@ pub mod quant;
 
 pub use error::QuantError;
 pub use quant::TensorType;
+pub mod tokenizer;
