@@ -8,5 +8,6 @@ pub mod gguf;
 pub mod quant;
 
 pub use error::QuantError;
+pub use gguf::{GgufError, GgufFile};
 pub use quant::TensorType;
 pub mod tokenizer;
