@@ -34,7 +34,8 @@ impl BpeMerges {
         let mut ranks = HashMap::with_capacity_and_hasher(merges.len(), FxBuildHasher::default());
         for (rank, rule) in merges.iter().enumerate() {
             // llama.cpp splits at the first space after the first byte.
-            let Some(pos) = rule.get(1..).and_then(|s| s.find(' ')).map(|p| p + 1) else { continue };
+            let first_len = rule.chars().next().map_or(0, char::len_utf8);
+            let Some(pos) = rule[first_len..].find(' ').map(|p| p + first_len) else { continue };
             let (left, right) = (&rule[..pos], &rule[pos + 1..]);
             let ids = (intern(left), intern(right));
             let merged = intern(&format!("{left}{right}"));

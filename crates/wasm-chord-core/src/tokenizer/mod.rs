@@ -9,7 +9,7 @@
 
 mod bpe;
 mod fxhash;
-// GGUF_GLUE mod gguf_vocab;
+mod gguf_vocab;
 pub mod pretokenize;
 mod spm;
 mod stream;
@@ -87,9 +87,7 @@ pub struct Vocab {
     pub eot: Option<u32>,
     pub eom: Option<u32>,
     pub unk: Option<u32>,
-    pub sep: Option<u32>,
     pub pad: Option<u32>,
-    pub mask: Option<u32>,
     pub fim_pre: Option<u32>,
     pub fim_suf: Option<u32>,
     pub fim_mid: Option<u32>,
@@ -242,7 +240,10 @@ fn attr_of_type(ty: i32) -> u32 {
 }
 
 impl Tokenizer {
-    // GGUF_GLUE from_gguf
+    /// Builds the tokenizer of a GGUF file from its `tokenizer.*` metadata.
+    pub fn from_gguf(file: &crate::gguf::GgufFile) -> Result<Self, TokenizerError> {
+        Self::from_vocab(gguf_vocab::read_vocab(file.metadata())?)
+    }
 
     /// Builds a tokenizer from vocabulary metadata, with llama.cpp's defaults for what is absent.
     pub fn from_vocab(v: Vocab) -> Result<Self, TokenizerError> {
