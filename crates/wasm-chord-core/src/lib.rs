@@ -11,3 +11,4 @@ pub use error::QuantError;
 pub use gguf::{GgufError, GgufFile};
 pub use quant::TensorType;
 pub mod tokenizer;
+pub mod template;
