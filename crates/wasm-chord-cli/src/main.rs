@@ -1,3 +1,34 @@
-//! The wasm-chord command-line tool.
+//! The wasm-chord command-line tool: a thin dispatcher, one module per subcommand.
 
-fn main() {}
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// Run, inspect and convert LLMs stored as GGUF files.
+#[derive(Parser)]
+#[command(name = "wasm-chord", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Info(commands::info::Args),
+    Quantize(commands::quantize::Args),
+    GenModel(commands::gen_model::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Info(args) => commands::info::run(args),
+        Command::Quantize(args) => commands::quantize::run(args),
+        Command::GenModel(args) => commands::gen_model::run(args),
+    }
+}

@@ -223,7 +223,7 @@ impl MixModel {
     pub fn llama(n_layer: usize, n_head: usize, n_head_kv: usize, n_expert: usize) -> Self {
         MixModel {
             n_layer,
-            n_gqa: if n_head_kv == 0 { 1 } else { n_head / n_head_kv },
+            n_gqa: n_head.checked_div(n_head_kv).unwrap_or(1),
             n_expert,
             is_70b: n_expert != 8 && n_layer == 80 && n_head != n_head_kv,
         }
@@ -235,7 +235,7 @@ impl MixModel {
 pub struct MixTensor<'a> {
     pub name: &'a str,
     /// GGUF order: `shape[0]` is the row length.
-    pub shape: &'a [u64],
+    pub shape: &'a [usize],
     /// The type the tensor has now (kept for tensors that are never quantized).
     pub ty: TensorType,
 }
@@ -347,8 +347,8 @@ fn use_more_bits(i_layer: usize, n_layers: usize) -> bool {
 
 /// The type for a row length that the chosen type cannot hold in whole blocks
 /// (`tensor_type_fallback`): a 32-element block type of similar size, else F16.
-fn fallback(ty: TensorType, row_len: u64) -> TensorType {
-    if row_len % ty.block_len() as u64 == 0 {
+fn fallback(ty: TensorType, row_len: usize) -> TensorType {
+    if row_len % ty.block_len() == 0 {
         return ty;
     }
     let smaller = match ty {
@@ -359,7 +359,7 @@ fn fallback(ty: TensorType, row_len: u64) -> TensorType {
         TensorType::IQ4_XS => TensorType::IQ4_NL,
         other => other,
     };
-    if row_len % smaller.block_len() as u64 == 0 {
+    if row_len % smaller.block_len() == 0 {
         smaller
     } else {
         TensorType::F16
@@ -393,7 +393,7 @@ fn mix_type(
             return out;
         }
         let row_len = t.shape.first().copied().unwrap_or(0);
-        if row_len % ty.block_len() as u64 != 0 {
+        if row_len % ty.block_len() != 0 {
             ty = T::Q8_0;
         } else if ty != T::Q8_0 {
             ty = T::Q6_K;
@@ -520,7 +520,7 @@ mod tests {
     use TensorType as T;
 
     /// A llama-style model's tensors (in GGUF-writer order, not llama order) for `n_layer` layers.
-    fn llama_tensors(n_layer: usize, dim: u64, kv_dim: u64, ffn: u64, vocab: u64) -> Vec<(String, Vec<u64>)> {
+    fn llama_tensors(n_layer: usize, dim: usize, kv_dim: usize, ffn: usize, vocab: usize) -> Vec<(String, Vec<usize>)> {
         let mut v = vec![
             ("token_embd.weight".to_string(), vec![dim, vocab]),
             ("output_norm.weight".to_string(), vec![dim]),
@@ -541,7 +541,7 @@ mod tests {
         v
     }
 
-    fn plan_for(target: Target, model: MixModel, tensors: &[(String, Vec<u64>)]) -> Vec<(String, TensorType)> {
+    fn plan_for(target: Target, model: MixModel, tensors: &[(String, Vec<usize>)]) -> Vec<(String, TensorType)> {
         let mix: Vec<MixTensor<'_>> =
             tensors.iter().map(|(n, s)| MixTensor { name: n, shape: s, ty: T::F32 }).collect();
         let types = plan(target, &model, &mix, &MixOptions::default());
