@@ -278,3 +278,77 @@ fn info_lists_gemma3() {
     let total: u64 = by_type.values().map(|v| v["tensors"].as_u64().unwrap()).sum();
     assert_eq!(json["totals"]["tensors"].as_u64(), Some(total));
 }
+
+/// llama.cpp's build folder (binaries and shared libraries in `bin/`), as scripts/goldens/llama_env.sh finds it.
+fn llama_bin() -> Option<PathBuf> {
+    let home_cache = std::env::var_os("WASM_CHORD_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wasm-chord")));
+    let candidates = [
+        std::env::var_os("LLAMA_BUILD_DIR").map(PathBuf::from),
+        home_cache.map(|c| c.join("llama-build")),
+        Some(PathBuf::from("/work/cache/llama-build")),
+    ];
+    let found = candidates.into_iter().flatten().map(|d| d.join("bin")).find(|b| b.join("llama-quantize").exists());
+    if found.is_none() {
+        eprintln!("skipping: no llama.cpp build with llama-quantize (scripts/build-llama-cpp.sh builds one)");
+    }
+    found
+}
+
+fn llama_quantize(bin: &Path, input: &Path, output: &Path, ftype: &str, extra: &[&str]) {
+    let out = Command::new(bin.join("llama-quantize"))
+        .env("LD_LIBRARY_PATH", bin)
+        .args(extra)
+        .arg(input)
+        .arg(output)
+        .arg(ftype)
+        .arg("2")
+        .output()
+        .expect("llama-quantize runs");
+    assert!(out.status.success(), "llama-quantize {ftype} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Asserts two files hold the same tensors in the same order with the same types and bytes.
+fn assert_same_tensors(ours: &Path, theirs: &Path, what: &str) {
+    let (a, b) = (GgufFile::open(ours).unwrap(), GgufFile::open(theirs).unwrap());
+    let list = |f: &GgufFile| f.tensors().iter().map(|t| (t.name.clone(), t.ty, t.dims.clone())).collect::<Vec<_>>();
+    assert_eq!(list(&a), list(&b), "{what}: tensor names, types and shapes differ from llama-quantize's");
+    for (x, y) in a.tensors().iter().zip(b.tensors()) {
+        assert!(a.tensor_data(x) == b.tensor_data(y), "{what}: {} ({}) bytes differ from llama-quantize's", x.name, x.ty);
+    }
+    let ftype = |f: &GgufFile| f.metadata().get_u32("general.file_type").unwrap();
+    assert_eq!(ftype(&a), ftype(&b), "{what}: general.file_type");
+}
+
+#[test]
+fn quantize_matches_llama_quantize_on_generated_models() {
+    let Some(llama) = llama_bin() else { return };
+    let dir = scratch("vs-llama");
+    // 8 layers of 256 (no fallbacks) and 3 layers of 96 (fallbacks to 32-element blocks, F16 never).
+    let shapes: [(&str, &[&str]); 2] = [
+        ("even", &TINY),
+        ("odd", &["--dim", "96", "--layers", "3", "--heads", "2", "--ffn", "256", "--vocab", "300"]),
+    ];
+    for (shape, dims) in shapes {
+        let src = dir.join(format!("{shape}-f32.gguf"));
+        gen_model(&src, dims, "f32", &[]);
+        for ftype in ["Q4_K_M", "Q4_K_S", "Q3_K_M", "Q3_K_L", "Q5_K_M", "Q2_K", "Q6_K", "Q4_0", "Q5_1", "IQ4_NL", "Q8_0", "F16"] {
+            let (ours, theirs) = (dir.join(format!("{shape}-{ftype}-ours.gguf")), dir.join(format!("{shape}-{ftype}-llama.gguf")));
+            run_ok(bin().arg("quantize").arg(&src).arg(&ours).arg(ftype));
+            llama_quantize(&llama, &src, &theirs, ftype, &[]);
+            assert_same_tensors(&ours, &theirs, &format!("{shape} {ftype}"));
+        }
+    }
+}
+
+#[test]
+fn quantize_matches_llama_quantize_on_smollm2() {
+    let Some(llama) = llama_bin() else { return };
+    let Some(model) = model_path("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
+    let dir = scratch("smollm2");
+    let (ours, theirs) = (dir.join("ours.gguf"), dir.join("llama.gguf"));
+    run_ok(bin().args(["quantize", "--allow-requantize"]).arg(&model).arg(&ours).arg("q4_k_m"));
+    llama_quantize(&llama, &model, &theirs, "Q4_K_M", &["--allow-requantize"]);
+    assert_same_tensors(&ours, &theirs, "SmolLM2 Q4_1 -> Q4_K_M");
+}
