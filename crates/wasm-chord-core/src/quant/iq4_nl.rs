@@ -43,7 +43,8 @@ pub fn quantize(src: &[f32], blocks: &mut [BlockIQ4NL]) {
 
 /// The scale `d` for 32 weights `x` minimising `sum x² (x - d * grid[l])²` over the scales
 /// llama.cpp's `quantize_row_iq4_nl_impl` tries (ntry = 7, weights x²): the least-squares scale
-/// for the levels picked by `max / 127` and by each of `(itry - 127) / max`, itry in -7..=7.
+/// for the levels picked with the scale `max / 127`, then with each inverse scale
+/// `(itry - 127) / max`, itry in -7..=7, keeping the best (`max`: the signed largest weight).
 /// Zero when the block is (nearly) all zeros.
 pub(super) fn best_scale(x: &[f32]) -> f32 {
     // The signed value of largest magnitude; the first one wins ties.
