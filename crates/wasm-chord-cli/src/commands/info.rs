@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::{json, Value as Json};
 use wasm_chord_core::gguf::{Array, GgufFile, Value};
+use wasm_chord_core::quant::mix::FileType;
 
 use super::human_bytes;
 
@@ -60,6 +61,9 @@ fn to_text(file: &GgufFile, args: &Args) -> String {
     let _ = writeln!(s, "alignment:   {}", file.alignment());
     let _ = writeln!(s, "data offset: {}", file.data_offset());
     let _ = writeln!(s, "file size:   {} ({})", file.bytes().len(), human_bytes(file.bytes().len() as u64));
+    if let Some(ftype) = file_type(file) {
+        let _ = writeln!(s, "file type:   {ftype}");
+    }
     let _ = writeln!(s, "\nmetadata ({} keys):", file.metadata().len());
     let key_width = file.metadata().iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (key, value) in file.metadata().iter() {
@@ -102,6 +106,15 @@ fn to_text(file: &GgufFile, args: &Args) -> String {
         );
     }
     s
+}
+
+/// `general.file_type` with llama-quantize's name when it is one wasm-chord writes: "Q4_K_M (15)".
+fn file_type(file: &GgufFile) -> Option<String> {
+    let id = file.metadata().get_u32("general.file_type").ok().flatten()?;
+    Some(match FileType::from_id(id) {
+        Some(f) => format!("{f} ({id})"),
+        None => format!("({id})"),
+    })
 }
 
 fn bits_per_weight(bytes: u64, elements: u64) -> f64 {
@@ -257,6 +270,7 @@ fn to_json(file: &GgufFile, args: &Args) -> Json {
         "alignment": file.alignment(),
         "data_offset": file.data_offset(),
         "file_size": file.bytes().len(),
+        "file_type": file_type(file),
         "metadata": metadata,
         "tensors": tensors,
         "totals": {

@@ -180,11 +180,12 @@ pub enum Target {
 }
 
 impl Target {
-    /// Parses a file-type name (a mix) or else a tensor-type name (pure).
+    /// Parses a file-type name (a mix) or else a tensor-type name (pure). Q8_K is refused: it
+    /// is ggml's intermediate type for dot products, which no backend multiplies weights in.
     pub fn from_name(name: &str) -> Option<Self> {
-        FileType::from_name(name)
-            .map(Target::Mix)
-            .or_else(|| TensorType::from_name(name).map(Target::Pure))
+        FileType::from_name(name).map(Target::Mix).or_else(|| {
+            TensorType::from_name(name).filter(|&t| t != TensorType::Q8_K).map(Target::Pure)
+        })
     }
 
     /// The type most tensors get.
@@ -681,6 +682,7 @@ mod tests {
         assert_eq!(FileType::from_id(25), Some(FileType::IQ4_NL));
         assert_eq!(Target::from_name("q6_k"), Some(Target::Mix(FileType::Q6_K)));
         assert_eq!(Target::from_name("iq4_xs"), Some(Target::Pure(T::IQ4_XS)));
+        assert_eq!(Target::from_name("q8_k"), None);
         for f in FileType::ALL {
             assert_eq!(FileType::from_name(f.name()), Some(f));
             assert_eq!(FileType::from_id(f.id()), Some(f));
