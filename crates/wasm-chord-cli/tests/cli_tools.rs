@@ -325,6 +325,36 @@ fn assert_same_tensors(ours: &Path, theirs: &Path, what: &str) {
     assert_eq!(ftype(&a), ftype(&b), "{what}: general.file_type");
 }
 
+/// Runs llama-simple on `model` (greedy, 4 tokens) and asserts it loaded the model and decoded.
+fn assert_llama_runs(bin: &Path, model: &Path) {
+    let out = Command::new(bin.join("llama-simple"))
+        .env("LD_LIBRARY_PATH", bin)
+        .arg("-m")
+        .arg(model)
+        .args(["-n", "4", "Hello world"])
+        .output()
+        .expect("llama-simple runs");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "llama-simple failed on {}:\n{log}", model.display());
+    assert!(log.contains("decoded 4 tokens"), "llama-simple did not decode on {}:\n{log}", model.display());
+}
+
+#[test]
+fn llama_cpp_runs_generated_and_quantized_files() {
+    let Some(llama) = llama_bin() else { return };
+    let dir = scratch("llama-runs");
+    // A real-sized vocabulary so that llama.cpp's tokenizer has pieces for the prompt.
+    let dims = ["--dim", "256", "--layers", "4", "--heads", "4", "--kv-heads", "2", "--ffn", "512", "--vocab", "32000"];
+    for quant in ["q4_k_m", "q8_0", "iq4_nl", "q3_k_s", "f16"] {
+        let path = dir.join(format!("{quant}.gguf"));
+        gen_model(&path, &dims, quant, &[]);
+        assert_llama_runs(&llama, &path);
+    }
+    let (src, q) = (dir.join("f16.gguf"), dir.join("q5_k_m.gguf"));
+    run_ok(bin().arg("quantize").arg(&src).arg(&q).arg("q5_k_m"));
+    assert_llama_runs(&llama, &q);
+}
+
 #[test]
 fn quantize_matches_llama_quantize_on_generated_models() {
     let Some(llama) = llama_bin() else { return };
