@@ -14,11 +14,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Info(commands::info::Args),
+    Quantize(commands::quantize::Args),
+    GenModel(commands::gen_model::Args),
     Tokenize(commands::tokenize::Args),
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
+        Command::Info(args) => commands::info::run(args),
+        Command::Quantize(args) => commands::quantize::run(args),
+        Command::GenModel(args) => commands::gen_model::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
     }
 }
