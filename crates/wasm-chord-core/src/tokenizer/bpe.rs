@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use super::fxhash::FxBuildHasher;
+use super::fold_hash::FoldBuildHasher;
 use super::unicode::gpt2_byte_to_char;
 
 /// An id for a string that is not a token but appears in a merge rule, or for no string at all.
@@ -14,7 +14,7 @@ const NO_ID: u32 = u32::MAX;
 /// only in merges get ids from `n_vocab` on.
 pub(super) struct BpeMerges {
     /// (left, right) -> (rank, merged string's id).
-    ranks: HashMap<(u32, u32), (u32, u32), FxBuildHasher>,
+    ranks: HashMap<(u32, u32), (u32, u32), FoldBuildHasher>,
     /// The id of each byte's GPT-2 character as a one-character string, or `NO_ID`.
     byte_ids: [u32; 256],
     n_vocab: u32,
@@ -23,7 +23,7 @@ pub(super) struct BpeMerges {
 impl BpeMerges {
     /// Parses merge rules `"left right"`; the first rule of a pair wins, as in llama.cpp.
     pub(super) fn new(merges: &[String], token_id: impl Fn(&str) -> Option<u32>, n_vocab: u32) -> Self {
-        let mut extra: HashMap<String, u32, FxBuildHasher> = HashMap::default();
+        let mut extra: HashMap<String, u32, FoldBuildHasher> = HashMap::default();
         let mut intern = |s: &str| -> u32 {
             if let Some(id) = token_id(s) {
                 return id;
@@ -31,7 +31,7 @@ impl BpeMerges {
             let next = n_vocab + extra.len() as u32;
             *extra.entry(s.to_owned()).or_insert(next)
         };
-        let mut ranks = HashMap::with_capacity_and_hasher(merges.len(), FxBuildHasher::default());
+        let mut ranks = HashMap::with_capacity_and_hasher(merges.len(), FoldBuildHasher::default());
         for (rank, rule) in merges.iter().enumerate() {
             // llama.cpp splits at the first space after the first byte.
             let first_len = rule.chars().next().map_or(0, char::len_utf8);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::fxhash::FxHasher;
+use super::fold_hash::FoldHasher;
 
 /// Marks a hash shared by two different token texts; those live in `colliding`.
 const COLLISION: u32 = u32::MAX;
@@ -16,7 +16,7 @@ pub(super) struct TokenIndex {
 }
 
 fn hash_text(text: &str) -> u64 {
-    let mut h = FxHasher::default();
+    let mut h = FoldHasher::default();
     h.write(text.as_bytes());
     h.finish()
 }

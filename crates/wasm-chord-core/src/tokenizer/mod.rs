@@ -8,7 +8,7 @@
 //! (`llama_vocab::impl::load`).
 
 mod bpe;
-mod fxhash;
+mod fold_hash;
 mod gguf_vocab;
 mod index;
 pub mod pretokenize;
@@ -18,7 +18,7 @@ pub mod unicode;
 
 use std::collections::HashMap;
 
-use fxhash::FxBuildHasher;
+use fold_hash::FoldBuildHasher;
 pub use pretokenize::PreTokenizer;
 pub use stream::StreamDecoder;
 
@@ -509,7 +509,7 @@ impl Tokenizer {
             Engine::Spm { joins_space } => {
                 let mut prev_special = true;
                 let mut buf = String::new();
-                let mut cache: HashMap<Box<str>, (usize, usize), FxBuildHasher> = HashMap::default();
+                let mut cache: HashMap<Box<str>, (usize, usize), FoldBuildHasher> = HashMap::default();
                 for fragment in fragments {
                     match fragment {
                         Fragment::Text(t) => {
@@ -541,7 +541,7 @@ impl Tokenizer {
             }
             Engine::Bpe { merges, pre, ignore_merges } => {
                 let mut scratch = bpe::BpeScratch::default();
-                let mut cache: HashMap<&str, (usize, usize), FxBuildHasher> = HashMap::default();
+                let mut cache: HashMap<&str, (usize, usize), FoldBuildHasher> = HashMap::default();
                 let mut encoded = String::new();
                 let ascii_token = |c: char| {
                     let mut buf = [0u8; 4];
