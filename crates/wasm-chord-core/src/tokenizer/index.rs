@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn finds_tokens_and_last_duplicate_wins() {
-        let tokens: Vec<String> = ["a", "b", "ab", "a"].iter().map(|s| s.to_string()).collect();
+        let tokens: Vec<String> = ["a", "b", "ab", "a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let index = TokenIndex::build(&tokens);
         assert_eq!(index.get(&tokens, "a"), Some(3));
         assert_eq!(index.get(&tokens, "ab"), Some(2));
