@@ -17,6 +17,7 @@ enum Command {
     Info(commands::info::Args),
     Quantize(commands::quantize::Args),
     GenModel(commands::gen_model::Args),
+    Tokenize(commands::tokenize::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +31,6 @@ fn main() -> anyhow::Result<()> {
         Command::Info(args) => commands::info::run(args),
         Command::Quantize(args) => commands::quantize::run(args),
         Command::GenModel(args) => commands::gen_model::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
     }
 }

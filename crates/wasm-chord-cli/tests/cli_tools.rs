@@ -356,6 +356,31 @@ fn llama_cpp_runs_generated_and_quantized_files() {
 }
 
 #[test]
+fn placeholder_vocab_tokenizes_as_in_llama_cpp() {
+    let Some(llama) = llama_bin() else { return };
+    let dir = scratch("tokenize");
+    let path = dir.join("m.gguf");
+    let dims = ["--dim", "64", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab", "32000"];
+    let file = gen_model(&path, &dims, "f16", &[]);
+    let tokenizer = wasm_chord_core::tokenizer::Tokenizer::from_gguf(&file).expect("our tokenizer loads the vocab");
+    for text in ["Hello world", "The quick brown fox, jumps over 12 lazy dogs!", "naïve café — 漢字 🙂", "  two  spaces\nnewline"] {
+        let out = Command::new(llama.join("llama-tokenize"))
+            .env("LD_LIBRARY_PATH", &llama)
+            .arg("-m")
+            .arg(&path)
+            .args(["--ids", "--log-disable", "-p", text])
+            .output()
+            .expect("llama-tokenize runs");
+        assert!(out.status.success(), "llama-tokenize failed: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().rev().find(|l| l.starts_with('[')).expect("a list of ids");
+        let theirs: Vec<u32> =
+            line.trim_matches(|c| c == '[' || c == ']').split(", ").map(|x| x.parse().expect("an id")).collect();
+        assert_eq!(tokenizer.encode(text, true, false), theirs, "{text:?}");
+    }
+}
+
+#[test]
 fn quantize_matches_llama_quantize_on_generated_models() {
     let Some(llama) = llama_bin() else { return };
     let dir = scratch("vs-llama");

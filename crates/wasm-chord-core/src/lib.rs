@@ -10,3 +10,5 @@ pub mod quant;
 pub use error::QuantError;
 pub use gguf::{GgufError, GgufFile};
 pub use quant::TensorType;
+pub mod tokenizer;
+pub mod template;

@@ -3,6 +3,7 @@
 pub mod gen_model;
 pub mod info;
 pub mod quantize;
+pub mod tokenize;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
