@@ -24,12 +24,27 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-/// A fresh scratch directory per test.
-fn scratch(test: &str) -> PathBuf {
+/// A fresh scratch directory per test, removed when the test ends (the files reach 500 MB).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(test: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("wasm-chord-cli-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    Scratch(dir)
 }
 
 /// An 8-layer model: dims are multiples of 256 so no type falls back.
