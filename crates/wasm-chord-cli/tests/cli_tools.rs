@@ -24,12 +24,27 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-/// A fresh scratch directory per test.
-fn scratch(test: &str) -> PathBuf {
+/// A fresh scratch directory per test, removed when the test ends (the files reach 500 MB).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(test: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("wasm-chord-cli-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
+    Scratch(dir)
 }
 
 /// An 8-layer model: dims are multiples of 256 so no type falls back.
@@ -356,6 +371,31 @@ fn llama_cpp_runs_generated_and_quantized_files() {
 }
 
 #[test]
+fn placeholder_vocab_tokenizes_as_in_llama_cpp() {
+    let Some(llama) = llama_bin() else { return };
+    let dir = scratch("tokenize");
+    let path = dir.join("m.gguf");
+    let dims = ["--dim", "64", "--layers", "1", "--heads", "2", "--ffn", "64", "--vocab", "32000"];
+    let file = gen_model(&path, &dims, "f16", &[]);
+    let tokenizer = wasm_chord_core::tokenizer::Tokenizer::from_gguf(&file).expect("our tokenizer loads the vocab");
+    for text in ["Hello world", "The quick brown fox, jumps over 12 lazy dogs!", "naïve café — 漢字 🙂", "  two  spaces\nnewline"] {
+        let out = Command::new(llama.join("llama-tokenize"))
+            .env("LD_LIBRARY_PATH", &llama)
+            .arg("-m")
+            .arg(&path)
+            .args(["--ids", "--log-disable", "-p", text])
+            .output()
+            .expect("llama-tokenize runs");
+        assert!(out.status.success(), "llama-tokenize failed: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().rev().find(|l| l.starts_with('[')).expect("a list of ids");
+        let theirs: Vec<u32> =
+            line.trim_matches(|c| c == '[' || c == ']').split(", ").map(|x| x.parse().expect("an id")).collect();
+        assert_eq!(tokenizer.encode(text, true, false), theirs, "{text:?}");
+    }
+}
+
+#[test]
 fn quantize_matches_llama_quantize_on_generated_models() {
     let Some(llama) = llama_bin() else { return };
     let dir = scratch("vs-llama");
@@ -372,6 +412,20 @@ fn quantize_matches_llama_quantize_on_generated_models() {
             run_ok(bin().arg("quantize").arg(&src).arg(&ours).arg(ftype));
             llama_quantize(&llama, &src, &theirs, ftype, &[]);
             assert_same_tensors(&ours, &theirs, &format!("{shape} {ftype}"));
+        }
+        // llama-quantize's options spell the same in both tools. Explicit types skip the
+        // fallback, so Q5_K embeddings need rows of whole super-blocks.
+        let embd_type = if shape == "even" { "q5_k" } else { "q5_1" };
+        let options: [&[&str]; 3] = [
+            &["--pure"],
+            &["--leave-output-tensor"],
+            &["--output-tensor-type", "q8_0", "--token-embedding-type", embd_type],
+        ];
+        for opts in options {
+            let (ours, theirs) = (dir.join(format!("{shape}-opts-ours.gguf")), dir.join(format!("{shape}-opts-llama.gguf")));
+            run_ok(bin().arg("quantize").args(opts).arg(&src).arg(&ours).arg("q3_k_m"));
+            llama_quantize(&llama, &src, &theirs, "Q3_K_M", opts);
+            assert_same_tensors(&ours, &theirs, &format!("{shape} Q3_K_M {opts:?}"));
         }
     }
 }

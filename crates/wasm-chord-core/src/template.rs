@@ -32,7 +32,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -117,7 +120,9 @@ impl Builtin {
                         s += "[INST] ";
                     }
                     match m.role.as_str() {
-                        "system" if system_tags => s += &format!("<<SYS>>\n{}\n<</SYS>>\n\n", m.content),
+                        "system" if system_tags => {
+                            s += &format!("<<SYS>>\n{}\n<</SYS>>\n\n", m.content)
+                        }
                         "system" => s += &format!("{}\n", m.content),
                         "user" => s += &format!("{} [/INST]", m.content),
                         _ => {
@@ -129,7 +134,11 @@ impl Builtin {
             }
             Self::Llama3 => {
                 for m in messages {
-                    s += &format!("<|start_header_id|>{}<|end_header_id|>\n\n{}<|eot_id|>", m.role, trim(&m.content));
+                    s += &format!(
+                        "<|start_header_id|>{}<|end_header_id|>\n\n{}<|eot_id|>",
+                        m.role,
+                        trim(&m.content)
+                    );
                 }
                 if add_generation_prompt {
                     s += "<|start_header_id|>assistant<|end_header_id|>\n\n";
@@ -137,7 +146,11 @@ impl Builtin {
             }
             Self::MistralV1 | Self::MistralV3 | Self::MistralV3Tekken => {
                 let leading = if self == Self::MistralV1 { " " } else { "" };
-                let trailing = if self == Self::MistralV3Tekken { "" } else { " " };
+                let trailing = if self == Self::MistralV3Tekken {
+                    ""
+                } else {
+                    " "
+                };
                 let trim_assistant = self == Self::MistralV3;
                 let mut inside_turn = false;
                 for m in messages {
@@ -149,7 +162,11 @@ impl Builtin {
                         "system" => s += &format!("{}\n\n", m.content),
                         "user" => s += &format!("{}{leading}[/INST]", m.content),
                         _ => {
-                            let content = if trim_assistant { trim(&m.content) } else { &m.content };
+                            let content = if trim_assistant {
+                                trim(&m.content)
+                            } else {
+                                &m.content
+                            };
                             s += &format!("{trailing}{content}</s>");
                             inside_turn = false;
                         }
@@ -160,7 +177,9 @@ impl Builtin {
                 let sp = if self == Self::MistralV7 { " " } else { "" };
                 for m in messages {
                     match m.role.as_str() {
-                        "system" => s += &format!("[SYSTEM_PROMPT]{sp}{}[/SYSTEM_PROMPT]", m.content),
+                        "system" => {
+                            s += &format!("[SYSTEM_PROMPT]{sp}{}[/SYSTEM_PROMPT]", m.content)
+                        }
                         "user" => s += &format!("[INST]{sp}{}[/INST]", m.content),
                         _ => s += &format!("{sp}{}</s>", m.content),
                     }
@@ -173,7 +192,11 @@ impl Builtin {
                         system += trim(&m.content);
                         continue;
                     }
-                    let role = if m.role == "assistant" { "model" } else { m.role.as_str() };
+                    let role = if m.role == "assistant" {
+                        "model"
+                    } else {
+                        m.role.as_str()
+                    };
                     s += &format!("<start_of_turn>{role}\n");
                     if !system.is_empty() && role != "model" {
                         s += &format!("{system}\n\n");
@@ -216,13 +239,22 @@ impl ChatTemplate {
     /// if given, else the file's `tokenizer.chat_template`, else a built-in chosen from the
     /// architecture (Gemma's format for gemma*, Llama 3's for vocabularies with its header
     /// tokens, ChatML otherwise).
-    pub fn from_gguf(file: &GgufFile, override_name_or_source: Option<&str>) -> Result<Self, TemplateError> {
+    pub fn from_gguf(
+        file: &GgufFile,
+        override_name_or_source: Option<&str>,
+    ) -> Result<Self, TemplateError> {
         let m = file.metadata();
         let err = |e: crate::gguf::GgufError| TemplateError::Metadata(e.to_string());
-        let tokens = m.get_str_array(keys::TOKENIZER_TOKENS).map_err(err)?.unwrap_or(&[]);
+        let tokens = m
+            .get_str_array(keys::TOKENIZER_TOKENS)
+            .map_err(err)?
+            .unwrap_or(&[]);
         let token_text = |key: &str| -> Result<String, TemplateError> {
             let id = m.get_u32(key).map_err(err)?;
-            Ok(id.and_then(|i| tokens.get(i as usize)).cloned().unwrap_or_default())
+            Ok(id
+                .and_then(|i| tokens.get(i as usize))
+                .cloned()
+                .unwrap_or_default())
         };
         let bos_token = token_text(keys::TOKENIZER_BOS_ID)?;
         let eos_token = token_text(keys::TOKENIZER_EOS_ID)?;
@@ -231,16 +263,28 @@ impl ChatTemplate {
             None => match m.get_str(keys::TOKENIZER_CHAT_TEMPLATE).map_err(err)? {
                 Some(src) => Source::Jinja(src.to_owned()),
                 None => {
-                    let arch = m.get_str(keys::GENERAL_ARCHITECTURE).map_err(err)?.unwrap_or("");
+                    let arch = m
+                        .get_str(keys::GENERAL_ARCHITECTURE)
+                        .map_err(err)?
+                        .unwrap_or("");
                     Source::Builtin(Builtin::for_model(arch, |t| tokens.iter().any(|x| x == t)))
                 }
             },
         };
-        Ok(Self { source, bos_token, eos_token, now: None })
+        Ok(Self {
+            source,
+            bos_token,
+            eos_token,
+            now: None,
+        })
     }
 
     /// A template from a built-in name or Jinja source, with the given BOS/EOS texts.
-    pub fn new(name_or_source: &str, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
+    pub fn new(
+        name_or_source: &str,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<Self, TemplateError> {
         Ok(Self {
             source: Self::parse_override(name_or_source)?,
             bos_token: bos_token.to_owned(),
@@ -282,7 +326,11 @@ impl ChatTemplate {
     }
 
     /// The prompt text for `messages`; `add_generation_prompt` opens the assistant's turn.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TemplateError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
         let src = match &self.source {
             Source::Builtin(b) => return Ok(b.render(messages, add_generation_prompt)),
             Source::Jinja(src) => src,
@@ -320,9 +368,29 @@ fn current_unix_seconds() -> i64 {
     1_735_689_600
 }
 
-const MONTHS: [&str; 12] =
-    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-const WEEKDAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const WEEKDAYS: [&str; 7] = [
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+];
 
 /// C `strftime` in UTC for the specifiers chat templates use (%Y %y %m %d %e %j %B %b %A %a
 /// %H %I %M %S %p %%).
@@ -408,7 +476,10 @@ mod tests {
     fn strftime_formats_known_dates() {
         // 2024-07-26 13:05:09 UTC, a Friday.
         let t = 1_721_999_109;
-        assert_eq!(strftime(t, "%d %B %Y %a %H:%M:%S %j %b %y %p %%"), "26 July 2024 Fri 13:05:09 208 Jul 24 PM %");
+        assert_eq!(
+            strftime(t, "%d %B %Y %a %H:%M:%S %j %b %y %p %%"),
+            "26 July 2024 Fri 13:05:09 208 Jul 24 PM %"
+        );
         assert_eq!(strftime(0, "%A %e %m"), "Thursday  1 01");
         assert_eq!(strftime(951_782_400, "%Y-%m-%d"), "2000-02-29");
     }
@@ -428,9 +499,15 @@ mod tests {
                    {% else %}{{ m.role | upper }}:{{ m.content | trim }}|{% endif %}{% endfor %}\
                    {% if add_generation_prompt %}{{ strftime_now('%Y') }}{% endif %}{{ eos_token }}";
         let t = ChatTemplate::new(src, "<s>", "</s>").unwrap().with_now(0);
-        assert_eq!(t.render(&conversation(), true).unwrap(), "<s>[Be brief.]USER:Hi|ASSISTANT:Hello!|1970</s>");
+        assert_eq!(
+            t.render(&conversation(), true).unwrap(),
+            "<s>[Be brief.]USER:Hi|ASSISTANT:Hello!|1970</s>"
+        );
         let failing = ChatTemplate::new("{{ raise_exception('no tools') }}", "", "").unwrap();
-        let err = failing.render(&conversation(), false).unwrap_err().to_string();
+        let err = failing
+            .render(&conversation(), false)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no tools"), "{err}");
     }
 
@@ -443,6 +520,9 @@ mod tests {
 
     #[test]
     fn unknown_override_is_an_error() {
-        assert!(matches!(ChatTemplate::new("vicuna", "", ""), Err(TemplateError::Unknown(_))));
+        assert!(matches!(
+            ChatTemplate::new("vicuna", "", ""),
+            Err(TemplateError::Unknown(_))
+        ));
     }
 }

@@ -40,6 +40,9 @@ pub struct Args {
     /// Type of token_embd.weight.
     #[arg(long, value_parser = parse_tensor_type)]
     pub token_embedding_type: Option<TensorType>,
+    /// Keep output.weight in its current type.
+    #[arg(long)]
+    pub leave_output_tensor: bool,
     /// Print the tensor types and sizes without writing anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -243,7 +246,11 @@ pub fn run(args: Args) -> Result<()> {
     let infos = input.tensors();
     let mix_tensors: Vec<MixTensor<'_>> =
         infos.iter().map(|t| MixTensor { name: &t.name, shape: &t.dims, ty: t.ty }).collect();
-    let opts = MixOptions { output_tensor_type: args.output_tensor_type, token_embedding_type: args.token_embedding_type };
+    let opts = MixOptions {
+        output_tensor_type: args.output_tensor_type,
+        token_embedding_type: args.token_embedding_type,
+        leave_output_tensor: args.leave_output_tensor,
+    };
     let types = mix::plan(target, &model, &mix_tensors, &opts);
 
     // llama-quantize writes tensors in its own order; so do we, so the files compare tensor by tensor.

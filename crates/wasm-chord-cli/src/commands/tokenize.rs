@@ -30,19 +30,25 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let file = GgufFile::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
-    let tokenizer = Tokenizer::from_gguf(&file).with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
+    let file =
+        GgufFile::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&file)
+        .with_context(|| format!("loading the tokenizer of {}", args.model.display()))?;
     let text = match args.text {
         Some(t) => t,
         None => {
             let mut t = String::new();
-            std::io::stdin().read_to_string(&mut t).context("reading the text from standard input")?;
+            std::io::stdin()
+                .read_to_string(&mut t)
+                .context("reading the text from standard input")?;
             t
         }
     };
     let ids = tokenizer.encode(&text, !args.no_special, args.parse_special);
-    let pieces: Vec<String> =
-        ids.iter().map(|&id| String::from_utf8_lossy(tokenizer.token_to_piece(id)).into_owned()).collect();
+    let pieces: Vec<String> = ids
+        .iter()
+        .map(|&id| String::from_utf8_lossy(tokenizer.token_to_piece(id)).into_owned())
+        .collect();
     if args.json {
         // Written by hand to keep the key order of the documented output: {"tokens":[...]}.
         let mut doc = format!("{{\"tokens\":{}", serde_json::to_string(&ids)?);

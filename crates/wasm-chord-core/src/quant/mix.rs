@@ -248,6 +248,8 @@ pub struct MixOptions {
     pub output_tensor_type: Option<TensorType>,
     /// `--token-embedding-type`: the type of `token_embd.weight`.
     pub token_embedding_type: Option<TensorType>,
+    /// `--leave-output-tensor`: keep `output.weight` in its current type.
+    pub leave_output_tensor: bool,
 }
 
 /// The broad roles llama.cpp's rules distinguish (its `tensor_category`).
@@ -320,14 +322,19 @@ pub fn llama_order(names: &[&str]) -> Vec<usize> {
 
 /// Whether llama-quantize would quantize this tensor at all (`tensor_allows_quantization`, the
 /// parts that apply to llama-style models).
-fn allows_quantization(t: &MixTensor<'_>) -> bool {
+fn allows_quantization(t: &MixTensor<'_>, opts: &MixOptions) -> bool {
+    if opts.leave_output_tensor && t.name == "output.weight" {
+        return false;
+    }
     // ggml_n_dims ignores trailing dimensions of 1: a [n, 1] tensor is a vector.
     let n_dims = t.shape.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
     if n_dims < 2 {
         return false;
     }
-    const NEVER: [&str; 8] = [
+    const NEVER: [&str; 10] = [
         "_norm.weight",
+        "token_types.weight",
+        "shortconv.conv.weight",
         "ffn_gate_inp.weight",
         "altup",
         "laurel",
@@ -490,7 +497,7 @@ pub fn plan(target: Target, model: &MixModel, tensors: &[MixTensor<'_>], opts: &
     let mut types: Vec<TensorType> = tensors.iter().map(|t| t.ty).collect();
     for i in llama_order(&names) {
         let t = &tensors[i];
-        if !allows_quantization(t) {
+        if !allows_quantization(t, opts) {
             continue;
         }
         let category = Category::of(t.name);
@@ -632,6 +639,12 @@ mod tests {
         let p = plan_for(Target::Mix(FileType::F16), model, &tensors);
         assert_eq!(type_of(&p, "output.weight"), T::F16);
         assert_eq!(type_of(&p, "blk.0.ffn_norm.weight"), T::F32);
+        let mix: Vec<MixTensor<'_>> =
+            tensors.iter().map(|(n, s)| MixTensor { name: n, shape: s, ty: T::F16 }).collect();
+        let opts = MixOptions { leave_output_tensor: true, ..MixOptions::default() };
+        let types = plan(Target::Mix(FileType::Q4_K_M), &model, &mix, &opts);
+        assert_eq!(types[2], T::F16, "output.weight stays as it is");
+        assert_eq!(types[0], T::Q4_K);
         let p = plan_for(Target::Pure(T::Q4_K), model, &tensors);
         assert!(p.iter().all(|(n, t)| if n.contains("norm") { *t == T::F32 } else { *t == T::Q4_K }));
     }

@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
-use super::fxhash::FxBuildHasher;
+use super::fold_hash::FoldBuildHasher;
 use super::unicode::gpt2_byte_to_char;
 
 /// An id for a string that is not a token but appears in a merge rule, or for no string at all.
@@ -14,7 +14,7 @@ const NO_ID: u32 = u32::MAX;
 /// only in merges get ids from `n_vocab` on.
 pub(super) struct BpeMerges {
     /// (left, right) -> (rank, merged string's id).
-    ranks: HashMap<(u32, u32), (u32, u32), FxBuildHasher>,
+    ranks: HashMap<(u32, u32), (u32, u32), FoldBuildHasher>,
     /// The id of each byte's GPT-2 character as a one-character string, or `NO_ID`.
     byte_ids: [u32; 256],
     n_vocab: u32,
@@ -22,8 +22,12 @@ pub(super) struct BpeMerges {
 
 impl BpeMerges {
     /// Parses merge rules `"left right"`; the first rule of a pair wins, as in llama.cpp.
-    pub(super) fn new(merges: &[String], token_id: impl Fn(&str) -> Option<u32>, n_vocab: u32) -> Self {
-        let mut extra: HashMap<String, u32, FxBuildHasher> = HashMap::default();
+    pub(super) fn new(
+        merges: &[String],
+        token_id: impl Fn(&str) -> Option<u32>,
+        n_vocab: u32,
+    ) -> Self {
+        let mut extra: HashMap<String, u32, FoldBuildHasher> = HashMap::default();
         let mut intern = |s: &str| -> u32 {
             if let Some(id) = token_id(s) {
                 return id;
@@ -31,11 +35,13 @@ impl BpeMerges {
             let next = n_vocab + extra.len() as u32;
             *extra.entry(s.to_owned()).or_insert(next)
         };
-        let mut ranks = HashMap::with_capacity_and_hasher(merges.len(), FxBuildHasher::default());
+        let mut ranks = HashMap::with_capacity_and_hasher(merges.len(), FoldBuildHasher::default());
         for (rank, rule) in merges.iter().enumerate() {
             // llama.cpp splits at the first space after the first byte.
             let first_len = rule.chars().next().map_or(0, char::len_utf8);
-            let Some(pos) = rule[first_len..].find(' ').map(|p| p + first_len) else { continue };
+            let Some(pos) = rule[first_len..].find(' ').map(|p| p + first_len) else {
+                continue;
+            };
             let (left, right) = (&rule[..pos], &rule[pos + 1..]);
             let ids = (intern(left), intern(right));
             let merged = intern(&format!("{left}{right}"));
@@ -47,7 +53,11 @@ impl BpeMerges {
             let s = gpt2_byte_to_char(b as u8).encode_utf8(&mut buf);
             *id = token_id(s).unwrap_or_else(|| extra.get(&*s).copied().unwrap_or(NO_ID));
         }
-        Self { ranks, byte_ids, n_vocab }
+        Self {
+            ranks,
+            byte_ids,
+            n_vocab,
+        }
     }
 
     fn rank(&self, left: u32, right: u32) -> Option<(u32, u32)> {
@@ -90,7 +100,10 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Lowest rank first; among equal ranks the leftmost pair first.
     fn cmp(&self, other: &Self) -> Ordering {
-        other.rank.cmp(&self.rank).then_with(|| other.left.cmp(&self.left))
+        other
+            .rank
+            .cmp(&self.rank)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -129,11 +142,23 @@ pub(super) fn tokenize_word(
             next: (i + 1 < word.len()).then_some(i + 1),
         });
     }
-    let add = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
-        let (Some(left), Some(right)) = (left, right) else { return };
+    let add = |queue: &mut BinaryHeap<Bigram>,
+               symbols: &[Symbol],
+               left: Option<usize>,
+               right: Option<usize>| {
+        let (Some(left), Some(right)) = (left, right) else {
+            return;
+        };
         let (left_id, right_id) = (symbols[left].id, symbols[right].id);
         if let Some((rank, merged)) = merges.rank(left_id, right_id) {
-            queue.push(Bigram { rank, left, right, left_id, right_id, merged });
+            queue.push(Bigram {
+                rank,
+                left,
+                right,
+                left_id,
+                right_id,
+                merged,
+            });
         }
     };
     for i in 1..symbols.len() {
@@ -142,7 +167,11 @@ pub(super) fn tokenize_word(
     while let Some(bigram) = queue.pop() {
         let (l, r) = (symbols[bigram.left], symbols[bigram.right]);
         // A bigram is stale once either side changed: the pair's text is then different.
-        if l.len == 0 || r.len == 0 || l.id != bigram.left_id || r.id != bigram.right_id || l.next != Some(bigram.right)
+        if l.len == 0
+            || r.len == 0
+            || l.id != bigram.left_id
+            || r.id != bigram.right_id
+            || l.next != Some(bigram.right)
         {
             continue;
         }

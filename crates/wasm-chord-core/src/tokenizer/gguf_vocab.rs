@@ -12,12 +12,16 @@ pub(super) fn read_vocab(m: &Metadata) -> Result<Vocab, TokenizerError> {
     let id = |key: &str| m.get_u32(key).map_err(meta_err);
     let flag = |key: &str| m.get_bool(key).map_err(meta_err);
     let model = str_key(keys::TOKENIZER_MODEL)?
-        .ok_or(TokenizerError::MissingKey { key: keys::TOKENIZER_MODEL })?
+        .ok_or(TokenizerError::MissingKey {
+            key: keys::TOKENIZER_MODEL,
+        })?
         .to_owned();
     let tokens = m
         .get_str_array(keys::TOKENIZER_TOKENS)
         .map_err(meta_err)?
-        .ok_or(TokenizerError::MissingKey { key: keys::TOKENIZER_TOKENS })?
+        .ok_or(TokenizerError::MissingKey {
+            key: keys::TOKENIZER_TOKENS,
+        })?
         .to_vec();
     let scores = match m.get_f32_array(keys::TOKENIZER_SCORES) {
         Ok(s) => s.map(<[f32]>::to_vec).unwrap_or_default(),
@@ -28,8 +32,16 @@ pub(super) fn read_vocab(m: &Metadata) -> Result<Vocab, TokenizerError> {
             .map(|s| s.iter().map(|&v| v as f32).collect())
             .unwrap_or_default(),
     };
-    let token_types = m.get_i32_array(keys::TOKENIZER_TOKEN_TYPE).map_err(meta_err)?.map(<[i32]>::to_vec).unwrap_or_default();
-    let merges = m.get_str_array(keys::TOKENIZER_MERGES).map_err(meta_err)?.map(<[String]>::to_vec).unwrap_or_default();
+    let token_types = m
+        .get_i32_array(keys::TOKENIZER_TOKEN_TYPE)
+        .map_err(meta_err)?
+        .map(<[i32]>::to_vec)
+        .unwrap_or_default();
+    let merges = m
+        .get_str_array(keys::TOKENIZER_MERGES)
+        .map_err(meta_err)?
+        .map(<[String]>::to_vec)
+        .unwrap_or_default();
     Ok(Vocab {
         model,
         pre: str_key(keys::TOKENIZER_PRE)?.map(str::to_owned),

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::fxhash::FxHasher;
+use super::fold_hash::FoldHasher;
 
 /// Marks a hash shared by two different token texts; those live in `colliding`.
 const COLLISION: u32 = u32::MAX;
@@ -16,7 +16,7 @@ pub(super) struct TokenIndex {
 }
 
 fn hash_text(text: &str) -> u64 {
-    let mut h = FxHasher::default();
+    let mut h = FoldHasher::default();
     h.write(text.as_bytes());
     h.finish()
 }
@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn finds_tokens_and_last_duplicate_wins() {
-        let tokens: Vec<String> = ["a", "b", "ab", "a"].iter().map(|s| s.to_string()).collect();
+        let tokens: Vec<String> = ["a", "b", "ab", "a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let index = TokenIndex::build(&tokens);
         assert_eq!(index.get(&tokens, "a"), Some(3));
         assert_eq!(index.get(&tokens, "ab"), Some(2));

@@ -8,7 +8,7 @@
 //! (`llama_vocab::impl::load`).
 
 mod bpe;
-mod fxhash;
+mod fold_hash;
 mod gguf_vocab;
 mod index;
 pub mod pretokenize;
@@ -18,7 +18,7 @@ pub mod unicode;
 
 use std::collections::HashMap;
 
-use fxhash::FxBuildHasher;
+use fold_hash::FoldBuildHasher;
 pub use pretokenize::PreTokenizer;
 pub use stream::StreamDecoder;
 
@@ -34,7 +34,11 @@ pub enum TokenizerError {
     #[error("unsupported pre-tokenizer '{0}' (tokenizer.ggml.pre)")]
     UnsupportedPreTokenizer(String),
     #[error("{key} has {got} entries for {n_vocab} tokens")]
-    LengthMismatch { key: &'static str, got: usize, n_vocab: usize },
+    LengthMismatch {
+        key: &'static str,
+        got: usize,
+        n_vocab: usize,
+    },
     #[error("the vocabulary has no tokens")]
     EmptyVocab,
 }
@@ -119,7 +123,11 @@ enum Fragment<'t> {
 enum Engine {
     /// `joins_space`: the characters some token joins to a following `▁` (see `spm::segments`).
     Spm { joins_space: Vec<char> },
-    Bpe { merges: bpe::BpeMerges, pre: PreTokenizer, ignore_merges: bool },
+    Bpe {
+        merges: Box<bpe::BpeMerges>,
+        pre: PreTokenizer,
+        ignore_merges: bool,
+    },
 }
 
 /// A loaded tokenizer: encodes text to ids and decodes ids to text.
@@ -163,20 +171,52 @@ fn bpe_settings(name: &str) -> Option<BpeSettings> {
     let pre = PreTokenizer::from_name(name)?;
     let ignore_merges = matches!(
         name,
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" | "jina-v5-nano"
-            | "glm4" | "glm5"
+        "llama3"
+            | "llama-v3"
+            | "llama-bpe"
+            | "falcon3"
+            | "falcon-h1"
+            | "pixtral"
+            | "midm-2.0"
+            | "lfm2"
+            | "jina-v5-nano"
+            | "glm4"
+            | "glm5"
     );
     let add_bos = matches!(
         name,
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2" | "jina-v5-nano"
+        "llama3"
+            | "llama-v3"
+            | "llama-bpe"
+            | "falcon3"
+            | "falcon-h1"
+            | "pixtral"
+            | "midm-2.0"
+            | "lfm2"
+            | "jina-v5-nano"
     );
     let clean_spaces = !matches!(
         name,
-        "deepseek-llm" | "command-r" | "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "hunyuan" | "solar-open"
-            | "smollm" | "trillion" | "granite-docling"
+        "deepseek-llm"
+            | "command-r"
+            | "qwen2"
+            | "deepseek-r1-qwen"
+            | "kormo"
+            | "f2llmv2"
+            | "hunyuan"
+            | "solar-open"
+            | "smollm"
+            | "trillion"
+            | "granite-docling"
     );
     let no_default_bos = matches!(name, "chatglm-bpe" | "glm4" | "glm5");
-    Some(BpeSettings { pre, ignore_merges, clean_spaces, add_bos, no_default_bos })
+    Some(BpeSettings {
+        pre,
+        ignore_merges,
+        clean_spaces,
+        add_bos,
+        no_default_bos,
+    })
 }
 
 /// Token texts that end generation, as llama.cpp lists them.
@@ -219,14 +259,44 @@ const EOT_TEXTS: &[&str] = &[
     "<end_of_utterance>",
 ];
 const EOM_TEXTS: &[&str] = &["<|eom_id|>"];
-const FIM_PRE_TEXTS: &[&str] =
-    &["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"];
-const FIM_SUF_TEXTS: &[&str] =
-    &["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"];
-const FIM_MID_TEXTS: &[&str] =
-    &["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"];
+const FIM_PRE_TEXTS: &[&str] = &[
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+];
+const FIM_SUF_TEXTS: &[&str] = &[
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+];
+const FIM_MID_TEXTS: &[&str] = &[
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
-const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
+const FIM_REP_TEXTS: &[&str] = &[
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
 
 fn attr_of_type(ty: i32) -> u32 {
@@ -253,9 +323,16 @@ impl Tokenizer {
         if n == 0 {
             return Err(TokenizerError::EmptyVocab);
         }
-        for (key, got) in [("tokenizer.ggml.scores", v.scores.len()), ("tokenizer.ggml.token_type", v.token_types.len())] {
+        for (key, got) in [
+            ("tokenizer.ggml.scores", v.scores.len()),
+            ("tokenizer.ggml.token_type", v.token_types.len()),
+        ] {
             if got != 0 && got < n {
-                return Err(TokenizerError::LengthMismatch { key, got, n_vocab: n });
+                return Err(TokenizerError::LengthMismatch {
+                    key,
+                    got,
+                    n_vocab: n,
+                });
             }
         }
         let (kind, settings) = match v.model.as_str() {
@@ -292,11 +369,18 @@ impl Tokenizer {
         }
         let token_index = index::TokenIndex::build(&tokens);
         let token_id = |text: &str| token_index.get(&tokens, text);
-        let scores = if v.scores.is_empty() { vec![0.0; n] } else { v.scores[..n].to_vec() };
+        let scores = if v.scores.is_empty() {
+            vec![0.0; n]
+        } else {
+            v.scores[..n].to_vec()
+        };
         let mut attrs: Vec<u32> = if v.token_types.is_empty() {
             vec![attr::NORMAL; n]
         } else {
-            v.token_types[..n].iter().map(|&t| attr_of_type(t)).collect()
+            v.token_types[..n]
+                .iter()
+                .map(|&t| attr_of_type(t))
+                .collect()
         };
 
         // Special ids: defaults outside the vocabulary are disabled; metadata ids outside it are ignored.
@@ -355,7 +439,10 @@ impl Tokenizer {
             }
         }
         for (i, t) in tokens.iter().enumerate() {
-            if matches!(t.as_str(), "<|channel|>" | "<|message|>" | "<|start|>" | "<|constrain|>") {
+            if matches!(
+                t.as_str(),
+                "<|channel|>" | "<|message|>" | "<|start|>" | "<|constrain|>"
+            ) {
                 attrs[i] = attr::USER_DEFINED;
             }
         }
@@ -382,7 +469,9 @@ impl Tokenizer {
         }
 
         let mut special_tokens: Vec<u32> = (0..n as u32)
-            .filter(|&i| attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&i| {
+                attrs[i as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
         special_tokens.sort_by(|&a, &b| tokens[b as usize].len().cmp(&tokens[a as usize].len()));
 
@@ -398,9 +487,11 @@ impl Tokenizer {
         }
 
         let engine = match settings {
-            None => Engine::Spm { joins_space: spm::chars_joined_to_space(&tokens) },
+            None => Engine::Spm {
+                joins_space: spm::chars_joined_to_space(&tokens),
+            },
             Some(s) => Engine::Bpe {
-                merges: bpe::BpeMerges::new(&v.merges, token_id, n as u32),
+                merges: Box::new(bpe::BpeMerges::new(&v.merges, token_id, n as u32)),
                 pre: s.pre,
                 ignore_merges: s.ignore_merges,
             },
@@ -509,7 +600,8 @@ impl Tokenizer {
             Engine::Spm { joins_space } => {
                 let mut prev_special = true;
                 let mut buf = String::new();
-                let mut cache: HashMap<Box<str>, (usize, usize), FxBuildHasher> = HashMap::default();
+                let mut cache: HashMap<Box<str>, (usize, usize), FoldBuildHasher> =
+                    HashMap::default();
                 for fragment in fragments {
                     match fragment {
                         Fragment::Text(t) => {
@@ -539,9 +631,13 @@ impl Tokenizer {
                     }
                 }
             }
-            Engine::Bpe { merges, pre, ignore_merges } => {
+            Engine::Bpe {
+                merges,
+                pre,
+                ignore_merges,
+            } => {
                 let mut scratch = bpe::BpeScratch::default();
-                let mut cache: HashMap<&str, (usize, usize), FxBuildHasher> = HashMap::default();
+                let mut cache: HashMap<&str, (usize, usize), FoldBuildHasher> = HashMap::default();
                 let mut encoded = String::new();
                 let ascii_token = |c: char| {
                     let mut buf = [0u8; 4];
@@ -569,7 +665,14 @@ impl Tokenizer {
                             None
                         };
                         let start = out.len();
-                        bpe::tokenize_word(merges, word.as_bytes(), whole_word, ascii_token, &mut scratch, &mut out);
+                        bpe::tokenize_word(
+                            merges,
+                            word.as_bytes(),
+                            whole_word,
+                            ascii_token,
+                            &mut scratch,
+                            &mut out,
+                        );
                         cache.insert(word, (start, out.len()));
                     }
                 }
@@ -595,7 +698,10 @@ impl Tokenizer {
                 continue;
             }
             let needle = self.tokens[id as usize].as_str();
-            if !fragments.iter().any(|f| matches!(f, Fragment::Text(t) if t.contains(needle))) {
+            if !fragments
+                .iter()
+                .any(|f| matches!(f, Fragment::Text(t) if t.contains(needle)))
+            {
                 continue;
             }
             next.clear();
@@ -624,7 +730,10 @@ impl Tokenizer {
     /// tokens become their byte, SPM `▁` a space, GPT-2 byte characters their bytes. Empty for
     /// ids outside the vocabulary. May be part of a UTF-8 character.
     pub fn token_to_piece(&self, id: u32) -> &[u8] {
-        self.pieces.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.pieces
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Like [`token_to_piece`](Self::token_to_piece), but control and unknown tokens give nothing
@@ -660,7 +769,8 @@ impl Tokenizer {
     pub fn detokenize(&self, ids: &[u32], opts: DecodeOptions) -> String {
         let mut ids = ids;
         let mut remove_space = self.add_space_prefix;
-        if opts.remove_special && self.add_bos && ids.first().is_some_and(|&t| Some(t) == self.bos) {
+        if opts.remove_special && self.add_bos && ids.first().is_some_and(|&t| Some(t) == self.bos)
+        {
             remove_space = false;
             ids = &ids[1..];
         }
@@ -754,7 +864,8 @@ fn clean_pass_contractions(text: &mut Vec<u8>) {
         if i > 0 && text[i - 1] == b' ' && x == b'\'' && i + 1 < text.len() {
             let x1 = text[i + 1];
             let x2 = text.get(i + 2).copied();
-            let drop = matches!(x1, b's' | b'm') || matches!((x1, x2), (b'r', Some(b'e')) | (b'v', Some(b'e')));
+            let drop = matches!(x1, b's' | b'm')
+                || matches!((x1, x2), (b'r', Some(b'e')) | (b'v', Some(b'e')));
             if drop {
                 out.pop();
             }

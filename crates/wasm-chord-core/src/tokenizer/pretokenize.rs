@@ -33,17 +33,17 @@ impl PreTokenizer {
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
             "" | "default" => Self::Default,
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-            | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" | "chatglm-bpe" | "glm4" | "glm5" => {
-                Self::Llama3
-            }
-            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan" | "megrez"
-            | "solar-open" => Self::Qwen2,
-            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-            | "a.x-4.0" | "mellum" | "modern-bert" | "jina-v1-en" | "jina-v2-code" | "roberta-bpe"
-            | "mpt" | "olmo" | "jais" | "exaone4" | "trillion" | "granite-docling" => Self::Gpt2,
-            "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b"
-            | "mellum2" => Self::StarCoder,
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
+            | "midm-2.0" | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" | "chatglm-bpe"
+            | "glm4" | "glm5" => Self::Llama3,
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan"
+            | "megrez" | "solar-open" => Self::Qwen2,
+            "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "jina-v1-en"
+            | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo" | "jais" | "exaone4" | "trillion"
+            | "granite-docling" => Self::Gpt2,
+            "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone"
+            | "minerva-7b" | "mellum2" => Self::StarCoder,
             "deepseek-llm" => Self::DeepSeekLlm,
             _ => return None,
         })
@@ -51,24 +51,29 @@ impl PreTokenizer {
 
     fn stages(self) -> &'static [Stage] {
         match self {
-            Self::Default => &[Stage::PunctRuns, Stage::Gpt2, Stage::NumberRuns, Stage::DigitTriples],
+            Self::Default => &[
+                Stage::PunctRuns,
+                Stage::Gpt2,
+                Stage::NumberRuns,
+                Stage::DigitTriples,
+            ],
             Self::Gpt2 => &[Stage::Gpt2],
             Self::Llama3 => &[Stage::Llama3],
             Self::Qwen2 => &[Stage::Qwen2],
             Self::StarCoder => &[Stage::EachNumber, Stage::Gpt2],
             Self::DeepSeekLlm => &[
                 Stage::EachNewline,
-                Stage::SpaceThen(Set::DeepSeekLetters),
-                Stage::SpaceThen(Set::DeepSeekPunct),
+                Stage::SpaceThen(Set::Letters),
+                Stage::SpaceThen(Set::Punct),
                 Stage::TrailingSpace,
-                Stage::Runs(Set::DeepSeekCjk),
+                Stage::Runs(Set::Cjk),
                 Stage::NumberRuns,
             ],
         }
     }
 
     /// Splits `text` into the words that BPE merges run within, in order; they cover `text`.
-    pub fn split<'t>(self, text: &'t str) -> Vec<&'t str> {
+    pub fn split(self, text: &str) -> Vec<&str> {
         let mut chars = Vec::with_capacity(text.len());
         let mut byte_at = Vec::with_capacity(text.len() + 1);
         for (i, c) in text.char_indices() {
@@ -77,7 +82,10 @@ impl PreTokenizer {
         }
         byte_at.push(text.len());
         let classes: Vec<u16> = chars.iter().map(|&c| class_of(c)).collect();
-        let text_cp = Text { chars: &chars, classes: &classes };
+        let text_cp = Text {
+            chars: &chars,
+            classes: &classes,
+        };
 
         let mut pieces = vec![chars.len()];
         let mut next = Vec::with_capacity(chars.len() / 3 + 1);
@@ -132,12 +140,12 @@ enum Stage {
     TrailingSpace,
 }
 
-/// Explicit code point sets of some regexes.
+/// The explicit code point sets of DeepSeek LLM's regexes.
 #[derive(Debug, Clone, Copy)]
 enum Set {
-    DeepSeekLetters,
-    DeepSeekPunct,
-    DeepSeekCjk,
+    Letters,
+    Punct,
+    Cjk,
 }
 
 const DEEPSEEK_LETTERS: &str = "A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃";
@@ -148,11 +156,12 @@ impl Set {
     /// The ranges of a bracket expression's body, `a-b` pairs and single characters.
     fn ranges(self) -> &'static [(char, char)] {
         use std::sync::OnceLock;
-        static CACHE: [OnceLock<Vec<(char, char)>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        static CACHE: [OnceLock<Vec<(char, char)>>; 3] =
+            [OnceLock::new(), OnceLock::new(), OnceLock::new()];
         let (slot, body) = match self {
-            Set::DeepSeekLetters => (0, DEEPSEEK_LETTERS),
-            Set::DeepSeekPunct => (1, DEEPSEEK_PUNCT),
-            Set::DeepSeekCjk => (2, DEEPSEEK_CJK),
+            Set::Letters => (0, DEEPSEEK_LETTERS),
+            Set::Punct => (1, DEEPSEEK_PUNCT),
+            Set::Cjk => (2, DEEPSEEK_CJK),
         };
         CACHE[slot].get_or_init(|| parse_bracket_body(body))
     }
@@ -212,7 +221,8 @@ fn is_collapsed_number(t: &Text, i: usize) -> bool {
 fn is_collapsed_punct_or_default_symbol(t: &Text, i: usize) -> bool {
     let c = t.chars[i];
     if c.is_ascii() {
-        t.classes[i] == class::PUNCTUATION || matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|')
+        t.classes[i] == class::PUNCTUATION
+            || matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|')
     } else {
         collapsed_is(t, i, class::PUNCTUATION)
     }
@@ -228,7 +238,9 @@ fn split_by_matches(
 ) {
     let mut pos = start;
     while pos < end {
-        let Some((m_start, m_end)) = find(pos) else { break };
+        let Some((m_start, m_end)) = find(pos) else {
+            break;
+        };
         if m_start > pos {
             out.push(m_start - pos);
         }
@@ -247,10 +259,12 @@ impl Stage {
             Stage::Llama3 => split_llama3(t, start, end, out, 3),
             Stage::Qwen2 => split_llama3(t, start, end, out, 1),
             Stage::EachNumber => split_runs(start, end, out, 1, |i| is_collapsed_number(t, i)),
-            Stage::NumberRuns => split_runs(start, end, out, usize::MAX, |i| is_collapsed_number(t, i)),
-            Stage::PunctRuns => {
-                split_runs(start, end, out, usize::MAX, |i| is_collapsed_punct_or_default_symbol(t, i))
+            Stage::NumberRuns => {
+                split_runs(start, end, out, usize::MAX, |i| is_collapsed_number(t, i))
             }
+            Stage::PunctRuns => split_runs(start, end, out, usize::MAX, |i| {
+                is_collapsed_punct_or_default_symbol(t, i)
+            }),
             Stage::DigitTriples => split_by_matches(start, end, out, |pos| {
                 let mut i = pos;
                 while i + 3 <= end {
@@ -261,17 +275,22 @@ impl Stage {
                 }
                 None
             }),
-            Stage::EachNewline => split_runs(start, end, out, 1, |i| matches!(t.chars[i], '\r' | '\n')),
-            Stage::Runs(set) => split_runs(start, end, out, usize::MAX, |i| set.contains(t.chars[i])),
+            Stage::EachNewline => {
+                split_runs(start, end, out, 1, |i| matches!(t.chars[i], '\r' | '\n'))
+            }
+            Stage::Runs(set) => {
+                split_runs(start, end, out, usize::MAX, |i| set.contains(t.chars[i]))
+            }
             Stage::SpaceThen(set) => split_by_matches(start, end, out, |pos| {
                 for i in pos..end {
-                    let body = if is_regex_space(t, i) && i + 1 < end && set.contains(t.chars[i + 1]) {
-                        i + 1
-                    } else if set.contains(t.chars[i]) {
-                        i
-                    } else {
-                        continue;
-                    };
+                    let body =
+                        if is_regex_space(t, i) && i + 1 < end && set.contains(t.chars[i + 1]) {
+                            i + 1
+                        } else if set.contains(t.chars[i]) {
+                            i
+                        } else {
+                            continue;
+                        };
                     let mut j = body;
                     while j < end && set.contains(t.chars[j]) {
                         j += 1;
@@ -297,7 +316,13 @@ impl Stage {
 }
 
 /// `[class]` (max_len 1) or `[class]+` (max_len unbounded) through `split_by_matches`.
-fn split_runs(start: usize, end: usize, out: &mut Vec<usize>, max_len: usize, is_in: impl Fn(usize) -> bool) {
+fn split_runs(
+    start: usize,
+    end: usize,
+    out: &mut Vec<usize>,
+    max_len: usize,
+    is_in: impl Fn(usize) -> bool,
+) {
     split_by_matches(start, end, out, |pos| {
         let first = (pos..end).find(|&i| is_in(i))?;
         let mut j = first + 1;
@@ -365,7 +390,10 @@ impl Pieces<'_> {
 /// The GPT-2 regex, as llama.cpp's `unicode_regex_split_custom_gpt2`.
 fn split_gpt2(t: &Text, start: usize, end: usize, out: &mut Vec<usize>) {
     let w = Window { t, start, end };
-    let mut p = Pieces { out, prev_end: start };
+    let mut p = Pieces {
+        out,
+        prev_end: start,
+    };
     let mut pos = start;
     while pos < end {
         let cpt = w.cpt(pos);
@@ -387,7 +415,11 @@ fn split_gpt2(t: &Text, start: usize, end: usize, out: &mut Vec<usize>) {
             }
         }
 
-        let mut flags2 = if cpt == ' ' as u32 { w.class(pos + 1) } else { flags };
+        let mut flags2 = if cpt == ' ' as u32 {
+            w.class(pos + 1)
+        } else {
+            flags
+        };
         // <space>?\p{L}+
         if is_letter(flags2) {
             pos += usize::from(cpt == ' ' as u32);
@@ -444,7 +476,10 @@ fn split_gpt2(t: &Text, start: usize, end: usize, out: &mut Vec<usize>) {
 /// 're, 've or 'll after the apostrophe (already lower-cased where the regex ignores case).
 fn is_pair(a: u32, b: u32) -> bool {
     let (a, b) = (char::from_u32(a), char::from_u32(b));
-    matches!((a, b), (Some('r'), Some('e')) | (Some('v'), Some('e')) | (Some('l'), Some('l')))
+    matches!(
+        (a, b),
+        (Some('r'), Some('e')) | (Some('v'), Some('e')) | (Some('l'), Some('l'))
+    )
 }
 
 /// Lower-cases the letters the contraction matchers compare; no code point above ASCII
@@ -461,7 +496,10 @@ fn ascii_lower(cpt: u32) -> u32 {
 /// llama.cpp's `unicode_regex_split_custom_llama3` and `_qwen2`.
 fn split_llama3(t: &Text, start: usize, end: usize, out: &mut Vec<usize>, max_digits: usize) {
     let w = Window { t, start, end };
-    let mut p = Pieces { out, prev_end: start };
+    let mut p = Pieces {
+        out,
+        prev_end: start,
+    };
     let mut pos = start;
     let is_cr_lf = |c: u32| c == '\r' as u32 || c == '\n' as u32;
     while pos < end {
@@ -485,7 +523,8 @@ fn split_llama3(t: &Text, start: usize, end: usize, out: &mut Vec<usize>, max_di
         }
 
         // [^\r\n\p{L}\p{N}]?\p{L}+
-        if !(is_cr_lf(cpt) || is_number(flags)) && (is_letter(flags) || is_letter(w.class(pos + 1))) {
+        if !(is_cr_lf(cpt) || is_number(flags)) && (is_letter(flags) || is_letter(w.class(pos + 1)))
+        {
             pos += 1;
             while is_letter(w.class(pos)) {
                 pos += 1;
@@ -514,7 +553,11 @@ fn split_llama3(t: &Text, start: usize, end: usize, out: &mut Vec<usize>, max_di
         }
 
         // <space>?[^\s\p{L}\p{N}]+[\r\n]*
-        let mut flags2 = if cpt == ' ' as u32 { w.class(pos + 1) } else { flags };
+        let mut flags2 = if cpt == ' ' as u32 {
+            w.class(pos + 1)
+        } else {
+            flags
+        };
         if !(is_space(flags2) || is_letter(flags2) || is_number(flags2)) && flags != 0 {
             pos += usize::from(cpt == ' ' as u32);
             while !(is_space(flags2) || is_letter(flags2) || is_number(flags2)) && flags2 != 0 {
@@ -578,7 +621,10 @@ mod tests {
 
     #[test]
     fn starcoder_splits_digits_first() {
-        assert_eq!(split(PreTokenizer::StarCoder, "a 1234b"), ["a", " ", "1", "2", "3", "4", "b"]);
+        assert_eq!(
+            split(PreTokenizer::StarCoder, "a 1234b"),
+            ["a", " ", "1", "2", "3", "4", "b"]
+        );
     }
 
     #[test]
@@ -592,12 +638,18 @@ mod tests {
 
     #[test]
     fn default_splits_punctuation_runs_first() {
-        assert_eq!(split(PreTokenizer::Default, "a+=b 12345"), ["a", "+=", "b", " ", "123", "45"]);
+        assert_eq!(
+            split(PreTokenizer::Default, "a+=b 12345"),
+            ["a", "+=", "b", " ", "123", "45"]
+        );
     }
 
     #[test]
     fn deepseek_llm_keeps_cjk_runs() {
-        assert_eq!(split(PreTokenizer::DeepSeekLlm, "Hi 你好\n12  "), ["Hi", " ", "你好", "\n", "12", "  "]);
+        assert_eq!(
+            split(PreTokenizer::DeepSeekLlm, "Hi 你好\n12  "),
+            ["Hi", " ", "你好", "\n", "12", "  "]
+        );
     }
 
     #[test]

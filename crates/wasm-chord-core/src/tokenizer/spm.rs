@@ -31,7 +31,10 @@ pub(super) fn chars_joined_to_space(tokens: &[String]) -> Vec<char> {
 /// that character pair: there is none, so no merge crosses the boundary, and the merges on each
 /// side happen in the same relative order alone as together. Tokenizing the segments one by one
 /// (and reusing the ids of repeated ones) gives exactly the ids of the whole text.
-pub(super) fn segments<'t>(text: &'t str, joins_space: &'t [char]) -> impl Iterator<Item = &'t str> + 't {
+pub(super) fn segments<'t>(
+    text: &'t str,
+    joins_space: &'t [char],
+) -> impl Iterator<Item = &'t str> + 't {
     let mut rest = text;
     std::iter::from_fn(move || {
         if rest.is_empty() {
@@ -85,7 +88,9 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Highest score first; among equal scores the leftmost pair first.
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -106,12 +111,22 @@ pub(super) fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) {
     }
 
     let mut queue = BinaryHeap::with_capacity(symbols.len());
-    let try_add = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
-        let (Some(left), Some(right)) = (left, right) else { return };
+    let try_add = |queue: &mut BinaryHeap<Bigram>,
+                   symbols: &[Symbol],
+                   left: Option<usize>,
+                   right: Option<usize>| {
+        let (Some(left), Some(right)) = (left, right) else {
+            return;
+        };
         let (l, r) = (symbols[left], symbols[right]);
         let merged = &text[l.start..r.start + r.len];
         if let Some(id) = tok.text_to_token(merged) {
-            queue.push(Bigram { score: tok.score(id), left, right, size: merged.len() });
+            queue.push(Bigram {
+                score: tok.score(id),
+                left,
+                right,
+                size: merged.len(),
+            });
         }
     };
     for i in 1..symbols.len() {
@@ -129,8 +144,18 @@ pub(super) fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) {
         if let Some(next) = r.next {
             symbols[next].prev = Some(bigram.left);
         }
-        try_add(&mut queue, &symbols, symbols[bigram.left].prev, Some(bigram.left));
-        try_add(&mut queue, &symbols, Some(bigram.left), symbols[bigram.left].next);
+        try_add(
+            &mut queue,
+            &symbols,
+            symbols[bigram.left].prev,
+            Some(bigram.left),
+        );
+        try_add(
+            &mut queue,
+            &symbols,
+            Some(bigram.left),
+            symbols[bigram.left].next,
+        );
     }
 
     let mut i = Some(0);

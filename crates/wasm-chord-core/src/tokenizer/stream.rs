@@ -18,12 +18,16 @@ impl StreamDecoder {
 
     /// A decoder that renders control tokens as their text (`<|im_end|>`) when `special`.
     pub fn with_special(special: bool) -> Self {
-        Self { pending: Vec::new(), render_special: special }
+        Self {
+            pending: Vec::new(),
+            render_special: special,
+        }
     }
 
     /// Adds one token; returns the text that is now complete (possibly empty).
     pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> String {
-        self.pending.extend_from_slice(tokenizer.token_to_piece_special(id, self.render_special));
+        self.pending
+            .extend_from_slice(tokenizer.token_to_piece_special(id, self.render_special));
         let keep = incomplete_tail_len(&self.pending);
         let complete_len = self.pending.len() - keep;
         let text = String::from_utf8_lossy(&self.pending[..complete_len]).into_owned();

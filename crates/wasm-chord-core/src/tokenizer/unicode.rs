@@ -36,7 +36,10 @@ pub fn class_of(c: char) -> u16 {
 
 /// Unicode's White_Space property above ASCII (PropList.txt), as llama.cpp lists it.
 fn is_whitespace_above_ascii(cp: u32) -> bool {
-    matches!(cp, 0x85 | 0xA0 | 0x1680 | 0x2000..=0x200A | 0x2028 | 0x2029 | 0x202F | 0x205F | 0x3000)
+    matches!(
+        cp,
+        0x85 | 0xA0 | 0x1680 | 0x2000..=0x200A | 0x2028 | 0x2029 | 0x202F | 0x205F | 0x3000
+    )
 }
 
 const fn ascii_class(cp: u8) -> u16 {

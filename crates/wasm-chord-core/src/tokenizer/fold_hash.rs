@@ -1,23 +1,27 @@
-//! A small fast hasher for the tokenizer's string and id-pair maps (the Firefox/rustc "Fx" hash;
-//! maps keyed by vocabulary text need no DoS resistance).
+//! A small fast hasher for the tokenizer's string and id-pair maps (maps keyed by vocabulary
+//! text need no DoS resistance): each 8-byte word is folded in with a 64x64->128-bit multiply
+//! whose halves are xor-ed, so a difference anywhere in a word spreads over the whole state
+//! (the plain Fx hash leaves a difference in a word's top byte near the top, where the next
+//! word can cancel it: "▁consec" and "▁consum" collided).
 
 use std::hash::{BuildHasherDefault, Hasher};
 
 #[derive(Default, Clone, Copy)]
-pub(super) struct FxHasher {
+pub(super) struct FoldHasher {
     hash: u64,
 }
 
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
-impl FxHasher {
+impl FoldHasher {
     #[inline]
     fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
+        let product = u128::from(self.hash ^ word) * u128::from(SEED);
+        self.hash = (product as u64) ^ ((product >> 64) as u64);
     }
 }
 
-impl Hasher for FxHasher {
+impl Hasher for FoldHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
@@ -60,4 +64,4 @@ impl Hasher for FxHasher {
     }
 }
 
-pub(super) type FxBuildHasher = BuildHasherDefault<FxHasher>;
+pub(super) type FoldBuildHasher = BuildHasherDefault<FoldHasher>;
