@@ -1,1 +1,3 @@
 //! Model graphs, KV cache, sampling and generation.
+
+pub mod sampling;
