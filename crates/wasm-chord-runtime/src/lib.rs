@@ -1,3 +1,4 @@
 //! Model graphs, KV cache, sampling and generation.
 
+pub mod generate;
 pub mod sampling;
