@@ -1,6 +1,7 @@
 //! End-to-end tests of `wasm-chord run` and `bench` on the real SmolLM2 model: the `--json`
 //! contract that outside scripts read, `--ignore-eos`, `--logits-out`, stop strings and seeds.
-//! Tests that need the model print a note and pass when it is not in the model cache.
+//! Tests that need the model print a note and pass when it is not in the model cache, unless
+//! WASM_CHORD_REQUIRE_MODELS is set (as scripts/test.sh does).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -18,6 +19,8 @@ fn model_path() -> Option<PathBuf> {
     let path = dir.join(MODEL);
     if path.is_file() {
         Some(path)
+    } else if std::env::var_os("WASM_CHORD_REQUIRE_MODELS").is_some() {
+        panic!("{} not found and WASM_CHORD_REQUIRE_MODELS is set (run scripts/fetch-models.sh)", path.display());
     } else {
         eprintln!("skipping: {} not found (run scripts/fetch-models.sh)", path.display());
         None

@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use rand::{Rng, SeedableRng};
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 /// Errors of sampling: bad parameters or logits that cannot be sampled from.
@@ -299,12 +299,12 @@ impl Candidates {
     }
 
     /// Draws one candidate with probability softmax(logit), walking the current order.
-    pub fn draw(&mut self, rng: &mut impl Rng) -> Option<Candidate> {
+    pub fn draw(&mut self, rng: &mut impl RngCore) -> Option<Candidate> {
         if self.items.len() <= 1 {
             return self.items.first().copied();
         }
         self.softmax();
-        let target: f64 = rng.gen::<f64>();
+        let target = unit_f64(rng);
         let mut cum = 0.0f64;
         for c in &self.items {
             cum += c.p as f64;
@@ -315,6 +315,11 @@ impl Candidates {
         // Rounding can leave the sum a hair under the target: the last token with any mass wins.
         self.items.iter().rev().find(|c| c.p > 0.0).copied()
     }
+}
+
+/// A uniform draw from [0, 1) with 53 random bits (what `rand`'s `Standard` gives for f64).
+fn unit_f64(rng: &mut impl RngCore) -> f64 {
+    (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
 /// The recent tokens the penalties look at: a window of the last `last_n` ids and their counts.
@@ -434,6 +439,7 @@ impl Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
     fn logits_of(probs: &[f32]) -> Vec<f32> {
         probs.iter().map(|p| p.ln()).collect()
