@@ -8,4 +8,5 @@ pub mod gguf;
 pub mod quant;
 
 pub use error::QuantError;
+pub use gguf::{GgufError, GgufFile};
 pub use quant::TensorType;
