@@ -160,9 +160,7 @@ fn bench_json_contract() {
 #[test]
 fn greedy_run_matches_llama_cpp_continuations() {
     let Some(model) = model_path() else { return };
-    let golden_path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wasm-chord-runtime/tests/golden/logits/smollm2.json");
-    let golden: Value = serde_json::from_slice(&std::fs::read(golden_path).unwrap()).unwrap();
+    let golden: Value = serde_json::from_slice(&std::fs::read(golden_path_of("logits/smollm2.json")).unwrap()).unwrap();
     let prompts: Value =
         serde_json::from_slice(&std::fs::read(golden_path_of("prompts.json")).unwrap()).unwrap();
     // Logit error budget of a Q4_1 model computed in a different order than ggml.
@@ -179,10 +177,10 @@ fn greedy_run_matches_llama_cpp_continuations() {
         assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, case["prompt_tokens"].as_array().unwrap().len(), "{name}");
         let got = ids(&v["tokens"]);
         for (k, step) in steps.iter().enumerate() {
-            assert_eq!(got[k], want[k], "{name}: step {k} differs from llama.cpp");
             if step["gap"].as_f64().unwrap() < TIE {
                 break;
             }
+            assert_eq!(got[k], want[k], "{name}: step {k} differs from llama.cpp");
         }
     }
 }
