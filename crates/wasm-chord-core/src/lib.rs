@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod error;
 pub mod gguf;
+pub mod hparams;
 pub mod quant;
 
 pub use error::QuantError;
