@@ -10,4 +10,5 @@ pub mod hparams;
 pub mod quant;
 
 pub use error::QuantError;
+pub use gguf::{GgufError, GgufFile};
 pub use quant::TensorType;

@@ -6,6 +6,7 @@
 //! `ggml-common.h`; size asserts keep them honest, and the CUDA/WGSL kernels mirror them.
 
 mod blocks;
+mod kquant_util;
 pub use blocks::*;
 
 pub mod float;
@@ -241,9 +242,10 @@ pub fn dequantize(ty: TensorType, src: &[u8], dst: &mut [f32]) -> Result<(), Qua
     Ok(())
 }
 
-/// Whether [`quantize`] can write type `ty`.
-pub fn has_quantizer(ty: TensorType) -> bool {
-    ty != TensorType::IQ4_XS
+/// Whether [`quantize`] can write type `ty` (every supported type has a quantizer now; callers
+/// keep asking so that a read-only type can be added later).
+pub fn has_quantizer(_ty: TensorType) -> bool {
+    true
 }
 
 /// Quantizes `src` into `dst` (exactly `ty.row_bytes(src.len())` bytes) with llama.cpp's
@@ -270,7 +272,7 @@ pub fn quantize(ty: TensorType, src: &[f32], dst: &mut [u8]) -> Result<(), Quant
         TensorType::Q6_K => q6_k::quantize(src, out(dst)),
         TensorType::Q8_K => q8_k::quantize(src, out(dst)),
         TensorType::IQ4_NL => iq4_nl::quantize(src, out(dst)),
-        TensorType::IQ4_XS => return Err(QuantError::NoQuantizer { ty }),
+        TensorType::IQ4_XS => iq4_xs::quantize(src, out(dst)),
     }
     Ok(())
 }

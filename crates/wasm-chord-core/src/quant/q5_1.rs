@@ -1,15 +1,68 @@
-//! Q5_1: dequantization and llama.cpp's reference quantizer.
+//! Q5_1: 32 weights `d * q + m` per block, q in 0..32 (low 4 bits in `qs`, the fifth bit of
+//! weight j in bit j of `qh`); dequantization and llama.cpp's reference quantizer
+//! (`quantize_row_q5_1_ref`).
+
+use half::f16;
 
 use super::BlockQ5_1;
 
-/// Expands `blocks` into `out` (`out.len() == blocks.len() * block length`).
+/// Weights per block.
+const QK: usize = 32;
+
+/// Expands `blocks` into `out` (`out.len() == blocks.len() * 32`), in the same operation order
+/// as ggml's `dequantize_row_q5_1` (multiply, then add; never fused) so the floats are identical.
 pub fn dequantize(blocks: &[BlockQ5_1], out: &mut [f32]) {
-    let _ = (blocks, out);
-    todo!("q5_1 dequantize")
+    assert_eq!(out.len(), blocks.len() * QK, "q5_1: output length must be 32 per block");
+    for (block, y) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = block.d.to_f32();
+        let m = block.m.to_f32();
+        let qh = u32::from_le_bytes(block.qh);
+        for (j, &q) in block.qs.iter().enumerate() {
+            let xh0 = ((qh >> j) & 1) << 4;
+            let xh1 = ((qh >> (j + QK / 2)) & 1) << 4;
+            let x0 = u32::from(q & 0x0f) | xh0;
+            let x1 = u32::from(q >> 4) | xh1;
+            y[j] = x0 as f32 * d + m;
+            y[j + QK / 2] = x1 as f32 * d + m;
+        }
+    }
 }
 
-/// Quantizes `src` into `blocks` with llama.cpp's reference algorithm.
+/// Quantizes `src` (`src.len() == blocks.len() * 32`) into `blocks` with llama.cpp's
+/// reference algorithm: the block's minimum becomes `m`, its range is split into 31 steps.
 pub fn quantize(src: &[f32], blocks: &mut [BlockQ5_1]) {
-    let _ = (src, blocks);
-    todo!("q5_1 quantize")
+    assert_eq!(src.len(), blocks.len() * QK, "q5_1: input length must be 32 per block");
+    for (x, block) in src.chunks_exact(QK).zip(blocks.iter_mut()) {
+        let mut min = f32::MAX;
+        let mut max = -f32::MAX;
+        for &v in x {
+            if v < min {
+                min = v;
+            }
+            if v > max {
+                max = v;
+            }
+        }
+
+        let d = (max - min) / 31.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        block.d = f16::from_f32(d);
+        block.m = f16::from_f32(min);
+
+        let mut qh = 0u32;
+        for j in 0..QK / 2 {
+            let xi0 = quant_level((x[j] - min) * id);
+            let xi1 = quant_level((x[j + QK / 2] - min) * id);
+            block.qs[j] = (xi0 & 0x0f) | ((xi1 & 0x0f) << 4);
+            qh |= u32::from(xi0 >> 4) << j;
+            qh |= u32::from(xi1 >> 4) << (j + QK / 2);
+        }
+        block.qh = qh.to_le_bytes();
+    }
+}
+
+/// `(uint8_t)(x + 0.5f)`: round to nearest by truncation. x lies in 0..=31 for finite scales, so
+/// the clamp (absent in C) never acts there; it keeps the byte sane when `1/d` overflows.
+fn quant_level(x: f32) -> u8 {
+    ((x + 0.5) as i32).clamp(0, 31) as u8
 }

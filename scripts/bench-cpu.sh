@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# CPU throughput of wasm-chord against llama.cpp on the real models.
+#
+#   scripts/bench-cpu.sh [-p 512] [-n 128] [-t 2] [-r 3] [MODEL.gguf ...]
+#
+# For each model it runs
+#   llama-bench -m MODEL -p P -n N -t T -r R -fa 0,1 -o json
+#   wasm-chord bench -m MODEL -p P -n N -t T --json      (skipped when the binary is missing)
+# and prints a table of prompt-processing (pp) and generation (tg) tokens/s with wasm-chord's
+# ratio to llama.cpp. Raw outputs and the table go to bench/runs/<UTC date>-<host>/.
+#
+# wasm-chord is found as $WASM_CHORD_BIN, else $CARGO_TARGET_DIR/release/wasm-chord, else
+# target/release/wasm-chord. Its --json output may be llama-bench's shape (a list of records with
+# n_prompt, n_gen, avg_ts) or one object with pp_tokens_per_second / tg_tokens_per_second.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+P=512 N=128 T=2 R=3
+while getopts "p:n:t:r:h" opt; do
+    case "$opt" in
+        p) P="$OPTARG" ;; n) N="$OPTARG" ;; t) T="$OPTARG" ;; r) R="$OPTARG" ;;
+        *) sed -n '2,14p' "$0"; exit 2 ;;
+    esac
+done
+shift $((OPTIND - 1))
+
+MODELS_DIR="${WASM_CHORD_MODELS:-$HOME/.cache/wasm-chord/models}"
+if [ "$#" -gt 0 ]; then
+    MODELS=("$@")
+else
+    MODELS=("$MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf" "$MODELS_DIR/gemma-3-270m-q4_k_m.gguf")
+fi
+
+# shellcheck source=goldens/llama_env.sh
+source "$REPO/scripts/goldens/llama_env.sh"
+LLAMA_BENCH="${LLAMA_BUILD_DIR:+$LLAMA_BUILD_DIR/bin/llama-bench}"
+if [ -z "$LLAMA_BENCH" ] || [ ! -x "$LLAMA_BENCH" ]; then
+    echo "llama-bench not found; run scripts/build-llama-cpp.sh" >&2
+    LLAMA_BENCH=""
+fi
+
+WC="${WASM_CHORD_BIN:-}"
+if [ -z "$WC" ]; then
+    for c in "${CARGO_TARGET_DIR:-$REPO/target}/release/wasm-chord" "$REPO/target/release/wasm-chord"; do
+        if [ -x "$c" ]; then WC="$c"; break; fi
+    done
+fi
+if [ -n "$WC" ] && ! "$WC" bench --help >/dev/null 2>&1; then
+    echo "$WC has no working 'bench' subcommand; skipping wasm-chord" >&2
+    WC=""
+fi
+[ -z "$WC" ] && echo "wasm-chord binary not found (build with: cargo build --release -p wasm-chord-cli); llama.cpp only" >&2
+
+OUT="$REPO/bench/runs/$(date -u +%Y-%m-%d)-$(hostname -s 2>/dev/null || hostname)"
+mkdir -p "$OUT"
+{
+    echo "date: $(date -u +%FT%TZ)"
+    echo "host: $(hostname)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //')"
+    echo "nproc: $(nproc)"
+    echo "args: -p $P -n $N -t $T -r $R"
+    echo "git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    [ -n "$WC" ] && echo "wasm-chord: $WC"
+    [ -n "$LLAMA_BENCH" ] && echo "llama-bench: $LLAMA_BENCH"
+} > "$OUT/env.txt"
+
+for m in "${MODELS[@]}"; do
+    base="$(basename "$m" .gguf)"
+    if [ ! -e "$m" ]; then echo "missing $m" >&2; continue; fi
+    if [ -n "$LLAMA_BENCH" ]; then
+        echo "llama-bench $base ..." >&2
+        "$LLAMA_BENCH" -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" -fa 0,1 -o json \
+            > "$OUT/$base.llama.json" 2> "$OUT/$base.llama.log" \
+            || echo "llama-bench failed on $m (see $OUT/$base.llama.log)" >&2
+    fi
+    if [ -n "$WC" ]; then
+        echo "wasm-chord bench $base ..." >&2
+        "$WC" bench -m "$m" -p "$P" -n "$N" -t "$T" --json \
+            > "$OUT/$base.wasm-chord.json" 2> "$OUT/$base.wasm-chord.log" \
+            || echo "wasm-chord bench failed on $m (see $OUT/$base.wasm-chord.log)" >&2
+    fi
+done
+
+python3 - "$OUT" "$P" "$N" <<'EOF' | tee "$OUT/table.md"
+import json, sys
+from pathlib import Path
+
+out, P, N = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+def load(p):
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+def llama_rates(doc):
+    """{(fa, 'pp'|'tg'): tokens/s} from llama-bench -o json."""
+    rates = {}
+    for r in doc or []:
+        fa = int(bool(r.get("flash_attn", r.get("fa", 0))))
+        kind = "pp" if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0 else "tg"
+        rates[(fa, kind)] = float(r["avg_ts"])
+    return rates
+
+def wc_rates(doc):
+    if isinstance(doc, list):
+        rates = {}
+        for r in doc:
+            kind = "pp" if r.get("n_prompt", 0) > 0 and r.get("n_gen", 0) == 0 else "tg"
+            rates[kind] = float(r["avg_ts"])
+        return rates
+    if isinstance(doc, dict):
+        rates = {}
+        for kind in ("pp", "tg"):
+            for key in (f"{kind}_tokens_per_second", f"{kind}_tok_s", f"{kind}_ts", kind):
+                if isinstance(doc.get(key), (int, float)):
+                    rates[kind] = float(doc[key])
+                    break
+        return rates
+    return {}
+
+def fmt(x):
+    return "-" if x is None else f"{x:.1f}"
+
+print(f"| model | test | llama.cpp fa=0 t/s | llama.cpp fa=1 t/s | wasm-chord t/s | wasm-chord / llama fa=0 |")
+print("|---|---|---|---|---|---|")
+for lj in sorted(set(p.name.split(".llama.json")[0] for p in out.glob("*.llama.json")) |
+                 set(p.name.split(".wasm-chord.json")[0] for p in out.glob("*.wasm-chord.json"))):
+    lr = llama_rates(load(out / f"{lj}.llama.json"))
+    wr = wc_rates(load(out / f"{lj}.wasm-chord.json"))
+    for kind, n in (("pp", P), ("tg", N)):
+        l0, l1, w = lr.get((0, kind)), lr.get((1, kind)), wr.get(kind)
+        ratio = f"{w / l0:.2f}x" if (w is not None and l0) else "-"
+        print(f"| {lj} | {kind}{n} | {fmt(l0)} | {fmt(l1)} | {fmt(w)} | {ratio} |")
+EOF
+echo "results in $OUT" >&2
