@@ -7,6 +7,7 @@ use std::sync::Arc;
 use wasm_chord_core::gguf::GgufFile;
 use wasm_chord_core::template::ChatTemplate;
 use wasm_chord_core::tokenizer::{StreamDecoder, Tokenizer};
+use wasm_chord_cpu::CpuBackend;
 
 use crate::generate::{generate, Decoder, GenerateError, GenerateOutput, GenerateRequest, Step, Vocab};
 use crate::{KvCache, LoadOptions, Model, Outputs};
@@ -35,12 +36,12 @@ impl Engine {
     /// Opens a GGUF file and loads its model, tokenizer and chat template.
     pub fn load(path: impl AsRef<Path>, opts: &EngineOptions) -> Result<Self, GenerateError> {
         let path = path.as_ref();
-        let file = GgufFile::open(path).map_err(|e| load_error(path, e))?;
+        let file = Arc::new(GgufFile::open(path).map_err(|e| load_error(path, e))?);
         let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| load_error(path, e))?;
         // A file without a template can still run plain prompts; `render_chat` reports it.
         let template = ChatTemplate::from_gguf(&file, None).ok();
         let load = LoadOptions { n_threads: opts.n_threads, ..LoadOptions::default() };
-        let model = Model::load_source(&file, &load).map_err(|e| load_error(path, e))?;
+        let model = Model::load(file, &load).map_err(|e| load_error(path, e))?;
         Ok(Self { model, tokenizer, template })
     }
 
@@ -92,13 +93,13 @@ impl Engine {
 /// prefix its prompt shares with what the cache already holds.
 pub struct Session {
     engine: Arc<Engine>,
-    kv: KvCache,
+    kv: KvCache<CpuBackend>,
     cached: Vec<u32>,
 }
 
 struct ModelDecoder<'a> {
     model: &'a Model,
-    kv: &'a mut KvCache,
+    kv: &'a mut KvCache<CpuBackend>,
 }
 
 impl Decoder for ModelDecoder<'_> {
