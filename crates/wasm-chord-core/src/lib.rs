@@ -13,3 +13,4 @@ pub use error::QuantError;
 pub use gguf::{GgufError, GgufFile};
 pub use quant::TensorType;
 pub mod tokenizer;
+pub mod template;
