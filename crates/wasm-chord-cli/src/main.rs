@@ -1,3 +1,34 @@
-//! The wasm-chord command-line tool.
+//! The wasm-chord command-line tool: a thin dispatcher, one module per subcommand.
 
-fn main() {}
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+/// Run, inspect and convert LLMs stored as GGUF files.
+#[derive(Parser)]
+#[command(name = "wasm-chord", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(commands::run::Args),
+    Chat(commands::chat::Args),
+    Bench(commands::bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Chat(args) => commands::chat::run(args),
+        Command::Bench(args) => commands::bench::run(args),
+    }
+}

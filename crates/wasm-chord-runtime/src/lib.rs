@@ -9,6 +9,7 @@ mod gguf_source;
 pub mod kv_cache;
 pub mod models;
 pub mod sampling;
+pub mod session;
 
 use std::sync::Arc;
 
