@@ -156,7 +156,8 @@ fn bench_json_contract() {
 }
 
 /// Greedy `run --ignore-eos` reproduces llama.cpp's greedy continuation (the oracle's goldens)
-/// up to the first step where llama.cpp's top-2 logits are closer than our numerical error.
+/// token for token, except that after a step where llama.cpp's top-2 logits are closer than our
+/// numerical error the two may part.
 #[test]
 fn greedy_run_matches_llama_cpp_continuations() {
     let Some(model) = model_path() else { return };
@@ -176,11 +177,11 @@ fn greedy_run_matches_llama_cpp_continuations() {
         ]);
         assert_eq!(v["prompt_tokens"].as_u64().unwrap() as usize, case["prompt_tokens"].as_array().unwrap().len(), "{name}");
         let got = ids(&v["tokens"]);
-        for (k, step) in steps.iter().enumerate() {
-            if step["gap"].as_f64().unwrap() < TIE {
-                break;
-            }
-            assert_eq!(got[k], want[k], "{name}: step {k} differs from llama.cpp");
+        // Identical until the first difference, which may only happen at a near-tie; after it
+        // the continuations legitimately part.
+        if let Some(k) = (0..want.len()).find(|&k| got[k] != want[k]) {
+            let gap = steps[k]["gap"].as_f64().unwrap();
+            assert!(gap < TIE, "{name}: step {k} picks {} where llama.cpp picks {} by a margin of {gap}", got[k], want[k]);
         }
     }
 }
