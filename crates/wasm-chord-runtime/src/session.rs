@@ -1,7 +1,6 @@
 //! The front-end API: an [`Engine`] is a loaded model with its tokenizer and chat template; a
 //! [`Session`] is one conversation's KV cache over it, generating with prefix reuse.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use wasm_chord_core::gguf::GgufFile;
@@ -28,20 +27,31 @@ pub struct Engine {
     template: Option<ChatTemplate>,
 }
 
-fn load_error(path: &Path, e: impl std::fmt::Display) -> GenerateError {
-    GenerateError::Load { path: path.display().to_string(), message: e.to_string() }
+fn load_error(name: &str, e: impl std::fmt::Display) -> GenerateError {
+    GenerateError::Load { path: name.to_string(), message: e.to_string() }
 }
 
 impl Engine {
     /// Opens a GGUF file and loads its model, tokenizer and chat template.
-    pub fn load(path: impl AsRef<Path>, opts: &EngineOptions) -> Result<Self, GenerateError> {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load(path: impl AsRef<std::path::Path>, opts: &EngineOptions) -> Result<Self, GenerateError> {
         let path = path.as_ref();
-        let file = Arc::new(GgufFile::open(path).map_err(|e| load_error(path, e))?);
-        let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| load_error(path, e))?;
+        let name = path.display().to_string();
+        let file = GgufFile::open(path).map_err(|e| load_error(&name, e))?;
+        Self::load_named(Arc::new(file), &name, opts)
+    }
+
+    /// Loads from a GGUF file already in memory (the browser hands over bytes, not paths).
+    pub fn from_gguf(file: Arc<GgufFile>, opts: &EngineOptions) -> Result<Self, GenerateError> {
+        Self::load_named(file, "<memory>", opts)
+    }
+
+    fn load_named(file: Arc<GgufFile>, name: &str, opts: &EngineOptions) -> Result<Self, GenerateError> {
+        let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| load_error(name, e))?;
         // A file without a template can still run plain prompts; `render_chat` reports it.
         let template = ChatTemplate::from_gguf(&file, None).ok();
         let load = LoadOptions { n_threads: opts.n_threads, ..LoadOptions::default() };
-        let model = Model::load(file, &load).map_err(|e| load_error(path, e))?;
+        let model = Model::load(file, &load).map_err(|e| load_error(name, e))?;
         Ok(Self { model, tokenizer, template })
     }
 
