@@ -189,3 +189,24 @@ fn greedy_run_matches_llama_cpp_continuations() {
 fn golden_path_of(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../wasm-chord-runtime/tests/golden").join(file)
 }
+
+#[test]
+fn chat_answers_each_line_and_exits_at_end_of_input() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let Some(model) = model_path() else { return };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-chord"))
+        .args(["chat", "-m", model.to_str().unwrap(), "--temp", "0", "-n", "6", "--system", "Answer briefly."])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"What is 2+2?\n/reset\nName a color.\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let replies: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(replies.len(), 2, "one reply per message: {stdout:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("conversation cleared"));
+}

@@ -82,6 +82,12 @@ impl CancelHandle {
     }
 }
 
+impl From<Arc<AtomicBool>> for CancelHandle {
+    fn from(flag: Arc<AtomicBool>) -> Self {
+        Self(flag)
+    }
+}
+
 /// One generation: the whole token sequence the context should hold, and how to continue it.
 #[derive(Clone, Debug)]
 pub struct GenerateRequest {

@@ -11,7 +11,8 @@ use wasm_chord_runtime::session::ChatMessage;
 
 use super::run::{max_tokens, timings_line, ModelArgs, SamplingArgs};
 
-/// Chat with a model interactively (/reset forgets the conversation, /exit or end of input quits).
+/// Chat with a model interactively (Ctrl-C stops a reply, /reset forgets the conversation,
+/// /exit or end of input quits).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -38,6 +39,7 @@ pub fn run(args: Args) -> Result<()> {
         args.system.iter().map(|s| ChatMessage { role: "system".into(), content: s.clone() }).collect()
     };
     let mut messages = fresh();
+    let cancel = interrupt::install();
 
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
@@ -72,14 +74,19 @@ pub fn run(args: Args) -> Result<()> {
             sampling: sampling.clone(),
             stop: args.sampling.stop.clone(),
             ignore_eos: args.sampling.ignore_eos,
+            cancel: Some(cancel.clone()),
             ..GenerateRequest::default()
         };
         let mut out = stdout.lock();
+        interrupt::set_generating(true);
         let result = session.generate(&request, |step| {
             // A closed stdout ends the chat at the next read; nothing useful to do here.
             let _ = out.write_all(step.text.as_bytes());
             let _ = out.flush();
-        })?;
+        });
+        interrupt::set_generating(false);
+        cancel.reset();
+        let result = result?;
         writeln!(out)?;
         if result.stop_reason == StopReason::ContextFull {
             eprintln!("(context full; /reset to start over)");
@@ -90,4 +97,47 @@ pub fn run(args: Args) -> Result<()> {
         messages.push(ChatMessage { role: "assistant".into(), content: result.text });
     }
     Ok(())
+}
+
+/// Ctrl-C while a reply streams cancels the reply; at the prompt it quits, as usual.
+#[cfg(unix)]
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    use wasm_chord_runtime::generate::CancelHandle;
+
+    static CANCEL: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    static GENERATING: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn on_sigint(_: libc::c_int) {
+        // Only atomics and _exit here: both are async-signal-safe.
+        match CANCEL.get() {
+            Some(flag) if GENERATING.load(Ordering::SeqCst) => flag.store(true, Ordering::SeqCst),
+            _ => unsafe { libc::_exit(130) },
+        }
+    }
+
+    pub fn install() -> CancelHandle {
+        let flag = CANCEL.get_or_init(|| Arc::new(AtomicBool::new(false))).clone();
+        let handler = on_sigint as extern "C" fn(libc::c_int);
+        // SAFETY: the handler only touches atomics and calls _exit.
+        unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+        CancelHandle::from(flag)
+    }
+
+    pub fn set_generating(on: bool) {
+        GENERATING.store(on, Ordering::SeqCst);
+    }
+}
+
+#[cfg(not(unix))]
+mod interrupt {
+    use wasm_chord_runtime::generate::CancelHandle;
+
+    pub fn install() -> CancelHandle {
+        CancelHandle::new()
+    }
+
+    pub fn set_generating(_: bool) {}
 }

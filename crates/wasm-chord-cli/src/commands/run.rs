@@ -180,6 +180,9 @@ pub struct Args {
     /// Print one JSON object instead of streaming text
     #[arg(long)]
     pub json: bool,
+    /// Turn special-token text in the prompt (`<|im_start|>`) into those tokens (always on with --chat)
+    #[arg(long)]
+    pub parse_special: bool,
     /// Report the K highest raw logits of every generated step (with --json)
     #[arg(long, default_value_t = 0)]
     pub top_logits: usize,
@@ -238,7 +241,8 @@ pub fn run(args: Args) -> Result<()> {
         let text = engine.render_chat(&messages, true)?;
         engine.tokenize(&text, true, true)?
     } else {
-        engine.tokenize(&args.prompt, true, true)?
+        // As `wasm-chord tokenize` does by default: BOS/EOS as the file says, special text as text.
+        engine.tokenize(&args.prompt, true, args.parse_special)?
     };
     let request = GenerateRequest {
         prompt,
