@@ -196,7 +196,8 @@ fn chat_answers_each_line_and_exits_at_end_of_input() {
     use std::process::Stdio;
     let Some(model) = model_path() else { return };
     let mut child = Command::new(env!("CARGO_BIN_EXE_wasm-chord"))
-        .args(["chat", "-m", model.to_str().unwrap(), "--temp", "0", "-n", "6", "--system", "Answer briefly."])
+        // A newline stop string keeps each reply on one line.
+        .args(["chat", "-m", model.to_str().unwrap(), "--temp", "0", "-n", "6", "--stop", "\n", "--system", "Answer briefly."])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -206,7 +207,6 @@ fn chat_answers_each_line_and_exits_at_end_of_input() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let replies: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(replies.len(), 2, "one reply per message: {stdout:?}");
+    assert_eq!(stdout.lines().count(), 2, "one reply per message: {stdout:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("conversation cleared"));
 }
