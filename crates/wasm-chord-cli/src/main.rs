@@ -17,6 +17,7 @@ enum Command {
     Run(commands::run::Args),
     Chat(commands::chat::Args),
     Bench(commands::bench::Args),
+    Tokenize(commands::tokenize::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +31,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => commands::run::run(args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Tokenize(args) => commands::tokenize::run(args),
     }
 }

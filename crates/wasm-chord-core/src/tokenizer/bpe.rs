@@ -22,10 +22,10 @@ pub(super) struct BpeMerges {
 
 impl BpeMerges {
     /// Parses merge rules `"left right"`; the first rule of a pair wins, as in llama.cpp.
-    pub(super) fn new(merges: &[String], token_to_id: &HashMap<Box<str>, u32, FxBuildHasher>, n_vocab: u32) -> Self {
+    pub(super) fn new(merges: &[String], token_id: impl Fn(&str) -> Option<u32>, n_vocab: u32) -> Self {
         let mut extra: HashMap<String, u32, FxBuildHasher> = HashMap::default();
         let mut intern = |s: &str| -> u32 {
-            if let Some(&id) = token_to_id.get(s) {
+            if let Some(id) = token_id(s) {
                 return id;
             }
             let next = n_vocab + extra.len() as u32;
@@ -45,7 +45,7 @@ impl BpeMerges {
         for (b, id) in byte_ids.iter_mut().enumerate() {
             let mut buf = [0u8; 4];
             let s = gpt2_byte_to_char(b as u8).encode_utf8(&mut buf);
-            *id = token_to_id.get(&*s).copied().unwrap_or_else(|| extra.get(&*s).copied().unwrap_or(NO_ID));
+            *id = token_id(s).unwrap_or_else(|| extra.get(&*s).copied().unwrap_or(NO_ID));
         }
         Self { ranks, byte_ids, n_vocab }
     }

@@ -10,6 +10,7 @@
 mod bpe;
 mod fxhash;
 mod gguf_vocab;
+mod index;
 pub mod pretokenize;
 mod spm;
 mod stream;
@@ -116,7 +117,8 @@ enum Fragment<'t> {
 }
 
 enum Engine {
-    Spm,
+    /// `joins_space`: the characters some token joins to a following `▁` (see `spm::segments`).
+    Spm { joins_space: Vec<char> },
     Bpe { merges: bpe::BpeMerges, pre: PreTokenizer, ignore_merges: bool },
 }
 
@@ -127,7 +129,7 @@ pub struct Tokenizer {
     tokens: Vec<String>,
     scores: Vec<f32>,
     attrs: Vec<u32>,
-    token_to_id: HashMap<Box<str>, u32, FxBuildHasher>,
+    token_index: index::TokenIndex,
     /// The token of each byte for SPM byte fallback (`<0xXX>`, or the byte itself).
     byte_tokens: [Option<u32>; 256],
     /// Control, user-defined and unknown tokens, longest text first: the order they are cut
@@ -283,14 +285,13 @@ impl Tokenizer {
         }
 
         let mut tokens = v.tokens;
-        let mut token_to_id: HashMap<Box<str>, u32, FxBuildHasher> =
-            HashMap::with_capacity_and_hasher(n, FxBuildHasher::default());
         for (i, t) in tokens.iter_mut().enumerate() {
             if t.is_empty() {
                 *t = format!("[EMPTY_{i}]");
             }
-            token_to_id.insert(t.as_str().into(), i as u32);
         }
+        let token_index = index::TokenIndex::build(&tokens);
+        let token_id = |text: &str| token_index.get(&tokens, text);
         let scores = if v.scores.is_empty() { vec![0.0; n] } else { v.scores[..n].to_vec() };
         let mut attrs: Vec<u32> = if v.token_types.is_empty() {
             vec![attr::NORMAL; n]
@@ -389,17 +390,17 @@ impl Tokenizer {
         if kind == VocabKind::Spm {
             for (b, slot) in byte_tokens.iter_mut().enumerate() {
                 let hex = format!("<0x{b:02X}>");
-                *slot = token_to_id.get(hex.as_str()).copied().or_else(|| {
+                *slot = token_id(&hex).or_else(|| {
                     let c = [b as u8];
-                    std::str::from_utf8(&c).ok().and_then(|s| token_to_id.get(s).copied())
+                    std::str::from_utf8(&c).ok().and_then(token_id)
                 });
             }
         }
 
         let engine = match settings {
-            None => Engine::Spm,
+            None => Engine::Spm { joins_space: spm::chars_joined_to_space(&tokens) },
             Some(s) => Engine::Bpe {
-                merges: bpe::BpeMerges::new(&v.merges, &token_to_id, n as u32),
+                merges: bpe::BpeMerges::new(&v.merges, token_id, n as u32),
                 pre: s.pre,
                 ignore_merges: s.ignore_merges,
             },
@@ -411,7 +412,7 @@ impl Tokenizer {
             tokens,
             scores,
             attrs,
-            token_to_id,
+            token_index,
             byte_tokens,
             special_tokens,
             pieces: Vec::new(),
@@ -478,7 +479,7 @@ impl Tokenizer {
     }
     /// The token whose stored text is exactly `text`.
     pub fn text_to_token(&self, text: &str) -> Option<u32> {
-        self.token_to_id.get(text).copied()
+        self.token_index.get(&self.tokens, text)
     }
     /// Whether `id` is a control token (BOS, EOS, `<|im_start|>`, ...).
     pub fn is_control(&self, id: u32) -> bool {
@@ -505,9 +506,10 @@ impl Tokenizer {
             out.extend(self.bos);
         }
         match &self.engine {
-            Engine::Spm => {
+            Engine::Spm { joins_space } => {
                 let mut prev_special = true;
                 let mut buf = String::new();
+                let mut cache: HashMap<Box<str>, (usize, usize), FxBuildHasher> = HashMap::default();
                 for fragment in fragments {
                     match fragment {
                         Fragment::Text(t) => {
@@ -518,7 +520,16 @@ impl Tokenizer {
                             for c in t.chars() {
                                 buf.push(if c == ' ' { '▁' } else { c });
                             }
-                            spm::tokenize(self, &buf, &mut out);
+                            for segment in spm::segments(&buf, joins_space) {
+                                // Segments repeat a lot in real text; reuse earlier results.
+                                if let Some(&(start, end)) = cache.get(segment) {
+                                    out.extend_from_within(start..end);
+                                    continue;
+                                }
+                                let start = out.len();
+                                spm::tokenize(self, segment, &mut out);
+                                cache.insert(segment.into(), (start, out.len()));
+                            }
                             prev_special = false;
                         }
                         Fragment::Token(id) => {

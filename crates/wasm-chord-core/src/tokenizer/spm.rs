@@ -6,6 +6,54 @@ use std::collections::BinaryHeap;
 
 use super::Tokenizer;
 
+const SPACE: char = '▁';
+
+/// The characters other than `▁` that some token has right before a `▁`.
+pub(super) fn chars_joined_to_space(tokens: &[String]) -> Vec<char> {
+    let mut joins = Vec::new();
+    for t in tokens {
+        let mut prev = None;
+        for c in t.chars() {
+            if let Some(p) = prev {
+                if c == SPACE && p != SPACE && !joins.contains(&p) {
+                    joins.push(p);
+                }
+            }
+            prev = Some(c);
+        }
+    }
+    joins
+}
+
+/// Splits escaped text before each `▁` that follows a character no token joins to a `▁`.
+///
+/// Merges only ever form tokens, so a piece spanning such a boundary would be a token containing
+/// that character pair: there is none, so no merge crosses the boundary, and the merges on each
+/// side happen in the same relative order alone as together. Tokenizing the segments one by one
+/// (and reusing the ids of repeated ones) gives exactly the ids of the whole text.
+pub(super) fn segments<'t>(text: &'t str, joins_space: &'t [char]) -> impl Iterator<Item = &'t str> + 't {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut prev: Option<char> = None;
+        let mut cut = rest.len();
+        for (i, c) in rest.char_indices() {
+            if let Some(p) = prev {
+                if c == SPACE && p != SPACE && !joins_space.contains(&p) {
+                    cut = i;
+                    break;
+                }
+            }
+            prev = Some(c);
+        }
+        let (segment, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(segment)
+    })
+}
+
 #[derive(Clone, Copy)]
 struct Symbol {
     start: usize,
@@ -96,5 +144,19 @@ pub(super) fn tokenize(tok: &Tokenizer, text: &str, out: &mut Vec<u32>) {
             None => out.extend(piece.bytes().filter_map(|b| tok.byte_token(b))),
         }
         i = s.next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_split_before_spaces_no_token_joins() {
+        let joins = ['>'];
+        let got: Vec<&str> = segments("▁a▁▁b>▁c▁", &joins).collect();
+        assert_eq!(got, ["▁a", "▁▁b>▁c", "▁"]);
+        let tokens = ["ab".to_string(), "x▁y".to_string(), "▁▁".to_string()];
+        assert_eq!(chars_joined_to_space(&tokens), ['x']);
     }
 }
