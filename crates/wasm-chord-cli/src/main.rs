@@ -14,6 +14,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    Run(commands::run::Args),
+    Chat(commands::chat::Args),
+    Bench(commands::bench::Args),
     Info(commands::info::Args),
     Quantize(commands::quantize::Args),
     GenModel(commands::gen_model::Args),
@@ -28,6 +31,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Chat(args) => commands::chat::run(args),
+        Command::Bench(args) => commands::bench::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Quantize(args) => commands::quantize::run(args),
         Command::GenModel(args) => commands::gen_model::run(args),

@@ -1,5 +1,8 @@
 //! The subcommands, one module each, and the helpers they share.
 
+pub mod bench;
+pub mod chat;
+pub mod run;
 pub mod gen_model;
 pub mod info;
 pub mod quantize;
