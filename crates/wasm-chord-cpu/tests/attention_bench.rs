@@ -76,8 +76,8 @@ fn standard_vs_flash_4k_prefill() {
         q_pos0: 0,
         window: None,
     };
-    let kc = CpuCache { cols: n_head_kv * d, capacity: n, data: k.clone() };
-    let vc = CpuCache { cols: n_head_kv * d, capacity: n, data: v.clone() };
+    let kc = CpuCache::from_f16(n_head_kv * d, k.clone());
+    let vc = CpuCache::from_f16(n_head_kv * d, v.clone());
     let mut out_std = CpuTensor::zeros(n, n_head * d);
     let mut out_flash = CpuTensor::zeros(n, n_head * d);
     let (t_std, mem_std) = measure(|| attention(&threads, &q, &kc, &vc, n, &p, &mut out_std, false).unwrap());

@@ -262,7 +262,7 @@ fn agrees_with_the_standard_kernel() {
     let threads = Threads::new(2);
     let case = Case::new(700, Inputs::F16, params(8, 2, 64, Some(40), 9), 100, 2.0);
     let kv_len = case.kv_len();
-    let cache = |cols: usize, data: &[f16]| CpuCache { cols, capacity: kv_len, data: data.to_vec() };
+    let cache = |cols: usize, data: &[f16]| CpuCache::from_f16(cols, data.to_vec());
     let (k, v) = (cache(128, &case.k16), cache(128, &case.v16));
     for round_q in [false, true] {
         let mut standard = CpuTensor::zeros(case.n, 8 * 64);

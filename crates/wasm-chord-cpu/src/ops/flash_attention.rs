@@ -56,7 +56,7 @@ impl KvRows<'_> {
     }
 
     /// Whether a head of `width` values starting at any multiple of `width` can be read alone.
-    fn head_width_ok(&self, width: usize) -> bool {
+    pub(crate) fn head_width_ok(&self, width: usize) -> bool {
         match self {
             KvRows::F16 { .. } => true,
             KvRows::Q8_0 { cols, .. } => width % Q8_0_BLOCK == 0 && cols % Q8_0_BLOCK == 0,
@@ -65,7 +65,7 @@ impl KvRows<'_> {
 
     /// Expands columns `col0..col0 + width` of rows `first..first + out.len() / width` into
     /// `out`, row after row. Bounds were checked by the caller against `capacity`.
-    fn load(&self, first: usize, col0: usize, width: usize, out: &mut [f32]) {
+    pub(crate) fn load(&self, first: usize, col0: usize, width: usize, out: &mut [f32]) {
         for (r, dst) in out.chunks_exact_mut(width).enumerate() {
             let row = first + r;
             match *self {
@@ -133,22 +133,21 @@ pub fn flash_attention(
     let group = p.n_head / p.n_head_kv;
     let n_blocks = n.div_ceil(Q_BLOCK);
     let heads = heads_per_task(group, p.n_head, n_blocks, threads.count());
-    // Results land task by task in `[n_head / heads][n_blocks * Q_BLOCK][heads * dv]`, where
-    // each task owns one contiguous chunk, and are then moved to `out`'s row layout.
-    let chunk = Q_BLOCK * heads * dv;
-    let mut staged = vec![0.0f32; p.n_head / heads * n_blocks * chunk];
-    threads.for_each_chunk(&mut staged, chunk, |task, dst| {
-        let (head_set, block) = (task / n_blocks, task % n_blocks);
-        let rows = block * Q_BLOCK..(n).min((block + 1) * Q_BLOCK);
-        attend_block(q, k, v, p, head_set * heads, heads, rows, round_q, dst);
-    });
-    for (task, src) in staged.chunks_exact(chunk).enumerate() {
-        let (head_set, block) = (task / n_blocks, task % n_blocks);
-        for (r, i) in (block * Q_BLOCK..n.min((block + 1) * Q_BLOCK)).enumerate() {
-            let col0 = head_set * heads * dv;
-            out.data[i * out.cols + col0..][..heads * dv].copy_from_slice(&src[r * heads * dv..][..heads * dv]);
+    // Task `head_set * n_blocks + block` owns, in every row of its block, the columns of its
+    // heads: disjoint pieces of `out`, handed out up front so tasks write in place.
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..p.n_head / heads * n_blocks).map(|_| Vec::with_capacity(Q_BLOCK)).collect();
+    for (i, row) in out.data.chunks_exact_mut(p.n_head * dv).enumerate() {
+        for (head_set, part) in row.chunks_exact_mut(heads * dv).enumerate() {
+            tasks[head_set * n_blocks + i / Q_BLOCK].push(part);
         }
     }
+    threads.for_each_chunk(&mut tasks, 1, |task, dst| {
+        let (head_set, block) = (task / n_blocks, task % n_blocks);
+        let rows = block * Q_BLOCK..n.min((block + 1) * Q_BLOCK);
+        if let Some(dst) = dst.first_mut() {
+            attend_block(q, k, v, p, head_set * heads, heads, rows, round_q, dst);
+        }
+    });
     Ok(())
 }
 
@@ -166,7 +165,7 @@ fn visible(p: &AttentionParams, i: usize) -> std::ops::Range<usize> {
 }
 
 /// One task: query rows `rows` of heads `head0..head0 + heads` (all in one key/value group),
-/// written to `dst` as `[Q_BLOCK][heads * dv]`.
+/// written to `dst`, one `[heads * dv]` piece per row.
 #[allow(clippy::too_many_arguments)]
 fn attend_block(
     q: &CpuTensor,
@@ -177,13 +176,13 @@ fn attend_block(
     heads: usize,
     rows: std::ops::Range<usize>,
     round_q: bool,
-    dst: &mut [f32],
+    dst: &mut [&mut [f32]],
 ) {
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
     let kv_head = head0 / (p.n_head / p.n_head_kv);
     let n_rows = rows.len();
     // Per (row, head), row-major: the query, the running max, the running sum of
-    // exponentials, and the unnormalized output (in `dst`).
+    // exponentials, and the unnormalized output.
     let mut qs = vec![0.0f32; n_rows * heads * dk];
     for (r, i) in rows.clone().enumerate() {
         let src = &q.data[i * q.cols + head0 * dk..][..heads * dk];
@@ -195,8 +194,7 @@ fn attend_block(
     }
     let mut max = vec![f32::NEG_INFINITY; n_rows * heads];
     let mut sum = vec![0.0f32; n_rows * heads];
-    let acc = &mut dst[..n_rows * heads * dv];
-    acc.fill(0.0);
+    let mut acc = vec![0.0f32; n_rows * heads * dv];
     let mut k_tile = vec![0.0f32; KV_TILE * dk];
     let mut v_tile = vec![0.0f32; KV_TILE * dv];
     let mut scores = [0.0f32; KV_TILE];
@@ -248,9 +246,9 @@ fn attend_block(
     }
     // Every row sees at least its own position, whose term is exp(0) at the final maximum
     // or larger, so each sum is at least 1.
-    for (o, s) in acc.chunks_exact_mut(dv).zip(&sum) {
+    for ((o, s), d) in acc.chunks_exact(dv).zip(&sum).zip(dst.iter_mut().flat_map(|row| row.chunks_exact_mut(dv))) {
         let inv = 1.0 / s;
-        o.iter_mut().for_each(|y| *y *= inv);
+        d.iter_mut().zip(o).for_each(|(d, o)| *d = o * inv);
     }
 }
 
