@@ -203,6 +203,21 @@ impl HParams {
     }
 }
 
+impl MetadataSource for crate::gguf::Metadata {
+    fn get_u32(&self, key: &str) -> Result<Option<u32>, HParamsError> {
+        crate::gguf::Metadata::get_u32(self, key).map_err(|e| bad(key, e.to_string()))
+    }
+    fn get_f32(&self, key: &str) -> Result<Option<f32>, HParamsError> {
+        crate::gguf::Metadata::get_f32(self, key).map_err(|e| bad(key, e.to_string()))
+    }
+    fn get_str(&self, key: &str) -> Result<Option<String>, HParamsError> {
+        crate::gguf::Metadata::get_str(self, key).map(|s| s.map(str::to_string)).map_err(|e| bad(key, e.to_string()))
+    }
+    fn array_len(&self, key: &str) -> Result<Option<usize>, HParamsError> {
+        self.get_array(key).map(|a| a.map(|a| a.len())).map_err(|e| bad(key, e.to_string()))
+    }
+}
+
 fn missing(key: &str) -> HParamsError {
     HParamsError::Missing { key: key.to_string() }
 }

@@ -114,3 +114,34 @@ fn available_memory() -> Option<u64> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_chord_cpu::{CpuBackend, CpuOptions};
+
+    #[test]
+    fn counts_bytes_per_type() {
+        let widths = [(64, 64), (128, 32)];
+        assert_eq!(KvCache::<CpuBackend>::bytes(KvType::F16, 10, &widths), Some(10 * 2 * (64 + 64 + 128 + 32)));
+        assert_eq!(KvCache::<CpuBackend>::bytes(KvType::Q8_0, 10, &widths), Some(10 * 34 * (2 + 2 + 4 + 1)));
+        assert_eq!(KvCache::<CpuBackend>::bytes(KvType::Q8_0, 10, &[(48, 64)]), None);
+        assert_eq!(KvCache::<CpuBackend>::bytes(KvType::F16, usize::MAX / 2, &widths), None);
+    }
+
+    #[test]
+    fn too_large_a_cache_says_what_it_needs() {
+        for kv_type in KvType::ALL {
+            let backend = CpuBackend::new(&CpuOptions { kv_type, ..CpuOptions::default() });
+            // 2^40 positions of 1 KiB: more than any machine this runs on.
+            let err = KvCache::new(&backend, 1 << 40, &[(256, 256)]).err().expect("too large");
+            let msg = err.to_string();
+            assert!(matches!(err, RuntimeError::KvCacheTooLarge { .. }), "{msg}");
+            assert!(msg.contains(kv_type.name()) && msg.contains("needs") && msg.contains("MiB"), "{msg}");
+            let small = KvCache::new(&backend, 16, &[(256, 256)]).expect("small cache");
+            assert_eq!(small.capacity(), 16);
+        }
+        let q8 = CpuBackend::new(&CpuOptions { kv_type: KvType::Q8_0, ..CpuOptions::default() });
+        assert!(matches!(KvCache::new(&q8, 16, &[(48, 48)]), Err(RuntimeError::BadContext { .. })));
+    }
+}

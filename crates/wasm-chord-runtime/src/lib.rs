@@ -4,15 +4,20 @@
 //! default) and runs batched forward passes over a [`KvCache`].
 
 pub mod error;
+mod gguf_source;
 pub mod kv_cache;
 pub mod models;
 
+use std::sync::Arc;
+
 pub use wasm_chord_core::backend::{AttentionKind, KvType};
 use wasm_chord_core::backend::Backend;
+use wasm_chord_core::gguf::GgufFile;
 use wasm_chord_core::hparams::HParams;
 use wasm_chord_cpu::{CpuBackend, CpuOptions};
 
 pub use error::RuntimeError;
+pub use gguf_source::GgufSource;
 pub use kv_cache::KvCache;
 pub use models::{supported_architectures, ModelSource, TensorView};
 
@@ -55,6 +60,11 @@ pub struct Model<B: Backend = CpuBackend> {
 }
 
 impl Model<CpuBackend> {
+    /// Loads a GGUF model onto the CPU backend; weights stay in the (memory-mapped) file.
+    pub fn load(file: Arc<GgufFile>, opts: &LoadOptions) -> Result<Self, RuntimeError> {
+        Self::load_source(&GgufSource::new(file), opts)
+    }
+
     /// Loads a model onto the CPU backend.
     pub fn load_source(src: &dyn ModelSource, opts: &LoadOptions) -> Result<Self, RuntimeError> {
         let backend = CpuBackend::new(&CpuOptions {

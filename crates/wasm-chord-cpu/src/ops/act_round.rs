@@ -11,8 +11,11 @@ use wasm_chord_core::TensorType;
 pub enum ActRounding {
     /// Exact f32 (F32 weights).
     None,
-    /// 8-bit blocks of 32 with an f16 scale (Q8_0 and Q8_1 round alike).
+    /// 8-bit blocks of 32 with an f16 scale.
     Q8_0,
+    /// Q8_0's rounding plus a per-block sum `s = f16(d * sum(q))` that the Q4_1/Q5_1 dot
+    /// products multiply with the weight block's minimum (see [`q8_1_sum_deltas`]).
+    Q8_1,
     /// 8-bit blocks of 256 with an f32 scale.
     Q8K,
     F16,
@@ -27,11 +30,10 @@ impl ActRounding {
             TensorType::F16 => Self::F16,
             TensorType::BF16 => Self::BF16,
             TensorType::Q4_0
-            | TensorType::Q4_1
             | TensorType::Q5_0
-            | TensorType::Q5_1
             | TensorType::Q8_0
             | TensorType::IQ4_NL => Self::Q8_0,
+            TensorType::Q4_1 | TensorType::Q5_1 => Self::Q8_1,
             TensorType::Q2_K
             | TensorType::Q3_K
             | TensorType::Q4_K
@@ -46,7 +48,7 @@ impl ActRounding {
     pub fn block_len(self) -> usize {
         match self {
             Self::None | Self::F16 | Self::BF16 => 1,
-            Self::Q8_0 => 32,
+            Self::Q8_0 | Self::Q8_1 => 32,
             Self::Q8K => 256,
         }
     }
@@ -60,8 +62,23 @@ pub fn round_row(kind: ActRounding, x: &[f32], out: &mut [f32]) {
         ActRounding::None => {}
         ActRounding::F16 => out.iter_mut().for_each(|v| *v = f16::from_f32(*v).to_f32()),
         ActRounding::BF16 => out.iter_mut().for_each(|v| *v = bf16::from_f32(*v).to_f32()),
-        ActRounding::Q8_0 => out.chunks_exact_mut(32).for_each(round_q8_0_block),
+        ActRounding::Q8_0 | ActRounding::Q8_1 => out.chunks_exact_mut(32).for_each(round_q8_0_block),
         ActRounding::Q8K => out.chunks_exact_mut(256).for_each(round_q8_k_block),
+    }
+}
+
+/// For Q8_1 rounding: per block of 32, `s - d16 * sum(q)`, the difference between the block
+/// sum ggml stores (`f16(d * sum(q))`, from the unrounded scale) and the sum of the rounded
+/// values. ggml's Q4_1/Q5_1 dot adds `m * s` per block; a dot over dequantized values gives
+/// `m * d16 * sum(q)`, so adding `m * delta` makes them agree.
+pub fn q8_1_sum_deltas(x: &[f32], deltas: &mut [f32]) {
+    for (b, delta) in x.chunks_exact(32).zip(deltas.iter_mut()) {
+        let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let sum_q: f32 = b.iter().map(|v| (v * id).round_ties_even()).sum();
+        let s = f16::from_f32(d * sum_q).to_f32();
+        *delta = s - f16::from_f32(d).to_f32() * sum_q;
     }
 }
 

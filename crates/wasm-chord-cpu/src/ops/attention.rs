@@ -10,6 +10,7 @@ use half::f16;
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
 
 use super::dot::{axpy_f32, dot_f32};
+use super::expf::ggml_expf;
 use crate::tensor::{CpuCache, CpuTensor};
 use crate::threads::Threads;
 
@@ -69,9 +70,23 @@ pub fn attention(
         }
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
         let mut sum = 0.0f64;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s as f64;
+        if ggml_rounding {
+            // ggml's AVX2 softmax: vector expf, f32 sums of aligned groups of 8 cache
+            // positions (masked ones add 0) in its reduction order, accumulated in f64.
+            scores.iter_mut().for_each(|s| *s = ggml_expf(*s - max));
+            let mut j0 = first - first % 8;
+            while j0 <= pos {
+                let lane = |j: usize| if j >= first && j <= pos { scores[j - first] } else { 0.0 };
+                let v: [f32; 8] = std::array::from_fn(|i| lane(j0 + i));
+                let (a, b) = ((v[0] + v[4]) + (v[2] + v[6]), (v[1] + v[5]) + (v[3] + v[7]));
+                sum += (a + b) as f64;
+                j0 += 8;
+            }
+        } else {
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s as f64;
+            }
         }
         let inv = (1.0 / sum) as f32;
         dst.fill(0.0);

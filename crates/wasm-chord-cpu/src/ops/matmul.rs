@@ -7,7 +7,7 @@
 use wasm_chord_core::backend::{BackendError, Op};
 use wasm_chord_core::quant;
 
-use super::act_round::{round_row, ActRounding};
+use super::act_round::{q8_1_sum_deltas, round_row, ActRounding};
 use super::dot::dot_f32;
 use crate::tensor::{CpuTensor, CpuWeight};
 use crate::threads::Threads;
@@ -51,6 +51,16 @@ pub fn matmul(
         std::borrow::Cow::Owned(xr)
     };
 
+    // Q4_1/Q5_1 against Q8_1 activations: per-block sum corrections (see `q8_1_sum_deltas`).
+    let deltas = (rounding == ActRounding::Q8_1).then(|| {
+        let mut d = vec![0.0f32; n_tok * (k / 32)];
+        for (src, dst) in x.data.chunks_exact(k).zip(d.chunks_exact_mut(k / 32)) {
+            q8_1_sum_deltas(src, dst);
+        }
+        d
+    });
+    let block_bytes = w.ty.block_bytes();
+
     // Results land transposed ([n_out, n_tok]) so each task writes one contiguous span.
     let mut out_t = vec![0.0f32; n_out * n_tok];
     threads.for_each_chunk(&mut out_t, ROWS_PER_TASK * n_tok, |task, span| {
@@ -64,6 +74,13 @@ pub fn matmul(
             }
             for (t, d) in dst.iter_mut().enumerate() {
                 *d = dot_f32(&row, &xr[t * k..(t + 1) * k]);
+            }
+            if let Some(deltas) = &deltas {
+                // The block minimum `m` is the f16 after `d` in both Q4_1 and Q5_1 blocks.
+                let mins: Vec<f32> = w.row(r).chunks_exact(block_bytes).map(|b| half::f16::from_le_bytes([b[2], b[3]]).to_f32()).collect();
+                for (t, d) in dst.iter_mut().enumerate() {
+                    *d += dot_f32(&mins, &deltas[t * (k / 32)..(t + 1) * (k / 32)]);
+                }
             }
         }
     });
@@ -110,8 +127,17 @@ mod tests {
         }
         let mut out = vec![0.0f64; n_tok * w.rows];
         for t in 0..n_tok {
+            let mut deltas = vec![0.0f32; k / 32];
+            q8_1_sum_deltas(&x[t * k..(t + 1) * k], &mut deltas);
             for o in 0..w.rows {
                 out[t * w.rows + o] = (0..k).map(|i| wd[o * k + i] as f64 * xr[t * k + i] as f64).sum();
+                if rounding == ActRounding::Q8_1 {
+                    // ggml's `m * s` per block, with s = f16(d * sum(q)).
+                    let row = w.row(o);
+                    for (b, delta) in row.chunks_exact(w.ty.block_bytes()).zip(&deltas) {
+                        out[t * w.rows + o] += half::f16::from_le_bytes([b[2], b[3]]).to_f64() * *delta as f64;
+                    }
+                }
             }
         }
         out

@@ -1,0 +1,46 @@
+//! GGUF files as model sources: tensors are views on the file's (memory-mapped) bytes.
+
+use std::sync::Arc;
+
+use wasm_chord_core::backend::SharedBytes;
+use wasm_chord_core::gguf::GgufFile;
+use wasm_chord_core::hparams::MetadataSource;
+
+use crate::models::{ModelSource, TensorView};
+
+/// The whole file as shared bytes, so weights borrow it without copying.
+struct FileBytes(Arc<GgufFile>);
+
+impl AsRef<[u8]> for FileBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+/// A GGUF file seen as a [`ModelSource`].
+pub struct GgufSource {
+    file: Arc<GgufFile>,
+    bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
+}
+
+impl GgufSource {
+    pub fn new(file: Arc<GgufFile>) -> Self {
+        let bytes = Arc::new(FileBytes(file.clone()));
+        Self { file, bytes }
+    }
+}
+
+impl ModelSource for GgufSource {
+    fn metadata(&self) -> &dyn MetadataSource {
+        self.file.metadata()
+    }
+
+    fn tensor(&self, name: &str) -> Option<TensorView> {
+        let info = self.file.tensor(name)?;
+        let data = self.file.tensor_data(info);
+        // The tensor's range within the file, from the slice the reader bounds-checked.
+        let start = (data.as_ptr() as usize).checked_sub(self.file.bytes().as_ptr() as usize)?;
+        let bytes = SharedBytes::new(self.bytes.clone(), start..start + data.len())?;
+        Some(TensorView { ty: info.ty, dims: info.dims.clone(), bytes })
+    }
+}
