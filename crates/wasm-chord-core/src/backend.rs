@@ -9,7 +9,8 @@
 //! Conventions: an activation tensor is an f32 matrix `[rows, cols]`, row-major, one row per
 //! token. A weight of `rows` output features and `cols` input features stays in its file
 //! type (weights are never expanded to f32 at load); a 1-D weight (norm scale, bias) has one
-//! row. The cache holds f16 rows of `cols` values, one per position.
+//! row. The cache holds rows of `cols` values, one per position, as f16 or Q8_0 ([`KvType`],
+//! chosen when the backend is made).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -158,6 +159,73 @@ pub enum Activation {
     GeluTanh,
 }
 
+/// How attention is computed: both give the same result up to float rounding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionKind {
+    /// Tiles of keys and values with an online softmax: memory linear in the context.
+    #[default]
+    Flash,
+    /// One full row of scores per query and head, then a softmax (the reference).
+    Standard,
+}
+
+impl AttentionKind {
+    pub const ALL: [AttentionKind; 2] = [AttentionKind::Flash, AttentionKind::Standard];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AttentionKind::Flash => "flash",
+            AttentionKind::Standard => "standard",
+        }
+    }
+}
+
+impl std::str::FromStr for AttentionKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| format!("unknown attention {s:?} (flash or standard)"))
+    }
+}
+
+/// How the key/value cache stores its values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KvType {
+    #[default]
+    F16,
+    /// Blocks of 32 values as 8-bit integers with an f16 scale (about half the memory of
+    /// f16); row and head widths must be multiples of 32.
+    Q8_0,
+}
+
+impl KvType {
+    pub const ALL: [KvType; 2] = [KvType::F16, KvType::Q8_0];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Bytes of one row of `cols` values; `None` when `cols` is not whole blocks of the type
+    /// or the size overflows.
+    pub fn row_bytes(self, cols: usize) -> Option<usize> {
+        match self {
+            KvType::F16 => cols.checked_mul(2),
+            KvType::Q8_0 => (cols % 32 == 0).then(|| cols / 32 * 34),
+        }
+    }
+}
+
+impl std::str::FromStr for KvType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| format!("unknown KV cache type {s:?} (f16 or q8_0)"))
+    }
+}
+
 /// Shape and masking of one attention call over a cache.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionParams {
@@ -182,11 +250,14 @@ pub trait Backend: Send + Sync {
     type Tensor: Send;
     /// A weight kept in its file type.
     type Weight: Send + Sync;
-    /// Key or value storage of one layer: f16 rows of `cols` values.
+    /// Key or value storage of one layer: rows of `cols` values in the backend's [`KvType`].
     type Cache: Send;
 
     /// Short name for logs and errors ("cpu").
     fn name(&self) -> &'static str;
+
+    /// How this backend's caches store their values.
+    fn kv_type(&self) -> KvType;
 
     /// Whether matmul and embed handle weights of type `ty`.
     fn supports_weight(&self, ty: TensorType) -> bool;
@@ -225,7 +296,7 @@ pub trait Backend: Send + Sync {
     fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Weight, eps: f32, out: &mut Self::Tensor) -> Result<(), BackendError>;
     /// Rotates the heads of `head_dim` values in every row; row `t` sits at `positions[t]`.
     fn rope(&self, x: &mut Self::Tensor, head_dim: usize, positions: &[usize], p: &RopeParams) -> Result<(), BackendError>;
-    /// Writes the rows of `x` into cache rows `start..start + x.rows`, rounded to f16.
+    /// Writes the rows of `x` into cache rows `start..start + x.rows`, rounded to the cache's type.
     fn store_kv(&self, cache: &mut Self::Cache, start: usize, x: &Self::Tensor) -> Result<(), BackendError>;
     /// Causal multi-head attention of the query rows `q` `[n, n_head * head_dim_k]` over cache
     /// rows `0..kv_len`; `out` is `[n, n_head * head_dim_v]`.

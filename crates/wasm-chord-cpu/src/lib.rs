@@ -1,19 +1,18 @@
 //! The CPU backend: plain threaded kernels, the reference every other backend is tested against.
 //!
 //! Activations are f32 [`CpuTensor`]s; weights are [`CpuWeight`] views on the file's bytes in
-//! their stored type (nothing is expanded at load); the key/value cache is f16.
+//! their stored type (nothing is expanded at load); the key/value cache is f16 or Q8_0.
 
 pub mod ops;
 pub mod tensor;
 pub mod threads;
 
-use half::f16;
 use wasm_chord_core::backend::{
-    Activation, AttentionParams, Backend, BackendError, Op, RopeParams, WeightData,
+    Activation, AttentionKind, AttentionParams, Backend, BackendError, KvType, Op, RopeParams, WeightData,
 };
 use wasm_chord_core::TensorType;
 
-pub use tensor::{CpuCache, CpuTensor, CpuWeight};
+pub use tensor::{CacheData, CpuCache, CpuTensor, CpuWeight};
 use threads::Threads;
 
 /// CPU backend settings.
@@ -24,11 +23,15 @@ pub struct CpuOptions {
     /// Round activations, queries, attention weights and GeLU inputs the way llama.cpp's CPU
     /// backend does, so logits agree with it to float noise. Off computes in plain f32.
     pub ggml_rounding: bool,
+    /// Flash (tiled) or standard attention.
+    pub attention: AttentionKind,
+    /// How cache rows are stored.
+    pub kv_type: KvType,
 }
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        Self { n_threads: 0, ggml_rounding: true }
+        Self { n_threads: 0, ggml_rounding: true, attention: AttentionKind::default(), kv_type: KvType::default() }
     }
 }
 
@@ -36,11 +39,13 @@ impl Default for CpuOptions {
 pub struct CpuBackend {
     threads: Threads,
     ggml_rounding: bool,
+    attention: AttentionKind,
+    kv_type: KvType,
 }
 
 impl CpuBackend {
     pub fn new(opts: &CpuOptions) -> Self {
-        Self { threads: Threads::new(opts.n_threads), ggml_rounding: opts.ggml_rounding }
+        Self { threads: Threads::new(opts.n_threads), ggml_rounding: opts.ggml_rounding, attention: opts.attention, kv_type: opts.kv_type }
     }
 
     /// Threads the kernels are split over.
@@ -66,6 +71,10 @@ impl Backend for CpuBackend {
 
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    fn kv_type(&self) -> KvType {
+        self.kv_type
     }
 
     fn supports_weight(&self, ty: TensorType) -> bool {
@@ -125,10 +134,7 @@ impl Backend for CpuBackend {
     }
 
     fn cache(&self, capacity: usize, cols: usize) -> Result<CpuCache, BackendError> {
-        let n = capacity
-            .checked_mul(cols)
-            .ok_or_else(|| BackendError::Other { op: Op::Alloc, detail: format!("cache of {capacity} x {cols} overflows") })?;
-        Ok(CpuCache { cols, capacity, data: vec![f16::ZERO; n] })
+        CpuCache::new(self.kv_type, capacity, cols)
     }
 
     fn matmul(&self, w: &CpuWeight, bias: Option<&CpuWeight>, x: &CpuTensor, out: &mut CpuTensor) -> Result<(), BackendError> {
@@ -160,7 +166,12 @@ impl Backend for CpuBackend {
         p: &AttentionParams,
         out: &mut CpuTensor,
     ) -> Result<(), BackendError> {
-        ops::attention::attention(&self.threads, q, k, v, kv_len, p, out, self.ggml_rounding)
+        match self.attention {
+            AttentionKind::Flash => {
+                ops::flash_attention::flash_attention(&self.threads, q, k.rows(), v.rows(), kv_len, p, out, self.ggml_rounding)
+            }
+            AttentionKind::Standard => ops::attention::attention(&self.threads, q, k, v, kv_len, p, out, self.ggml_rounding),
+        }
     }
 
     fn act_mul(&self, act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuTensor) -> Result<(), BackendError> {

@@ -22,6 +22,12 @@ pub enum RuntimeError {
     TokenOutOfRange { token: u32, index: usize, n_vocab: usize },
     #[error("context overflow: {len} cached + {new} new tokens exceed the cache of {capacity}")]
     ContextOverflow { len: usize, new: usize, capacity: usize },
+    #[error(
+        "a {kv_type} KV cache of {n_ctx} positions needs {} but {}: use a smaller context (-c) or a smaller cache type (q8_0)",
+        .bytes.map_or("more than the address space".to_string(), mib),
+        .available.map_or("it could not be allocated".to_string(), |a| format!("only {} is available", mib(a as usize)))
+    )]
+    KvCacheTooLarge { n_ctx: usize, kv_type: &'static str, bytes: Option<usize>, available: Option<u64> },
     #[error("a context of {n_ctx} tokens is not possible: {reason}")]
     BadContext { n_ctx: usize, reason: String },
     #[error("output position {index} is outside the {n_tokens} tokens of this batch")]
@@ -32,4 +38,8 @@ pub enum RuntimeError {
     CacheMismatch { detail: String },
     #[error(transparent)]
     Backend(#[from] BackendError),
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
 }

@@ -13,6 +13,7 @@ pub mod session;
 
 use std::sync::Arc;
 
+pub use wasm_chord_core::backend::{AttentionKind, KvType};
 use wasm_chord_core::backend::Backend;
 use wasm_chord_core::gguf::GgufFile;
 use wasm_chord_core::hparams::HParams;
@@ -30,11 +31,15 @@ pub struct LoadOptions {
     pub n_threads: usize,
     /// Emulate llama.cpp's CPU rounding of activations (see [`CpuOptions::ggml_rounding`]).
     pub ggml_rounding: bool,
+    /// Flash (tiled, the default) or standard attention.
+    pub attention: AttentionKind,
+    /// How the key/value cache stores its values.
+    pub kv_type: KvType,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { n_threads: 0, ggml_rounding: true }
+        Self { n_threads: 0, ggml_rounding: true, attention: AttentionKind::default(), kv_type: KvType::default() }
     }
 }
 
@@ -65,7 +70,12 @@ impl Model<CpuBackend> {
 
     /// Loads a model onto the CPU backend.
     pub fn load_source(src: &dyn ModelSource, opts: &LoadOptions) -> Result<Self, RuntimeError> {
-        let backend = CpuBackend::new(&CpuOptions { n_threads: opts.n_threads, ggml_rounding: opts.ggml_rounding });
+        let backend = CpuBackend::new(&CpuOptions {
+            n_threads: opts.n_threads,
+            ggml_rounding: opts.ggml_rounding,
+            attention: opts.attention,
+            kv_type: opts.kv_type,
+        });
         Model::load_on(backend, src)
     }
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use wasm_chord_core::gguf::GgufFile;
-use wasm_chord_runtime::{LoadOptions, Model, Outputs};
+use wasm_chord_runtime::{AttentionKind, LoadOptions, Model, Outputs};
 
 const TIE_GAP: f64 = 0.05;
 /// The fidelity aim: KL of the next-token distribution.
@@ -73,7 +73,13 @@ fn check_model(golden: &str) {
         return;
     }
     let rounding = std::env::var("WASM_CHORD_GGML_ROUNDING").map_or(true, |v| v != "0");
-    let model = Model::load(Arc::new(GgufFile::open(&file).expect("open gguf")), &LoadOptions { n_threads: 0, ggml_rounding: rounding })
+    let model = Model::load(Arc::new(GgufFile::open(&file).expect("open gguf")), &LoadOptions {
+        n_threads: 0,
+        ggml_rounding: rounding,
+        // The goldens were made with llama.cpp's flash attention off.
+        attention: AttentionKind::Standard,
+        ..LoadOptions::default()
+    })
         .expect("load model");
     let n_vocab = model.n_vocab();
     assert_eq!(n_vocab as u64, g["n_vocab"].as_u64().unwrap());

@@ -5,9 +5,10 @@ use std::sync::OnceLock;
 use half::f16;
 use wasm_chord_core::backend::{Activation, BackendError, Op};
 
+use super::expf::ggml_expf;
 use crate::tensor::CpuTensor;
 
-/// With `ggml_rounding`, GeLU is looked up as ggml's CPU backend does: the input rounded to
+/// With `ggml_rounding`, SiLU uses ggml's vector `expf` and GeLU is looked up as ggml's CPU backend does: the input rounded to
 /// f16, the result read from a table of f16 values (exact only for |x| >= 10).
 pub fn act_mul(act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuTensor, ggml_rounding: bool) -> Result<(), BackendError> {
     if gate.rows != up.rows || gate.cols != up.cols || out.rows != gate.rows || out.cols != gate.cols {
@@ -18,6 +19,7 @@ pub fn act_mul(act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuT
     }
     let it = out.data.iter_mut().zip(gate.data.iter().zip(&up.data));
     match act {
+        Activation::Silu if ggml_rounding => it.for_each(|(o, (g, u))| *o = g / (1.0 + ggml_expf(0.0 - g)) * u),
         Activation::Silu => it.for_each(|(o, (g, u))| *o = g / (1.0 + (-g).exp()) * u),
         Activation::GeluTanh if ggml_rounding => it.for_each(|(o, (g, u))| *o = gelu_ggml(*g) * u),
         Activation::GeluTanh => it.for_each(|(o, (g, u))| *o = gelu(*g) * u),
@@ -58,6 +60,7 @@ mod tests {
         let s64 = |x: f64| x / (1.0 + (-x).exp());
         for (act, f, round, tol) in [
             (Activation::Silu, &s64 as &dyn Fn(f64) -> f64, false, 1e-6),
+            (Activation::Silu, &s64, true, 1e-6),
             (Activation::GeluTanh, &g64, false, 1e-6),
             (Activation::GeluTanh, &g64, true, 2e-3),
         ] {

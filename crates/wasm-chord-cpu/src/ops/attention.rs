@@ -1,15 +1,16 @@
-//! Causal multi-head attention over the f16 key/value cache, with grouped-query heads,
-//! optional sliding window and score soft-capping.
+//! Causal multi-head attention over the key/value cache (f16, or Q8_0 expanded row by row),
+//! with grouped-query heads, optional sliding window and score soft-capping: the reference the
+//! flash kernel is compared with.
 //!
 //! With `ggml_rounding`, the query and the softmax weights are rounded to f16 before their
 //! products with the f16 cache, as llama.cpp's CPU backend does (its mat-muls against f16
 //! tensors convert the other operand to f16 first).
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
 
 use super::dot::{axpy_f32, dot_f32};
+use super::expf::ggml_expf;
 use crate::tensor::{CpuCache, CpuTensor};
 use crate::threads::Threads;
 
@@ -33,6 +34,8 @@ pub fn attention(
         && out.cols == p.n_head * p.head_dim_v
         && kv_len <= k.capacity
         && kv_len <= v.capacity
+        && k.rows().head_width_ok(p.head_dim_k)
+        && v.rows().head_width_ok(p.head_dim_v)
         && p.q_pos0 + n <= kv_len;
     if !shape_ok {
         return Err(BackendError::Shape {
@@ -45,6 +48,7 @@ pub fn attention(
     }
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
     let group = p.n_head / p.n_head_kv;
+    let (k, v) = (k.rows(), v.rows());
     threads.for_each_chunk(&mut out.data, dv, |task, dst| {
         let (i, h) = (task / p.n_head, task % p.n_head);
         let kv_h = h / group;
@@ -57,7 +61,7 @@ pub fn attention(
         let mut row = vec![0.0f32; dk.max(dv)];
         let mut scores = Vec::with_capacity(pos + 1 - first);
         for j in first..=pos {
-            k.data[j * k.cols + kv_h * dk..][..dk].convert_to_f32_slice(&mut row[..dk]);
+            k.load(j, kv_h * dk, dk, &mut row[..dk]);
             let mut s = dot_f32(&row[..dk], &qh);
             if let Some(cap) = p.softcap {
                 s = cap * (s / cap).tanh();
@@ -66,9 +70,23 @@ pub fn attention(
         }
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
         let mut sum = 0.0f64;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s as f64;
+        if ggml_rounding {
+            // ggml's AVX2 softmax: vector expf, f32 sums of aligned groups of 8 cache
+            // positions (masked ones add 0) in its reduction order, accumulated in f64.
+            scores.iter_mut().for_each(|s| *s = ggml_expf(*s - max));
+            let mut j0 = first - first % 8;
+            while j0 <= pos {
+                let lane = |j: usize| if j >= first && j <= pos { scores[j - first] } else { 0.0 };
+                let v: [f32; 8] = std::array::from_fn(|i| lane(j0 + i));
+                let (a, b) = ((v[0] + v[4]) + (v[2] + v[6]), (v[1] + v[5]) + (v[3] + v[7]));
+                sum += (a + b) as f64;
+                j0 += 8;
+            }
+        } else {
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s as f64;
+            }
         }
         let inv = (1.0 / sum) as f32;
         dst.fill(0.0);
@@ -77,7 +95,7 @@ pub fn attention(
             if ggml_rounding {
                 w = f16::from_f32(w).to_f32();
             }
-            v.data[j * v.cols + kv_h * dv..][..dv].convert_to_f32_slice(&mut row[..dv]);
+            v.load(j, kv_h * dv, dv, &mut row[..dv]);
             axpy_f32(dst, w, &row[..dv]);
         }
     });
@@ -88,9 +106,17 @@ pub fn attention(
 mod tests {
     use super::*;
     use crate::ops::testutil::*;
+    use crate::tensor::CacheData;
 
     fn cache(rows: usize, cols: usize, values: &[f32]) -> CpuCache {
-        CpuCache { cols, capacity: rows, data: values.iter().map(|v| f16::from_f32(*v)).collect() }
+        CpuCache { cols, capacity: rows, data: CacheData::F16(values.iter().map(|v| f16::from_f32(*v)).collect()) }
+    }
+
+    fn f16s(c: &CpuCache) -> &[f16] {
+        match &c.data {
+            CacheData::F16(d) => d,
+            CacheData::Q8_0(_) => unreachable!("the tests build f16 caches"),
+        }
     }
 
     /// Textbook attention in f64 over the f16-rounded cache.
@@ -105,7 +131,7 @@ mod tests {
                 let scores: Vec<f64> = visible
                     .iter()
                     .map(|&j| {
-                        let mut s: f64 = (0..dk).map(|d| q.data[i * q.cols + h * dk + d] as f64 * k.data[j * k.cols + kh * dk + d].to_f64()).sum();
+                        let mut s: f64 = (0..dk).map(|d| q.data[i * q.cols + h * dk + d] as f64 * f16s(k)[j * k.cols + kh * dk + d].to_f64()).sum();
                         if let Some(c) = p.softcap {
                             s = c as f64 * (s / c as f64).tanh();
                         }
@@ -117,7 +143,7 @@ mod tests {
                 let sum: f64 = e.iter().sum();
                 for (w, &j) in e.iter().zip(&visible) {
                     for d in 0..dv {
-                        out[(i * p.n_head + h) * dv + d] += w / sum * v.data[j * v.cols + kh * dv + d].to_f64();
+                        out[(i * p.n_head + h) * dv + d] += w / sum * f16s(v)[j * v.cols + kh * dv + d].to_f64();
                     }
                 }
             }

@@ -1,11 +1,12 @@
-//! Copies: activation rows into the f16 cache, and row gathers.
+//! Copies: activation rows into the f16 or Q8_0 cache, and row gathers.
 
 use half::slice::HalfFloatSliceExt;
 use wasm_chord_core::backend::{BackendError, Op};
+use wasm_chord_core::quant::q8_0;
 
-use crate::tensor::{CpuCache, CpuTensor};
+use crate::tensor::{CacheData, CpuCache, CpuTensor};
 
-/// Writes `x`'s rows into cache rows `start..`, rounded to f16.
+/// Writes `x`'s rows into cache rows `start..`, rounded to f16 or quantized to Q8_0.
 pub fn store_kv(cache: &mut CpuCache, start: usize, x: &CpuTensor) -> Result<(), BackendError> {
     if x.cols != cache.cols || start + x.rows > cache.capacity {
         return Err(BackendError::Shape {
@@ -13,7 +14,12 @@ pub fn store_kv(cache: &mut CpuCache, start: usize, x: &CpuTensor) -> Result<(),
             detail: format!("{} rows of {} at {start} into a cache of {} rows of {}", x.rows, x.cols, cache.capacity, cache.cols),
         });
     }
-    cache.data[start * cache.cols..(start + x.rows) * cache.cols].convert_from_f32_slice(&x.data);
+    let rows = start * cache.cols..(start + x.rows) * cache.cols;
+    match &mut cache.data {
+        CacheData::F16(data) => data[rows].convert_from_f32_slice(&x.data),
+        // Whole rows are whole blocks (checked when the cache was made).
+        CacheData::Q8_0(blocks) => q8_0::quantize(&x.data, &mut blocks[rows.start / 32..rows.end / 32]),
+    }
     Ok(())
 }
 
@@ -41,14 +47,33 @@ mod tests {
     fn store_rounds_to_f16_and_checks_capacity() {
         let mut r = rng(12);
         let x = CpuTensor { rows: 2, cols: 3, data: randn(&mut r, 6, 100.0) };
-        let mut c = CpuCache { cols: 3, capacity: 4, data: vec![f16::ZERO; 12] };
+        let mut c = CpuCache::from_f16(3, vec![f16::ZERO; 12]);
         store_kv(&mut c, 1, &x).unwrap();
+        let CacheData::F16(data) = &c.data else { unreachable!() };
         for i in 0..6 {
-            let got = c.data[3 + i].to_f64();
+            let got = data[3 + i].to_f64();
             assert!((got - x.data[i] as f64).abs() <= (x.data[i] as f64).abs() / 2048.0);
         }
-        assert!(c.data[..3].iter().all(|v| *v == f16::ZERO));
+        assert!(data[..3].iter().all(|v| *v == f16::ZERO));
         assert!(store_kv(&mut c, 3, &x).is_err());
+    }
+
+    #[test]
+    fn store_quantizes_to_q8_0() {
+        let mut r = rng(13);
+        let x = CpuTensor { rows: 2, cols: 64, data: randn(&mut r, 128, 3.0) };
+        let mut c = CpuCache::new(wasm_chord_core::backend::KvType::Q8_0, 3, 64).unwrap();
+        store_kv(&mut c, 1, &x).unwrap();
+        let mut back = vec![0.0f32; 2 * 64];
+        c.rows().load(1, 0, 64, &mut back);
+        for (got, want) in back.iter().zip(&x.data) {
+            // Half a step of the block's scale (at most 3 / 127).
+            assert!((got - want).abs() <= 3.0 / 127.0 / 2.0 + 1e-6, "{got} vs {want}");
+        }
+        let mut first = vec![1.0f32; 64];
+        c.rows().load(0, 0, 64, &mut first);
+        assert!(first.iter().all(|v| *v == 0.0));
+        assert!(CpuCache::new(wasm_chord_core::backend::KvType::Q8_0, 3, 48).is_err());
     }
 
     #[test]

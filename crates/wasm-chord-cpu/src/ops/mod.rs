@@ -9,6 +9,8 @@ pub mod copy;
 pub mod dot;
 pub mod elementwise;
 pub mod embed;
+pub mod expf;
+pub mod flash_attention;
 pub mod matmul;
 pub mod rms_norm;
 pub mod rope;
