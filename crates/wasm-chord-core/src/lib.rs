@@ -1,10 +1,12 @@
 //! wasm-chord's core: GGUF files, tensor formats, tokenizers and chat templates.
 //!
-//! Nothing here knows about backends or model graphs; everything here builds for
+//! Nothing here implements a backend or a model graph (the backend trait is defined here); everything here builds for
 //! `wasm32-unknown-unknown`.
 
+pub mod backend;
 pub mod error;
 pub mod gguf;
+pub mod hparams;
 pub mod quant;
 
 pub use error::QuantError;

@@ -1,0 +1,254 @@
+//! The backend trait: the small, closed set of ops every model graph is built from.
+//!
+//! A backend owns its tensors (activations in `Tensor`, weights in `Weight`, the key/value
+//! cache in `Cache`) and the model graph only calls ops on them, so a CUDA or WebGPU backend
+//! keeps everything in device memory. Backends never see model names: an op is described by
+//! its shapes and parameters alone. Every op is a required method, so adding one is a
+//! compile error in every backend until it is implemented there.
+//!
+//! Conventions: an activation tensor is an f32 matrix `[rows, cols]`, row-major, one row per
+//! token. A weight of `rows` output features and `cols` input features stays in its file
+//! type (weights are never expanded to f32 at load); a 1-D weight (norm scale, bias) has one
+//! row. The cache holds f16 rows of `cols` values, one per position.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::quant::TensorType;
+
+/// Errors a backend reports: a shape that does not fit an op, a type it cannot handle,
+/// memory it could not get.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{op}: shape mismatch: {detail}")]
+    Shape { op: Op, detail: String },
+    #[error("{backend} backend does not support {ty} weights ({op})")]
+    UnsupportedType { backend: &'static str, op: Op, ty: TensorType },
+    #[error("weight of {rows}x{cols} {ty}: expected {expected} bytes, got {got}")]
+    WeightBytes { ty: TensorType, rows: usize, cols: usize, expected: usize, got: usize },
+    #[error("{op}: {detail}")]
+    Other { op: Op, detail: String },
+}
+
+/// The op set, named for error messages, `supports_op` checks and per-op test reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    Alloc,
+    LoadWeight,
+    Transfer,
+    MatMul,
+    Embed,
+    RmsNorm,
+    Rope,
+    StoreKv,
+    Attention,
+    ActMul,
+    Add,
+    Scale,
+    CopyRows,
+    Softmax,
+    TopK,
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Bytes of a tensor, kept alive by their owner (a memory-mapped file, a buffer) so a CPU
+/// backend can compute straight from the file without copying.
+#[derive(Clone)]
+pub struct SharedBytes {
+    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    range: Range<usize>,
+}
+
+impl SharedBytes {
+    /// `range` of `owner`'s bytes; `None` if the range lies outside them.
+    pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, range: Range<usize>) -> Option<Self> {
+        let len = (*owner).as_ref().len();
+        (range.start <= range.end && range.end <= len).then_some(Self { owner, range })
+    }
+
+    /// All of a buffer's bytes.
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        let range = 0..bytes.len();
+        Self { owner: Arc::new(bytes), range }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // The range was checked against the owner's length at construction and owners are immutable.
+        &(*self.owner).as_ref()[self.range.clone()]
+    }
+}
+
+impl std::fmt::Debug for SharedBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedBytes({:?})", self.range)
+    }
+}
+
+/// A weight as stored in the file: `rows` rows of `cols` elements of type `ty`.
+#[derive(Clone, Debug)]
+pub struct WeightData {
+    pub ty: TensorType,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: SharedBytes,
+}
+
+impl WeightData {
+    /// Checks that the bytes hold exactly `rows` rows of `cols` elements of `ty`.
+    pub fn validate(&self) -> Result<(), BackendError> {
+        let bad = |expected| BackendError::WeightBytes {
+            ty: self.ty,
+            rows: self.rows,
+            cols: self.cols,
+            expected,
+            got: self.bytes.bytes().len(),
+        };
+        let expected = self
+            .ty
+            .row_bytes(self.cols)
+            .ok()
+            .and_then(|row| row.checked_mul(self.rows))
+            .ok_or_else(|| bad(usize::MAX))?;
+        if expected != self.bytes.bytes().len() {
+            return Err(bad(expected));
+        }
+        Ok(())
+    }
+}
+
+/// How adjacent dimensions are paired by rotary embeddings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// Pairs (0,1), (2,3), ...: ggml's NORM mode, used by llama.
+    Interleaved,
+    /// Pairs (i, i + n_rot/2): ggml's NEOX mode, used by qwen2 and gemma3.
+    Neox,
+}
+
+/// Rotary embedding parameters, with ggml's YaRN extension (`ext_factor == 0` disables it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RopeParams {
+    pub mode: RopeMode,
+    /// Rotated dimensions at the start of each head; the rest pass through.
+    pub n_rot: usize,
+    pub freq_base: f32,
+    /// 1 / (linear scaling factor).
+    pub freq_scale: f32,
+    pub ext_factor: f32,
+    pub attn_factor: f32,
+    pub beta_fast: f32,
+    pub beta_slow: f32,
+    /// Context length the model was trained with (YaRN correction dims).
+    pub n_ctx_orig: usize,
+    /// Per-frequency divisors (llama 3's rope_freqs), `n_rot / 2` of them.
+    pub freq_factors: Option<Vec<f32>>,
+}
+
+/// The activation of a gated feed-forward layer: `out = act(gate) * up`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// x * sigmoid(x) (SwiGLU).
+    Silu,
+    /// GeLU, tanh approximation (GeGLU).
+    GeluTanh,
+}
+
+/// Shape and masking of one attention call over a cache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionParams {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    /// Multiplies q·k before the softmax.
+    pub scale: f32,
+    /// `cap * tanh(s / cap)` on the scores before the softmax.
+    pub softcap: Option<f32>,
+    /// Cache position of the first query row; query row `i` sits at `q_pos0 + i` and sees
+    /// cache rows `0..=q_pos0 + i` (causal).
+    pub q_pos0: usize,
+    /// Sliding window: a query at position p sees only keys at positions > p - window.
+    pub window: Option<usize>,
+}
+
+/// One backend: where tensors live and how ops run on them.
+pub trait Backend: Send + Sync {
+    /// An f32 activation matrix `[rows, cols]`.
+    type Tensor: Send;
+    /// A weight kept in its file type.
+    type Weight: Send + Sync;
+    /// Key or value storage of one layer: f16 rows of `cols` values.
+    type Cache: Send;
+
+    /// Short name for logs and errors ("cpu").
+    fn name(&self) -> &'static str;
+
+    /// Whether matmul and embed handle weights of type `ty`.
+    fn supports_weight(&self, ty: TensorType) -> bool;
+
+    // Memory.
+
+    /// A zeroed activation tensor.
+    fn tensor(&self, rows: usize, cols: usize) -> Result<Self::Tensor, BackendError>;
+    /// An activation tensor holding `data` (`rows * cols` values).
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<Self::Tensor, BackendError>;
+    /// Copies a tensor's values out, row-major.
+    fn download(&self, t: &Self::Tensor, out: &mut Vec<f32>) -> Result<(), BackendError>;
+    /// `(rows, cols)` of a tensor.
+    fn shape(&self, t: &Self::Tensor) -> (usize, usize);
+    /// Makes a weight usable by the ops (a view on the CPU, an upload on a device).
+    fn load_weight(&self, w: WeightData) -> Result<Self::Weight, BackendError>;
+    /// `(rows, cols, type)` of a weight.
+    fn weight_shape(&self, w: &Self::Weight) -> (usize, usize, TensorType);
+    /// Cache storage for `capacity` positions of `cols` values.
+    fn cache(&self, capacity: usize, cols: usize) -> Result<Self::Cache, BackendError>;
+
+    // Ops.
+
+    /// `out[t, o] = sum_k w[o, k] * x[t, k] (+ bias[o])`.
+    fn matmul(
+        &self,
+        w: &Self::Weight,
+        bias: Option<&Self::Weight>,
+        x: &Self::Tensor,
+        out: &mut Self::Tensor,
+    ) -> Result<(), BackendError>;
+    /// `out[t] = table[ids[t]] * scale`.
+    fn embed(&self, table: &Self::Weight, ids: &[u32], scale: f32, out: &mut Self::Tensor) -> Result<(), BackendError>;
+    /// RMS-normalizes each group of `weight.cols` values of every row (a whole row, or one
+    /// head for QK-norm) and multiplies by `weight`.
+    fn rms_norm(&self, x: &Self::Tensor, weight: &Self::Weight, eps: f32, out: &mut Self::Tensor) -> Result<(), BackendError>;
+    /// Rotates the heads of `head_dim` values in every row; row `t` sits at `positions[t]`.
+    fn rope(&self, x: &mut Self::Tensor, head_dim: usize, positions: &[usize], p: &RopeParams) -> Result<(), BackendError>;
+    /// Writes the rows of `x` into cache rows `start..start + x.rows`, rounded to f16.
+    fn store_kv(&self, cache: &mut Self::Cache, start: usize, x: &Self::Tensor) -> Result<(), BackendError>;
+    /// Causal multi-head attention of the query rows `q` `[n, n_head * head_dim_k]` over cache
+    /// rows `0..kv_len`; `out` is `[n, n_head * head_dim_v]`.
+    fn attention(
+        &self,
+        q: &Self::Tensor,
+        k: &Self::Cache,
+        v: &Self::Cache,
+        kv_len: usize,
+        p: &AttentionParams,
+        out: &mut Self::Tensor,
+    ) -> Result<(), BackendError>;
+    /// `out = act(gate) * up`.
+    fn act_mul(&self, act: Activation, gate: &Self::Tensor, up: &Self::Tensor, out: &mut Self::Tensor) -> Result<(), BackendError>;
+    /// `acc += x`.
+    fn add(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> Result<(), BackendError>;
+    /// `x *= s`.
+    fn scale(&self, x: &mut Self::Tensor, s: f32) -> Result<(), BackendError>;
+    /// `out[i] = x[rows[i]]`.
+    fn copy_rows(&self, x: &Self::Tensor, rows: &[usize], out: &mut Self::Tensor) -> Result<(), BackendError>;
+    /// Softmax of every row, in place.
+    fn softmax(&self, x: &mut Self::Tensor) -> Result<(), BackendError>;
+    /// The `k` largest values of row `row` with their column indices, largest first (ties:
+    /// lower index first).
+    fn top_k(&self, x: &Self::Tensor, row: usize, k: usize) -> Result<Vec<(u32, f32)>, BackendError>;
+}

@@ -1,0 +1,70 @@
+//! Gated activations: `out = act(gate) * up` (SwiGLU, GeGLU with tanh GeLU).
+
+use std::sync::OnceLock;
+
+use half::f16;
+use wasm_chord_core::backend::{Activation, BackendError, Op};
+
+use crate::tensor::CpuTensor;
+
+/// With `ggml_rounding`, GeLU is looked up as ggml's CPU backend does: the input rounded to
+/// f16, the result read from a table of f16 values (exact only for |x| >= 10).
+pub fn act_mul(act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuTensor, ggml_rounding: bool) -> Result<(), BackendError> {
+    if gate.rows != up.rows || gate.cols != up.cols || out.rows != gate.rows || out.cols != gate.cols {
+        return Err(BackendError::Shape {
+            op: Op::ActMul,
+            detail: format!("gate [{}, {}], up [{}, {}], out [{}, {}]", gate.rows, gate.cols, up.rows, up.cols, out.rows, out.cols),
+        });
+    }
+    let it = out.data.iter_mut().zip(gate.data.iter().zip(&up.data));
+    match act {
+        Activation::Silu => it.for_each(|(o, (g, u))| *o = g / (1.0 + (-g).exp()) * u),
+        Activation::GeluTanh if ggml_rounding => it.for_each(|(o, (g, u))| *o = gelu_ggml(*g) * u),
+        Activation::GeluTanh => it.for_each(|(o, (g, u))| *o = gelu(*g) * u),
+    }
+    Ok(())
+}
+
+fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
+}
+
+fn gelu_ggml(x: f32) -> f32 {
+    static TABLE: OnceLock<Vec<f32>> = OnceLock::new();
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let table = TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_f32(gelu(f16::from_bits(b).to_f32())).to_f32()).collect());
+    table[f16::from_f32(x).to_bits() as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::*;
+
+    #[test]
+    fn matches_f64() {
+        let mut r = rng(11);
+        let n = 4096;
+        let gate = CpuTensor { rows: 2, cols: n / 2, data: randn(&mut r, n, 12.0) };
+        let up = CpuTensor { rows: 2, cols: n / 2, data: randn(&mut r, n, 2.0) };
+        let mut out = CpuTensor::zeros(2, n / 2);
+        let g64 = |x: f64| 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).tanh());
+        let s64 = |x: f64| x / (1.0 + (-x).exp());
+        for (act, f, round, tol) in [
+            (Activation::Silu, &s64 as &dyn Fn(f64) -> f64, false, 1e-6),
+            (Activation::GeluTanh, &g64, false, 1e-6),
+            (Activation::GeluTanh, &g64, true, 2e-3),
+        ] {
+            act_mul(act, &gate, &up, &mut out, round).unwrap();
+            let want: Vec<f64> = gate.data.iter().zip(&up.data).map(|(g, u)| f(*g as f64) * *u as f64).collect();
+            let err = norm_err(&out.data, &want);
+            assert!(err < tol, "{act:?} round={round}: {err}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Causal multi-head attention over the f16 key/value cache, with grouped-query heads,
+//! optional sliding window and score soft-capping.
+//!
+//! With `ggml_rounding`, the query and the softmax weights are rounded to f16 before their
+//! products with the f16 cache, as llama.cpp's CPU backend does (its mat-muls against f16
+//! tensors convert the other operand to f16 first).
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
+
+use super::dot::{axpy_f32, dot_f32};
+use crate::tensor::{CpuCache, CpuTensor};
+use crate::threads::Threads;
+
+pub fn attention(
+    threads: &Threads,
+    q: &CpuTensor,
+    k: &CpuCache,
+    v: &CpuCache,
+    kv_len: usize,
+    p: &AttentionParams,
+    out: &mut CpuTensor,
+    ggml_rounding: bool,
+) -> Result<(), BackendError> {
+    let n = q.rows;
+    let shape_ok = p.n_head_kv > 0
+        && p.n_head % p.n_head_kv == 0
+        && q.cols == p.n_head * p.head_dim_k
+        && k.cols == p.n_head_kv * p.head_dim_k
+        && v.cols == p.n_head_kv * p.head_dim_v
+        && out.rows == n
+        && out.cols == p.n_head * p.head_dim_v
+        && kv_len <= k.capacity
+        && kv_len <= v.capacity
+        && p.q_pos0 + n <= kv_len;
+    if !shape_ok {
+        return Err(BackendError::Shape {
+            op: Op::Attention,
+            detail: format!(
+                "q [{n}, {}], k cols {}, v cols {}, out [{}, {}], kv_len {kv_len}, q_pos0 {}, {p:?}",
+                q.cols, k.cols, v.cols, out.rows, out.cols, p.q_pos0
+            ),
+        });
+    }
+    let (dk, dv) = (p.head_dim_k, p.head_dim_v);
+    let group = p.n_head / p.n_head_kv;
+    threads.for_each_chunk(&mut out.data, dv, |task, dst| {
+        let (i, h) = (task / p.n_head, task % p.n_head);
+        let kv_h = h / group;
+        let pos = p.q_pos0 + i;
+        let first = p.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let mut qh = q.data[i * q.cols + h * dk..][..dk].to_vec();
+        if ggml_rounding {
+            qh.iter_mut().for_each(|x| *x = f16::from_f32(*x).to_f32());
+        }
+        let mut row = vec![0.0f32; dk.max(dv)];
+        let mut scores = Vec::with_capacity(pos + 1 - first);
+        for j in first..=pos {
+            k.data[j * k.cols + kv_h * dk..][..dk].convert_to_f32_slice(&mut row[..dk]);
+            let mut s = dot_f32(&row[..dk], &qh);
+            if let Some(cap) = p.softcap {
+                s = cap * (s / cap).tanh();
+            }
+            scores.push(s * p.scale);
+        }
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
+        let mut sum = 0.0f64;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        dst.fill(0.0);
+        for (j, s) in (first..=pos).zip(&scores) {
+            let mut w = s * inv;
+            if ggml_rounding {
+                w = f16::from_f32(w).to_f32();
+            }
+            v.data[j * v.cols + kv_h * dv..][..dv].convert_to_f32_slice(&mut row[..dv]);
+            axpy_f32(dst, w, &row[..dv]);
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::*;
+
+    fn cache(rows: usize, cols: usize, values: &[f32]) -> CpuCache {
+        CpuCache { cols, capacity: rows, data: values.iter().map(|v| f16::from_f32(*v)).collect() }
+    }
+
+    /// Textbook attention in f64 over the f16-rounded cache.
+    fn reference(q: &CpuTensor, k: &CpuCache, v: &CpuCache, p: &AttentionParams) -> Vec<f64> {
+        let (dk, dv) = (p.head_dim_k, p.head_dim_v);
+        let mut out = vec![0.0f64; q.rows * p.n_head * dv];
+        for i in 0..q.rows {
+            let pos = p.q_pos0 + i;
+            for h in 0..p.n_head {
+                let kh = h / (p.n_head / p.n_head_kv);
+                let visible: Vec<usize> = (0..=pos).filter(|j| p.window.map_or(true, |w| pos - j < w)).collect();
+                let scores: Vec<f64> = visible
+                    .iter()
+                    .map(|&j| {
+                        let mut s: f64 = (0..dk).map(|d| q.data[i * q.cols + h * dk + d] as f64 * k.data[j * k.cols + kh * dk + d].to_f64()).sum();
+                        if let Some(c) = p.softcap {
+                            s = c as f64 * (s / c as f64).tanh();
+                        }
+                        s * p.scale as f64
+                    })
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = e.iter().sum();
+                for (w, &j) in e.iter().zip(&visible) {
+                    for d in 0..dv {
+                        out[(i * p.n_head + h) * dv + d] += w / sum * v.data[j * v.cols + kh * dv + d].to_f64();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_f64() {
+        let mut r = rng(9);
+        let cases = [
+            (4, 2, 16, 16, None, None, 3, 5),
+            (4, 1, 32, 16, Some(3), None, 0, 6),
+            (2, 2, 8, 8, None, Some(5.0), 2, 1),
+        ];
+        for (n_head, n_head_kv, dk, dv, window, softcap, q_pos0, n) in cases {
+            let kv_len = q_pos0 + n;
+            let k = cache(kv_len, n_head_kv * dk, &randn(&mut r, kv_len * n_head_kv * dk, 1.0));
+            let v = cache(kv_len, n_head_kv * dv, &randn(&mut r, kv_len * n_head_kv * dv, 1.0));
+            let q = CpuTensor { rows: n, cols: n_head * dk, data: randn(&mut r, n * n_head * dk, 1.0) };
+            let p = AttentionParams { n_head, n_head_kv, head_dim_k: dk, head_dim_v: dv, scale: 0.3, softcap, q_pos0, window };
+            let want = reference(&q, &k, &v, &p);
+            for threads in [Threads::new(1), Threads::new(2)] {
+                let mut out = CpuTensor::zeros(n, n_head * dv);
+                attention(&threads, &q, &k, &v, kv_len, &p, &mut out, false).unwrap();
+                assert!(norm_err(&out.data, &want) < 1e-5, "{p:?}");
+                attention(&threads, &q, &k, &v, kv_len, &p, &mut out, true).unwrap();
+                assert!(norm_err(&out.data, &want) < 3e-3, "{p:?} (f16 rounding)");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_queries_past_the_cache() {
+        let k = cache(2, 4, &[0.0; 8]);
+        let q = CpuTensor::zeros(2, 4);
+        let p = AttentionParams { n_head: 1, n_head_kv: 1, head_dim_k: 4, head_dim_v: 4, scale: 1.0, softcap: None, q_pos0: 1, window: None };
+        assert!(attention(&Threads::new(1), &q, &k, &k, 2, &p, &mut CpuTensor::zeros(2, 4), false).is_err());
+    }
+}

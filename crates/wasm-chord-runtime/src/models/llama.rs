@@ -1,0 +1,73 @@
+//! Llama (Llama 2/3, Mistral, TinyLlama, SmolLM2): pre-norm blocks, SwiGLU, rotary embeddings
+//! on adjacent pairs, optional llama-3 frequency factors and biases.
+
+use wasm_chord_core::backend::{Activation, Backend, RopeMode};
+use wasm_chord_core::hparams::HParams;
+
+use super::blocks::{self, blk, AttentionConfig, AttentionWeights, Batch, FeedForwardWeights, OutputHead};
+use super::{Architecture, ModelSource, WeightLoader};
+use crate::error::RuntimeError;
+use crate::kv_cache::KvCache;
+
+struct Layer<B: Backend> {
+    attn_norm: B::Weight, // [n_embd]
+    attn: AttentionWeights<B>,
+    ffn_norm: B::Weight, // [n_embd]
+    ffn: FeedForwardWeights<B>,
+}
+
+pub struct Llama<B: Backend> {
+    hp: HParams,
+    head: OutputHead<B>,
+    layers: Vec<Layer<B>>,
+    attn: AttentionConfig,
+}
+
+impl<B: Backend + 'static> Llama<B> {
+    pub fn load(b: &B, hp: &HParams, src: &dyn ModelSource) -> Result<Box<dyn Architecture<B>>, RuntimeError> {
+        let w = WeightLoader { backend: b, src };
+        if hp.rope.n_rot != hp.head_dim_k {
+            return Err(RuntimeError::File(format!("llama: rope dimension {} differs from the head size {}", hp.rope.n_rot, hp.head_dim_k)));
+        }
+        let layers = (0..hp.n_layer)
+            .map(|i| {
+                Ok(Layer {
+                    attn_norm: w.required(&blk(i, "attn_norm.weight"), &[hp.n_embd])?,
+                    attn: AttentionWeights::load(&w, hp, i, false)?,
+                    ffn_norm: w.required(&blk(i, "ffn_norm.weight"), &[hp.n_embd])?,
+                    ffn: FeedForwardWeights::load(&w, hp, i)?,
+                })
+            })
+            .collect::<Result<_, RuntimeError>>()?;
+        let freq_factors = w.host_f32("rope_freqs.weight", hp.rope.n_rot / 2)?;
+        let attn = AttentionConfig {
+            rope: blocks::rope_params(hp, RopeMode::Interleaved, hp.rope.freq_base, hp.rope.freq_scale, freq_factors),
+            kq_scale: hp.attention_scale.unwrap_or(1.0 / (hp.head_dim_k as f32).sqrt()),
+            q_scale: None,
+            softcap: hp.attn_logit_softcap,
+            window: hp.sliding_window,
+        };
+        Ok(Box::new(Self { hp: hp.clone(), head: OutputHead::load(&w, hp)?, layers, attn }))
+    }
+}
+
+impl<B: Backend> Architecture<B> for Llama<B> {
+    fn cache_widths(&self) -> Vec<(usize, usize)> {
+        vec![(self.hp.n_embd_k(), self.hp.n_embd_v()); self.hp.n_layer]
+    }
+
+    fn forward(&self, b: &B, kv: &mut KvCache<B>, tokens: &[u32], rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+        let hp = &self.hp;
+        let batch = Batch::new(tokens, kv.len());
+        let mut x = self.head.embed(b, hp, &batch, 1.0)?;
+        for (layer, cache) in self.layers.iter().zip(kv.layers.iter_mut()) {
+            let h = blocks::rms_norm(b, hp, &x, &layer.attn_norm)?;
+            let a = blocks::attention(b, hp, &layer.attn, &self.attn, cache, &batch, &h)?;
+            b.add(&mut x, &a)?;
+            let h = blocks::rms_norm(b, hp, &x, &layer.ffn_norm)?;
+            let f = blocks::feed_forward(b, hp, &layer.ffn, Activation::Silu, &h)?;
+            b.add(&mut x, &f)?;
+        }
+        self.head.logits(b, hp, &x, rows, hp.final_logit_softcap)
+    }
+}

@@ -1,0 +1,72 @@
+//! Qwen2: llama's block with biases on the q/k/v projections and NEOX-paired rotary embeddings.
+
+use wasm_chord_core::backend::{Activation, Backend, RopeMode};
+use wasm_chord_core::hparams::HParams;
+
+use super::blocks::{self, blk, AttentionConfig, AttentionWeights, Batch, FeedForwardWeights, OutputHead};
+use super::{Architecture, ModelSource, WeightLoader};
+use crate::error::RuntimeError;
+use crate::kv_cache::KvCache;
+
+struct Layer<B: Backend> {
+    attn_norm: B::Weight, // [n_embd]
+    attn: AttentionWeights<B>,
+    ffn_norm: B::Weight, // [n_embd]
+    ffn: FeedForwardWeights<B>,
+}
+
+pub struct Qwen2<B: Backend> {
+    hp: HParams,
+    head: OutputHead<B>,
+    layers: Vec<Layer<B>>,
+    attn: AttentionConfig,
+}
+
+impl<B: Backend + 'static> Qwen2<B> {
+    pub fn load(b: &B, hp: &HParams, src: &dyn ModelSource) -> Result<Box<dyn Architecture<B>>, RuntimeError> {
+        let w = WeightLoader { backend: b, src };
+        let layers = (0..hp.n_layer)
+            .map(|i| {
+                let attn = AttentionWeights::load(&w, hp, i, false)?;
+                if attn.q_bias.is_none() || attn.k_bias.is_none() || attn.v_bias.is_none() {
+                    return Err(RuntimeError::MissingTensor { name: blk(i, "attn_{q,k,v}.bias") });
+                }
+                Ok(Layer {
+                    attn_norm: w.required(&blk(i, "attn_norm.weight"), &[hp.n_embd])?,
+                    attn,
+                    ffn_norm: w.required(&blk(i, "ffn_norm.weight"), &[hp.n_embd])?,
+                    ffn: FeedForwardWeights::load(&w, hp, i)?,
+                })
+            })
+            .collect::<Result<_, RuntimeError>>()?;
+        let attn = AttentionConfig {
+            rope: blocks::rope_params(hp, RopeMode::Neox, hp.rope.freq_base, hp.rope.freq_scale, None),
+            kq_scale: 1.0 / (hp.head_dim_k as f32).sqrt(),
+            q_scale: None,
+            softcap: None,
+            window: None,
+        };
+        Ok(Box::new(Self { hp: hp.clone(), head: OutputHead::load(&w, hp)?, layers, attn }))
+    }
+}
+
+impl<B: Backend> Architecture<B> for Qwen2<B> {
+    fn cache_widths(&self) -> Vec<(usize, usize)> {
+        vec![(self.hp.n_embd_k(), self.hp.n_embd_v()); self.hp.n_layer]
+    }
+
+    fn forward(&self, b: &B, kv: &mut KvCache<B>, tokens: &[u32], rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+        let hp = &self.hp;
+        let batch = Batch::new(tokens, kv.len());
+        let mut x = self.head.embed(b, hp, &batch, 1.0)?;
+        for (layer, cache) in self.layers.iter().zip(kv.layers.iter_mut()) {
+            let h = blocks::rms_norm(b, hp, &x, &layer.attn_norm)?;
+            let a = blocks::attention(b, hp, &layer.attn, &self.attn, cache, &batch, &h)?;
+            b.add(&mut x, &a)?;
+            let h = blocks::rms_norm(b, hp, &x, &layer.ffn_norm)?;
+            let f = blocks::feed_forward(b, hp, &layer.ffn, Activation::Silu, &h)?;
+            b.add(&mut x, &f)?;
+        }
+        self.head.logits(b, hp, &x, rows, None)
+    }
+}
