@@ -12,8 +12,10 @@ use crate::kernels::KernelFile;
 
 pub const SOURCE: KernelFile = KernelFile { name: "matvec", source: include_str!("../../kernels/matvec.cu") };
 
-/// Warps (rows) per block; `MV_WARPS` in the kernel.
-const WARPS: usize = 4;
+/// Warps (rows) per block of the one-token and the 8-token kernel (`MATVEC_WARPS`,
+/// `MATMUL8_WARPS` in the kernel).
+const MATVEC_WARPS: usize = 8;
+const MATMUL8_WARPS: usize = 4;
 /// Tokens per weight pass of the batched kernel; `matmul8` in the kernel.
 const BATCH: usize = 8;
 
@@ -66,11 +68,11 @@ pub fn matmul(
     if x.rows == 0 || w.rows == 0 {
         return Ok(());
     }
-    let (kernel, per_pass) = if x.rows == 1 { ("matvec", 1) } else { ("matmul8", BATCH) };
+    let (kernel, per_pass, warps) = if x.rows == 1 { ("matvec", 1, MATVEC_WARPS) } else { ("matmul8", BATCH, MATMUL8_WARPS) };
     let f = dev.function(&format!("{kernel}_{}", w.ty.name())).map_err(op_err(op))?;
-    let grid_x = u32::try_from(w.rows.div_ceil(WARPS)).map_err(|_| BackendError::Shape { op, detail: format!("{} rows", w.rows) })?;
+    let grid_x = u32::try_from(w.rows.div_ceil(warps)).map_err(|_| BackendError::Shape { op, detail: format!("{} rows", w.rows) })?;
     let grid_y = u32::try_from(x.rows.div_ceil(per_pass)).map_err(|_| BackendError::Shape { op, detail: format!("{} tokens", x.rows) })?;
-    let cfg = LaunchConfig { grid_dim: (grid_x, grid_y, 1), block_dim: (32 * WARPS as u32, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (grid_x, grid_y, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
     let (rows, cols, n_tok) = (i32_of(op, "rows", w.rows)?, i32_of(op, "cols", w.cols)?, i32_of(op, "tokens", x.rows)?);
     let row_stride = w.row_stride as u64;
     let null = 0u64;
