@@ -28,6 +28,23 @@ struct Step {
     static constexpr int VECS_PER_LANE = (VECS + 31) / 32;
 };
 
+// Issues the 16-byte loads of one step of a weight row (`wr`) into `v`: from the 16-byte
+// boundary at or below the step's first block to the end of its last.
+template <class T>
+__device__ __forceinline__ void load_step(const u8* __restrict__ wr, int step, int n_blocks, int lane,
+                                          uint4 (&v)[Step<T>::VECS_PER_LANE]) {
+    using S = Step<T>;
+    const int b0 = step * S::BLOCKS;
+    const int nb = min(S::BLOCKS, n_blocks - b0);
+    const u64 first = (u64)b0 * T::BYTES;
+    const u64 aligned = first & ~(u64)15;
+    const int n_vec = (int)((first + (u64)nb * T::BYTES - aligned + 15) / 16);
+    const uint4* src = reinterpret_cast<const uint4*>(wr + aligned);
+#pragma unroll
+    for (int i = 0; i < S::VECS_PER_LANE; i++)
+        if (lane + 32 * i < n_vec) v[i] = load_stream(src + lane + 32 * i);
+}
+
 // y[t, row] = sum_k w[row, k] * x[t, k] (+ bias[row]) for the tokens t0 .. t0 + NT of this block
 // row (blockIdx.y). `row_stride` is the padded byte length of a device row.
 template <class T, int NT, int WARPS>
@@ -49,18 +66,7 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
     for (int t = 0; t < NT; t++) acc[t] = 0.0f;
 
     uint4 v[S::VECS_PER_LANE];
-    auto load_weights = [&](int step) {
-        const int b0 = step * S::BLOCKS;
-        const int nb = min(S::BLOCKS, n_blocks - b0);
-        const u64 first = (u64)b0 * T::BYTES;
-        const u64 aligned = first & ~(u64)15;
-        const int n_vec = (int)((first + (u64)nb * T::BYTES - aligned + 15) / 16);
-        const uint4* src = reinterpret_cast<const uint4*>(wr + aligned);
-#pragma unroll
-        for (int i = 0; i < S::VECS_PER_LANE; i++)
-            if (active && lane + 32 * i < n_vec) v[i] = load_stream(src + lane + 32 * i);
-    };
-    load_weights(0);
+    if (active) load_step<T>(wr, 0, n_blocks, lane, v);
 
     for (int step = 0; step < n_steps; step++) {
         const int b0 = step * S::BLOCKS;
@@ -79,7 +85,7 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
             }
         }
         __syncthreads();
-        if (step + 1 < n_steps) load_weights(step + 1);
+        if (active && step + 1 < n_steps) load_step<T>(wr, step + 1, n_blocks, lane, v);
         if (active && lane < nb * T::ITEMS) {
             const int blk = lane / T::ITEMS, item = lane % T::ITEMS;
             const u8* s = reinterpret_cast<const u8*>(wstage[warp]) + (((u64)b0 * T::BYTES) & 15);

@@ -75,7 +75,7 @@ fn checked_len(op: Op, rows: usize, cols: usize) -> Result<usize, BackendError> 
     rows.checked_mul(cols).ok_or_else(|| BackendError::Shape { op, detail: format!("[{rows}, {cols}] overflows") })
 }
 
-fn values<'a>(w: &'a CudaWeight, op: Op) -> Result<&'a CudaSlice<f32>, BackendError> {
+fn values(w: &CudaWeight, op: Op) -> Result<&CudaSlice<f32>, BackendError> {
     w.values.as_ref().ok_or_else(|| BackendError::Shape { op, detail: format!("expected a 1-D weight, got [{}, {}]", w.rows, w.cols) })
 }
 

@@ -144,7 +144,22 @@ pub fn compile_uncached(file: &KernelFile, arch: &str) -> Result<Vec<u8>, CudaEr
     compile_with(file, arch, &options(arch, &include))
 }
 
+/// Compiles `file` for `arch` with ptxas' resource report on, and returns the report
+/// (registers, stack frame and spill bytes of every kernel), without touching the cache.
+pub fn resource_report(file: &KernelFile, arch: &str) -> Result<String, CudaError> {
+    load_nvrtc()?;
+    let include = include_dir()?;
+    let mut opts = options(arch, &include);
+    opts.push("--ptxas-options=-v".into());
+    compile_program(file, arch, &opts).map(|(_, log)| log)
+}
+
 fn compile_with(file: &KernelFile, arch: &str, opts: &[String]) -> Result<Vec<u8>, CudaError> {
+    compile_program(file, arch, opts).map(|(cubin, _)| cubin)
+}
+
+/// The CUBIN and NVRTC's log of one compilation.
+fn compile_program(file: &KernelFile, arch: &str, opts: &[String]) -> Result<(Vec<u8>, String), CudaError> {
     let err = |call| move |detail: String| CudaError::Nvrtc { call, file: file.name.into(), detail };
     let src = CString::new(file.source).map_err(|e| err("source")(e.to_string()))?;
     let name = CString::new(format!("{}.cu", file.name)).map_err(|e| err("name")(e.to_string()))?;
@@ -181,7 +196,7 @@ fn compile_with(file: &KernelFile, arch: &str, opts: &[String]) -> Result<Vec<u8
         let mut cubin = vec![0u8; size];
         // SAFETY: `cubin` holds the `size` bytes NVRTC reported.
         check(unsafe { nv::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast()) }, "nvrtcGetCUBIN", file.name)?;
-        Ok(cubin)
+        Ok((cubin, program_log(prog)))
     })();
     // SAFETY: `prog` is a valid program, destroyed once.
     unsafe { nv::nvrtcDestroyProgram(&mut prog) };

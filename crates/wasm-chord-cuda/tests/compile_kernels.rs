@@ -65,3 +65,42 @@ fn compiled_kernels_are_cached_by_source_arch_and_options() {
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// No kernel keeps an array in local memory (a run-time index into a register array puts it
+/// there, several times slower). A few bytes of register spill are tolerated: at ptxas' default
+/// register target a few matvec kernels spill 8 bytes on sm_90a (see NOTES.md).
+#[test]
+fn no_kernel_uses_local_memory_on_sm90a() {
+    if !nvrtc_available() {
+        return;
+    }
+    let mut offenders = Vec::new();
+    for file in kernels::all() {
+        let report = nvrtc::resource_report(&file, "sm_90a").unwrap();
+        let mut kernel = String::new();
+        for line in report.lines() {
+            if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                kernel = rest.split('\'').next().unwrap_or_default().to_string();
+            }
+            // "ptxas . 0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads"
+            let bytes = |what: &str| -> u64 {
+                line.split(',')
+                    .find(|part| part.trim_end().ends_with(what))
+                    .and_then(|part| part.split_whitespace().rev().nth(what.split_whitespace().count()))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0)
+            };
+            // cosf/sinf keep a small stack frame for the reduction of huge arguments; allowed in rope.
+            let stack_ok = file.name == "rope";
+            const TOLERATED: u64 = 16;
+            if (!stack_ok && bytes("bytes stack frame") > TOLERATED)
+                || bytes("bytes spill stores") > TOLERATED
+                || bytes("bytes spill loads") > TOLERATED
+            {
+                offenders.push(format!("{}: {kernel}: {}", file.name, line.trim()));
+            }
+        }
+        assert!(report.contains("registers"), "{}.cu: no resource report in the log:\n{report}", file.name);
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}
