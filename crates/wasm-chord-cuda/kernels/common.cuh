@@ -1,9 +1,13 @@
 // Shared by every kernel file: quant block layouts mirroring crates/wasm-chord-core/src/quant/blocks.rs
 // (and ggml's ggml-common.h), helpers for loads and warp reductions.
 // tests/block_layout.rs parses the static_asserts below and compares them with the Rust structs.
+// With WASM_CHORD_HOST defined, only the layouts and load helpers are compiled, for the host
+// build of the dequantizers in tests/host/dequant_host.cpp (which emulates the intrinsics).
 #pragma once
+#ifndef WASM_CHORD_HOST
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#endif
 
 typedef unsigned char u8;
 typedef signed char i8;
@@ -12,8 +16,10 @@ typedef unsigned int u32;
 typedef unsigned long long u64;
 
 #define QK_K 256
+#ifndef INFINITY
 // NVRTC has no math.h.
 #define INFINITY __int_as_float(0x7f800000)
+#endif
 
 struct block_q4_0 { __half d; u8 qs[16]; };
 struct block_q4_1 { __half d; __half m; u8 qs[16]; };
@@ -43,6 +49,7 @@ static_assert(sizeof(block_q8_K) == 292, "block_q8_K");
 static_assert(sizeof(block_iq4_nl) == 18, "block_iq4_nl");
 static_assert(sizeof(block_iq4_xs) == 136, "block_iq4_xs");
 
+#ifndef WASM_CHORD_HOST
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -76,6 +83,12 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(v);
 }
 
+// Streaming 16-byte load: weights are read once per matvec, so keep them out of L1.
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+    return __ldcs(p);
+}
+#endif
+
 // Four bytes at `p`, which is known to be aligned to `A` bytes (a compile-time constant), in as
 // few shared- or global-memory loads as that alignment allows.
 template <int A>
@@ -92,9 +105,4 @@ __device__ __forceinline__ u32 load_u32(const u8* p) {
 
 __device__ __forceinline__ float load_half(const u8* p) {
     return __half2float(*reinterpret_cast<const __half*>(p));
-}
-
-// Streaming 16-byte load: weights are read once per matvec, so keep them out of L1.
-__device__ __forceinline__ uint4 load_stream(const uint4* p) {
-    return __ldcs(p);
 }

@@ -8,13 +8,20 @@
 
 __host__ __device__ constexpr int gcd_c(int a, int b) { return b == 0 ? a : gcd_c(b, a % b); }
 
-// The IQ4_NL grid packed four values a word, looked up with byte permutes so the table stays in
-// registers (a __constant__ table would serialize on divergent indices).
+// (float)u - bias for 0 <= u < 2^22 and a small integer bias, without an integer-to-float
+// conversion (a quarter-rate instruction that bounded the v2 matvec): the bits 0x4B000000 | u
+// are the float 2^23 + u, and subtracting 2^23 + bias is exact.
+__device__ __forceinline__ float small_u2f(u32 u, int bias) {
+    return __int_as_float(0x4B000000u | u) - (float)(8388608 + bias);
+}
+
+// The IQ4_NL grid plus 128, packed four values a word, looked up with byte permutes so the
+// table stays in registers (a __constant__ table would serialize on divergent indices).
 __device__ __forceinline__ float iq4_value(u32 q) {
-    // -127, -104, -83, -65 | -49, -35, -22, -10 | 1, 13, 25, 38 | 53, 69, 89, 113
-    const u32 lo0 = 0xBFAD9881u, lo1 = 0xF6EADDCFu, hi0 = 0x26190D01u, hi1 = 0x71594535u;
+    // -127, -104, -83, -65 | -49, -35, -22, -10 | 1, 13, 25, 38 | 53, 69, 89, 113, each + 128
+    const u32 lo0 = 0x3F2D1801u, lo1 = 0x766A5D4Fu, hi0 = 0xA6998D81u, hi1 = 0xF1D9C5B5u;
     const u32 v = q < 8 ? __byte_perm(lo0, lo1, q) : __byte_perm(hi0, hi1, q - 8);
-    return (float)(i8)(v & 0xffu);
+    return small_u2f(v & 0xffu, 128);
 }
 
 template <int BYTES_, int QK_, int ITEMS_>
@@ -34,8 +41,8 @@ struct Q4_0 : BlockType<18, 32, 1> {
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const u32 x = q >> (8 * j);
-                w[4 * k + j] = d * (float)((int)(x & 15) - 8);
-                w[16 + 4 * k + j] = d * (float)((int)((x >> 4) & 15) - 8);
+                w[4 * k + j] = d * small_u2f(x & 15, 8);
+                w[16 + 4 * k + j] = d * small_u2f((x >> 4) & 15, 8);
             }
         }
     }
@@ -50,8 +57,8 @@ struct Q4_1 : BlockType<20, 32, 1> {
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 const u32 x = q >> (8 * j);
-                w[4 * k + j] = d * (float)(x & 15) + m;
-                w[16 + 4 * k + j] = d * (float)((x >> 4) & 15) + m;
+                w[4 * k + j] = d * small_u2f(x & 15, 0) + m;
+                w[16 + 4 * k + j] = d * small_u2f((x >> 4) & 15, 0) + m;
             }
         }
     }
@@ -68,8 +75,8 @@ struct Q5_0 : BlockType<22, 32, 1> {
             for (int j = 0; j < 4; j++) {
                 const int e = 4 * k + j;
                 const u32 x = q >> (8 * j);
-                w[e] = d * (float)((int)((x & 15) | (((qh >> e) & 1) << 4)) - 16);
-                w[16 + e] = d * (float)((int)(((x >> 4) & 15) | (((qh >> (e + 16)) & 1) << 4)) - 16);
+                w[e] = d * small_u2f((x & 15) | (((qh >> e) & 1) << 4), 16);
+                w[16 + e] = d * small_u2f(((x >> 4) & 15) | (((qh >> (e + 16)) & 1) << 4), 16);
             }
         }
     }
@@ -86,8 +93,8 @@ struct Q5_1 : BlockType<24, 32, 1> {
             for (int j = 0; j < 4; j++) {
                 const int e = 4 * k + j;
                 const u32 x = q >> (8 * j);
-                w[e] = d * (float)((x & 15) | (((qh >> e) & 1) << 4)) + m;
-                w[16 + e] = d * (float)(((x >> 4) & 15) | (((qh >> (e + 16)) & 1) << 4)) + m;
+                w[e] = d * small_u2f((x & 15) | (((qh >> e) & 1) << 4), 0) + m;
+                w[16 + e] = d * small_u2f(((x >> 4) & 15) | (((qh >> (e + 16)) & 1) << 4), 0) + m;
             }
         }
     }
@@ -100,7 +107,7 @@ struct Q8_0 : BlockType<34, 32, 1> {
         for (int k = 0; k < 8; k++) {
             const u32 q = load_u32<2>(b + 2 + 4 * k);
 #pragma unroll
-            for (int j = 0; j < 4; j++) w[4 * k + j] = d * (float)(i8)((q >> (8 * j)) & 0xffu);
+            for (int j = 0; j < 4; j++) w[4 * k + j] = d * small_u2f(((q >> (8 * j)) & 0xffu) ^ 0x80u, 128);
         }
     }
 };
@@ -136,7 +143,7 @@ struct Q2_K : BlockType<84, QK_K, 8> {
             for (int k = 0; k < 4; k++) {
                 const u32 q = load_u32<4>(qs + 16 * g + 4 * k);
 #pragma unroll
-                for (int j = 0; j < 4; j++) w[16 * g + 4 * k + j] = dl * (float)((q >> (8 * j + shift)) & 3) - ml;
+                for (int j = 0; j < 4; j++) w[16 * g + 4 * k + j] = dl * small_u2f((q >> (8 * j + shift)) & 3, 0) - ml;
             }
         }
     }
@@ -160,9 +167,10 @@ struct Q3_K : BlockType<110, QK_K, 8> {
                 const u32 h = load_u32<2>(b + 16 * g + 4 * k);
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    const int low = (q >> (8 * j + shift)) & 3;
-                    const int high = (h >> (8 * j + it)) & 1;
-                    w[16 * g + 4 * k + j] = dl * (float)(low - (high ? 0 : 4));
+                    // low - (high ? 0 : 4) == (low | high << 2) - 4
+                    const u32 low = (q >> (8 * j + shift)) & 3;
+                    const u32 high = (h >> (8 * j + it)) & 1;
+                    w[16 * g + 4 * k + j] = dl * small_u2f(low | (high << 2), 4);
                 }
             }
         }
@@ -194,7 +202,7 @@ struct Q4_K : BlockType<144, QK_K, 8> {
 #pragma unroll
             for (int k = 0; k < 4; k++)
 #pragma unroll
-                for (int j = 0; j < 4; j++) w[16 * v + 4 * k + j] = dl * (float)((qw[k] >> (8 * j + shift)) & 15) - ml;
+                for (int j = 0; j < 4; j++) w[16 * v + 4 * k + j] = dl * small_u2f((qw[k] >> (8 * j + shift)) & 15, 0) - ml;
         }
     }
 };
@@ -217,7 +225,7 @@ struct Q5_K : BlockType<176, QK_K, 8> {
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
                     const u32 q = ((qw[k] >> (8 * j + shift)) & 15) | (((hw[k] >> (8 * j + it)) & 1) << 4);
-                    w[16 * v + 4 * k + j] = dl * (float)q - ml;
+                    w[16 * v + 4 * k + j] = dl * small_u2f(q, 0) - ml;
                 }
         }
     }
@@ -240,8 +248,8 @@ struct Q6_K : BlockType<210, QK_K, 8> {
                 const u32 hb = load_u32<2>(qh + 16 * g + 4 * c);
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    const int q = (int)(((l >> (8 * j + lshift)) & 15) | (((hb >> (8 * j + hshift)) & 3) << 4)) - 32;
-                    w[16 * g + 4 * c + j] = dl * (float)q;
+                    const u32 q = ((l >> (8 * j + lshift)) & 15) | (((hb >> (8 * j + hshift)) & 3) << 4);
+                    w[16 * g + 4 * c + j] = dl * small_u2f(q, 32);
                 }
             }
         }
