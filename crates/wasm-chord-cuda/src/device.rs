@@ -43,10 +43,21 @@ impl CudaDevice {
         let name = ctx.name().map_err(driver("reading the device name"))?;
         let (major, minor) = ctx.compute_capability().map_err(driver("reading the compute capability"))?;
         let arch = format!("sm_{major}{minor}");
+        // The files compile in parallel on a cold cache (NVRTC programs are independent).
+        let files = kernels::all();
+        let cubins: Vec<Result<Vec<u8>, CudaError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = files.iter().map(|file| s.spawn(|| nvrtc::compile(file, &arch))).collect();
+            handles
+                .into_iter()
+                .zip(&files)
+                .map(|(h, file)| {
+                    h.join().unwrap_or_else(|_| Err(CudaError::Nvrtc { call: "compile thread", file: file.name.into(), detail: "panicked".into() }))
+                })
+                .collect()
+        });
         let mut modules = Vec::new();
-        for file in kernels::all() {
-            let cubin = nvrtc::compile(&file, &arch)?;
-            let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(driver(format!("loading {}.cu for {arch}", file.name)))?;
+        for (file, cubin) in files.iter().zip(cubins) {
+            let module = ctx.load_module(Ptx::from_binary(cubin?)).map_err(driver(format!("loading {}.cu for {arch}", file.name)))?;
             modules.push(module);
         }
         tracing::info!(device = %name, arch = %arch, "CUDA device ready");
