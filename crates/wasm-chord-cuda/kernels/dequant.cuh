@@ -1,0 +1,342 @@
+// Dequantization of one 32-weight item of a block, for every weight type. An item is the
+// unit a thread works on: a whole block of the 32-weight types, one of the 8 groups of 32 of
+// a 256-weight k-quant block. `b` points at the block start, which is aligned to `ALIGN` bytes
+// (the block size's largest power-of-two divisor up to 16): loads use the widest access that
+// alignment allows. Each item writes its weights in file order to w[0..32).
+#pragma once
+#include "common.cuh"
+
+__host__ __device__ constexpr int gcd_c(int a, int b) { return b == 0 ? a : gcd_c(b, a % b); }
+
+// (float)u - bias for 0 <= u < 2^22 and a small integer bias, without an integer-to-float
+// conversion (a quarter-rate instruction that bounded the v2 matvec): the bits 0x4B000000 | u
+// are the float 2^23 + u, and subtracting 2^23 + bias is exact.
+__device__ __forceinline__ float small_u2f(u32 u, int bias) {
+    return __int_as_float(0x4B000000u | u) - (float)(8388608 + bias);
+}
+
+// The IQ4_NL grid plus 128, packed four values a word, looked up with byte permutes so the
+// table stays in registers (a __constant__ table would serialize on divergent indices).
+__device__ __forceinline__ float iq4_value(u32 q) {
+    // -127, -104, -83, -65 | -49, -35, -22, -10 | 1, 13, 25, 38 | 53, 69, 89, 113, each + 128
+    const u32 lo0 = 0x3F2D1801u, lo1 = 0x766A5D4Fu, hi0 = 0xA6998D81u, hi1 = 0xF1D9C5B5u;
+    const u32 v = q < 8 ? __byte_perm(lo0, lo1, q) : __byte_perm(hi0, hi1, q - 8);
+    return small_u2f(v & 0xffu, 128);
+}
+
+template <int BYTES_, int QK_, int ITEMS_>
+struct BlockType {
+    static constexpr int BYTES = BYTES_;
+    static constexpr int QK = QK_;
+    static constexpr int ITEMS = ITEMS_;
+    static constexpr int ALIGN = gcd_c(BYTES_, 16);
+};
+
+struct Q4_0 : BlockType<18, 32, 1> {
+    static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
+        const float d = load_half(b);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 q = load_u32<2>(b + 2 + 4 * k);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const u32 x = q >> (8 * j);
+                w[4 * k + j] = d * small_u2f(x & 15, 8);
+                w[16 + 4 * k + j] = d * small_u2f((x >> 4) & 15, 8);
+            }
+        }
+    }
+};
+
+struct Q4_1 : BlockType<20, 32, 1> {
+    static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
+        const float d = load_half(b), m = load_half(b + 2);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 q = load_u32<4>(b + 4 + 4 * k);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const u32 x = q >> (8 * j);
+                w[4 * k + j] = d * small_u2f(x & 15, 0) + m;
+                w[16 + 4 * k + j] = d * small_u2f((x >> 4) & 15, 0) + m;
+            }
+        }
+    }
+};
+
+struct Q5_0 : BlockType<22, 32, 1> {
+    static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
+        const float d = load_half(b);
+        const u32 qh = load_u32<2>(b + 2);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 q = load_u32<2>(b + 6 + 4 * k);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int e = 4 * k + j;
+                const u32 x = q >> (8 * j);
+                w[e] = d * small_u2f((x & 15) | (((qh >> e) & 1) << 4), 16);
+                w[16 + e] = d * small_u2f(((x >> 4) & 15) | (((qh >> (e + 16)) & 1) << 4), 16);
+            }
+        }
+    }
+};
+
+struct Q5_1 : BlockType<24, 32, 1> {
+    static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
+        const float d = load_half(b), m = load_half(b + 2);
+        const u32 qh = load_u32<4>(b + 4);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 q = load_u32<8>(b + 8 + 4 * k);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const int e = 4 * k + j;
+                const u32 x = q >> (8 * j);
+                w[e] = d * small_u2f((x & 15) | (((qh >> e) & 1) << 4), 0) + m;
+                w[16 + e] = d * small_u2f(((x >> 4) & 15) | (((qh >> (e + 16)) & 1) << 4), 0) + m;
+            }
+        }
+    }
+};
+
+struct Q8_0 : BlockType<34, 32, 1> {
+    static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
+        const float d = load_half(b);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const u32 q = load_u32<2>(b + 2 + 4 * k);
+#pragma unroll
+            for (int j = 0; j < 4; j++) w[4 * k + j] = d * small_u2f(((q >> (8 * j)) & 0xffu) ^ 0x80u, 128);
+        }
+    }
+};
+
+struct IQ4_NL : BlockType<18, 32, 1> {
+    static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
+        const float d = load_half(b);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 q = load_u32<2>(b + 2 + 4 * k);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const u32 x = q >> (8 * j);
+                w[4 * k + j] = d * iq4_value(x & 15);
+                w[16 + 4 * k + j] = d * iq4_value((x >> 4) & 15);
+            }
+        }
+    }
+};
+
+// Item `it` of a k-quant block covers weights 32*it .. 32*it+32.
+
+struct Q2_K : BlockType<84, QK_K, 8> {
+    static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
+        const float d = load_half(b + 80), dmin = load_half(b + 82);
+        const int shift = 2 * (it % 4);
+        const u8* qs = b + 16 + 32 * (it / 4);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            const u32 sc = b[2 * it + g];
+            const float dl = d * (float)(sc & 15), ml = dmin * (float)(sc >> 4);
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const u32 q = load_u32<4>(qs + 16 * g + 4 * k);
+#pragma unroll
+                for (int j = 0; j < 4; j++) w[16 * g + 4 * k + j] = dl * small_u2f((q >> (8 * j + shift)) & 3, 0) - ml;
+            }
+        }
+    }
+};
+
+struct Q3_K : BlockType<110, QK_K, 8> {
+    static __device__ __forceinline__ int scale6(const u8* sc, int j) {
+        const int low = j < 8 ? (sc[j] & 15) : (sc[j - 8] >> 4);
+        return low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
+    }
+    static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
+        const float d = load_half(b + 108);
+        const int shift = 2 * (it % 4);
+        const u8* qs = b + 32 + 32 * (it / 4);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            const float dl = d * (float)(scale6(b + 96, 2 * it + g) - 32);
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const u32 q = load_u32<2>(qs + 16 * g + 4 * k);
+                const u32 h = load_u32<2>(b + 16 * g + 4 * k);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    // low - (high ? 0 : 4) == (low | high << 2) - 4
+                    const u32 low = (q >> (8 * j + shift)) & 3;
+                    const u32 high = (h >> (8 * j + it)) & 1;
+                    w[16 * g + 4 * k + j] = dl * small_u2f(low | (high << 2), 4);
+                }
+            }
+        }
+    }
+};
+
+// The 6-bit scale and min of group j of a Q4_K/Q5_K block.
+__device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, float* m) {
+    if (j < 4) {
+        *sc = (float)(q[j] & 63);
+        *m = (float)(q[j + 4] & 63);
+    } else {
+        *sc = (float)((q[j + 4] & 15) | ((q[j - 4] >> 6) << 4));
+        *m = (float)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+struct Q4_K : BlockType<144, QK_K, 8> {
+    static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
+        float sc, m;
+        scale_min_k4(it, b + 4, &sc, &m);
+        const float dl = load_half(b) * sc, ml = load_half(b + 2) * m;
+        const int shift = 4 * (it % 2);
+        const uint4* qs = reinterpret_cast<const uint4*>(b + 16 + 32 * (it / 2));
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint4 q4 = qs[v];
+            const u32 qw[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) w[16 * v + 4 * k + j] = dl * small_u2f((qw[k] >> (8 * j + shift)) & 15, 0) - ml;
+        }
+    }
+};
+
+struct Q5_K : BlockType<176, QK_K, 8> {
+    static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
+        float sc, m;
+        scale_min_k4(it, b + 4, &sc, &m);
+        const float dl = load_half(b) * sc, ml = load_half(b + 2) * m;
+        const int shift = 4 * (it % 2);
+        const uint4* qs = reinterpret_cast<const uint4*>(b + 48 + 32 * (it / 2));
+        const uint4* qh = reinterpret_cast<const uint4*>(b + 16);
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint4 q4 = qs[v], h4 = qh[v];
+            const u32 qw[4] = {q4.x, q4.y, q4.z, q4.w};
+            const u32 hw[4] = {h4.x, h4.y, h4.z, h4.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const u32 q = ((qw[k] >> (8 * j + shift)) & 15) | (((hw[k] >> (8 * j + it)) & 1) << 4);
+                    w[16 * v + 4 * k + j] = dl * small_u2f(q, 0) - ml;
+                }
+        }
+    }
+};
+
+struct Q6_K : BlockType<210, QK_K, 8> {
+    static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
+        const float d = load_half(b + 208);
+        const int h = it / 4, k = it % 4;
+        const u8* ql = b + 64 * h + 32 * (k & 1);
+        const u8* qh = b + 128 + 32 * h;
+        const int lshift = 4 * (k >> 1), hshift = 2 * k;
+        const i8* scales = reinterpret_cast<const i8*>(b + 192 + 8 * h + 2 * k);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            const float dl = d * (float)scales[g];
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const u32 l = load_u32<2>(ql + 16 * g + 4 * c);
+                const u32 hb = load_u32<2>(qh + 16 * g + 4 * c);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const u32 q = ((l >> (8 * j + lshift)) & 15) | (((hb >> (8 * j + hshift)) & 3) << 4);
+                    w[16 * g + 4 * c + j] = dl * small_u2f(q, 32);
+                }
+            }
+        }
+    }
+};
+
+struct IQ4_XS : BlockType<136, QK_K, 8> {
+    static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
+        const u32 scales_h = *reinterpret_cast<const u16*>(b + 2);
+        const int ls = ((b[4 + it / 2] >> (4 * (it % 2))) & 15) | (((scales_h >> (2 * it)) & 3) << 4);
+        const float dl = load_half(b) * (float)(ls - 32);
+        const uint2* qs = reinterpret_cast<const uint2*>(b + 8 + 16 * it);
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint2 q2 = qs[v];
+            const u32 qw[2] = {q2.x, q2.y};
+#pragma unroll
+            for (int k = 0; k < 2; k++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const u32 x = qw[k] >> (8 * j);
+                    w[8 * v + 4 * k + j] = dl * iq4_value(x & 15);
+                    w[16 + 8 * v + 4 * k + j] = dl * iq4_value((x >> 4) & 15);
+                }
+        }
+    }
+};
+
+// Plain floats, 32 to an item so they share the quantized types' kernels.
+struct F32 : BlockType<128, 32, 1> {
+    static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
+        const float4* p = reinterpret_cast<const float4*>(b);
+#pragma unroll
+        for (int v = 0; v < 8; v++) {
+            const float4 f = p[v];
+            w[4 * v] = f.x; w[4 * v + 1] = f.y; w[4 * v + 2] = f.z; w[4 * v + 3] = f.w;
+        }
+    }
+};
+
+struct F16 : BlockType<64, 32, 1> {
+    static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
+        const uint4* p = reinterpret_cast<const uint4*>(b);
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            const uint4 q = p[v];
+            const u32 qw[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&qw[k]));
+                w[8 * v + 2 * k] = f.x;
+                w[8 * v + 2 * k + 1] = f.y;
+            }
+        }
+    }
+};
+
+struct BF16 : BlockType<64, 32, 1> {
+    static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
+        const uint4* p = reinterpret_cast<const uint4*>(b);
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            const uint4 q = p[v];
+            const u32 qw[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                w[8 * v + 2 * k] = __uint_as_float(qw[k] << 16);
+                w[8 * v + 2 * k + 1] = __uint_as_float(qw[k] & 0xffff0000u);
+            }
+        }
+    }
+};
+
+// Instantiates `M(name, Type)` for every weight type; `name` is TensorType::name() in Rust.
+#define FOR_EACH_WEIGHT_TYPE(M) \
+    M(f32, F32)                 \
+    M(f16, F16)                 \
+    M(bf16, BF16)               \
+    M(q4_0, Q4_0)               \
+    M(q4_1, Q4_1)               \
+    M(q5_0, Q5_0)               \
+    M(q5_1, Q5_1)               \
+    M(q8_0, Q8_0)               \
+    M(q2_K, Q2_K)               \
+    M(q3_K, Q3_K)               \
+    M(q4_K, Q4_K)               \
+    M(q5_K, Q5_K)               \
+    M(q6_K, Q6_K)               \
+    M(iq4_nl, IQ4_NL)           \
+    M(iq4_xs, IQ4_XS)

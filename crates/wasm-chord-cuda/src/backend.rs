@@ -1,0 +1,256 @@
+//! [`Backend`] for CUDA: activations are f32 device buffers, weights stay in their file type on
+//! the device (rows padded to 16 bytes for the matvec's 16-byte loads), the cache is f16.
+
+use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use wasm_chord_core::backend::{Activation, AttentionParams, Backend, BackendError, Op, RopeParams, WeightData};
+use wasm_chord_core::{quant, TensorType};
+
+use crate::device::CudaDevice;
+use crate::error::CudaError;
+use crate::ops;
+
+/// An f32 activation matrix `[rows, cols]` on the device, row-major.
+pub struct CudaTensor {
+    pub rows: usize,
+    pub cols: usize,
+    /// At least one value, so empty tensors are still valid allocations.
+    pub data: CudaSlice<f32>,
+}
+
+impl CudaTensor {
+    /// Number of values, `rows * cols`.
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A weight in its file type: `rows` rows of `row_stride` bytes (the file's row, zero-padded
+/// to a multiple of 16).
+pub struct CudaWeight {
+    pub ty: TensorType,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub bytes: CudaSlice<u8>,
+    /// 1-D weights (norm scales, biases) also as f32, which is how the ops read them.
+    pub values: Option<CudaSlice<f32>>,
+}
+
+/// Key or value rows of one layer as f16 bits, `capacity` rows of `cols` values.
+pub struct CudaCache {
+    pub cols: usize,
+    pub capacity: usize,
+    pub data: CudaSlice<u16>,
+}
+
+/// The CUDA backend on one device.
+pub struct CudaBackend {
+    dev: CudaDevice,
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal`; a clear error if there is no driver or no GPU.
+    pub fn new(ordinal: usize) -> Result<Self, CudaError> {
+        Ok(Self { dev: CudaDevice::new(ordinal)? })
+    }
+
+    pub fn device(&self) -> &CudaDevice {
+        &self.dev
+    }
+
+    fn upload_vec<T: DeviceRepr>(&self, op: Op, host: &[T]) -> Result<CudaSlice<T>, BackendError> {
+        self.dev.stream().clone_htod(host).map_err(ops::launch_err(op))
+    }
+
+    fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>, BackendError> {
+        self.dev.stream().alloc_zeros::<T>(n.max(1)).map_err(ops::launch_err(Op::Alloc))
+    }
+}
+
+fn checked_len(op: Op, rows: usize, cols: usize) -> Result<usize, BackendError> {
+    rows.checked_mul(cols).ok_or_else(|| BackendError::Shape { op, detail: format!("[{rows}, {cols}] overflows") })
+}
+
+fn values(w: &CudaWeight, op: Op) -> Result<&CudaSlice<f32>, BackendError> {
+    w.values.as_ref().ok_or_else(|| BackendError::Shape { op, detail: format!("expected a 1-D weight, got [{}, {}]", w.rows, w.cols) })
+}
+
+impl Backend for CudaBackend {
+    type Tensor = CudaTensor;
+    type Weight = CudaWeight;
+    type Cache = CudaCache;
+
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn supports_weight(&self, ty: TensorType) -> bool {
+        ops::matvec::supports(ty)
+    }
+
+    fn tensor(&self, rows: usize, cols: usize) -> Result<CudaTensor, BackendError> {
+        let n = checked_len(Op::Alloc, rows, cols)?;
+        Ok(CudaTensor { rows, cols, data: self.zeros(n)? })
+    }
+
+    fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor, BackendError> {
+        if data.len() != checked_len(Op::Transfer, rows, cols)? {
+            return Err(BackendError::Shape { op: Op::Transfer, detail: format!("{} values for [{rows}, {cols}]", data.len()) });
+        }
+        if data.is_empty() {
+            return self.tensor(rows, cols);
+        }
+        Ok(CudaTensor { rows, cols, data: self.upload_vec(Op::Transfer, data)? })
+    }
+
+    fn download(&self, t: &CudaTensor, out: &mut Vec<f32>) -> Result<(), BackendError> {
+        let mut all = self.dev.stream().clone_dtoh(&t.data).map_err(ops::launch_err(Op::Transfer))?;
+        all.truncate(t.len());
+        *out = all;
+        Ok(())
+    }
+
+    fn shape(&self, t: &CudaTensor) -> (usize, usize) {
+        (t.rows, t.cols)
+    }
+
+    fn load_weight(&self, w: WeightData) -> Result<CudaWeight, BackendError> {
+        let op = Op::LoadWeight;
+        if !self.supports_weight(w.ty) {
+            return Err(BackendError::UnsupportedType { backend: "cuda", op, ty: w.ty });
+        }
+        w.validate()?;
+        let row_bytes = w.ty.row_bytes(w.cols).map_err(|e| BackendError::Other { op, detail: e.to_string() })?;
+        let row_stride = row_bytes.next_multiple_of(16);
+        let src = w.bytes.bytes();
+        let bytes = if row_stride == row_bytes && !src.is_empty() {
+            self.upload_vec(op, src)?
+        } else {
+            let mut padded = vec![0u8; checked_len(op, w.rows, row_stride)?.max(1)];
+            for (dst, row) in padded.chunks_exact_mut(row_stride).zip(src.chunks_exact(row_bytes.max(1))) {
+                dst[..row_bytes].copy_from_slice(row);
+            }
+            self.upload_vec(op, &padded)?
+        };
+        let values = if w.rows == 1 {
+            let mut v = vec![0.0f32; w.cols];
+            quant::dequantize(w.ty, src, &mut v).map_err(|e| BackendError::Other { op, detail: e.to_string() })?;
+            Some(if v.is_empty() { self.zeros(1)? } else { self.upload_vec(op, &v)? })
+        } else {
+            None
+        };
+        Ok(CudaWeight { ty: w.ty, rows: w.rows, cols: w.cols, row_stride, bytes, values })
+    }
+
+    fn weight_shape(&self, w: &CudaWeight) -> (usize, usize, TensorType) {
+        (w.rows, w.cols, w.ty)
+    }
+
+    fn cache(&self, capacity: usize, cols: usize) -> Result<CudaCache, BackendError> {
+        let n = checked_len(Op::Alloc, capacity, cols)?;
+        Ok(CudaCache { cols, capacity, data: self.zeros(n)? })
+    }
+
+    fn matmul(&self, w: &CudaWeight, bias: Option<&CudaWeight>, x: &CudaTensor, out: &mut CudaTensor) -> Result<(), BackendError> {
+        let bias = match bias {
+            Some(b) if b.rows * b.cols != w.rows => {
+                return Err(BackendError::Shape { op: Op::MatMul, detail: format!("bias of {} for {} outputs", b.rows * b.cols, w.rows) })
+            }
+            Some(b) => Some(values(b, Op::MatMul)?),
+            None => None,
+        };
+        ops::matvec::matmul(&self.dev, w, bias, x, out)
+    }
+
+    fn embed(&self, table: &CudaWeight, ids: &[u32], scale: f32, out: &mut CudaTensor) -> Result<(), BackendError> {
+        let op = Op::Embed;
+        if out.rows != ids.len() || out.cols != table.cols {
+            return Err(BackendError::Shape { op, detail: format!("{} ids of {} values into out [{}, {}]", ids.len(), table.cols, out.rows, out.cols) });
+        }
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= table.rows) {
+            return Err(BackendError::Other { op, detail: format!("token id {id} outside a table of {} rows", table.rows) });
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids_dev = self.upload_vec(op, ids)?;
+        ops::matvec::embed(&self.dev, table, &ids_dev, ids.len(), scale, out)
+    }
+
+    fn rms_norm(&self, x: &CudaTensor, weight: &CudaWeight, eps: f32, out: &mut CudaTensor) -> Result<(), BackendError> {
+        ops::norm::rms_norm(&self.dev, x, values(weight, Op::RmsNorm)?, eps, out)
+    }
+
+    fn rope(&self, x: &mut CudaTensor, head_dim: usize, positions: &[usize], p: &RopeParams) -> Result<(), BackendError> {
+        let op = Op::Rope;
+        if positions.len() != x.rows {
+            return Err(BackendError::Shape { op, detail: format!("{} positions for {} rows", positions.len(), x.rows) });
+        }
+        if x.rows == 0 {
+            return Ok(());
+        }
+        let pos: Vec<i32> = positions.iter().map(|&p| ops::i32_of(op, "position", p)).collect::<Result<_, _>>()?;
+        let pos = self.upload_vec(op, &pos)?;
+        let ff = match &p.freq_factors {
+            Some(f) if !f.is_empty() => Some(self.upload_vec(op, f)?),
+            _ => None,
+        };
+        ops::rope::rope(&self.dev, x, head_dim, &pos, ff.as_ref(), p)
+    }
+
+    fn store_kv(&self, cache: &mut CudaCache, start: usize, x: &CudaTensor) -> Result<(), BackendError> {
+        ops::elementwise::store_kv(&self.dev, cache, start, x)
+    }
+
+    fn attention(&self, q: &CudaTensor, k: &CudaCache, v: &CudaCache, kv_len: usize, p: &AttentionParams, out: &mut CudaTensor) -> Result<(), BackendError> {
+        ops::attention::attention(&self.dev, q, k, v, kv_len, p, out)
+    }
+
+    fn act_mul(&self, act: Activation, gate: &CudaTensor, up: &CudaTensor, out: &mut CudaTensor) -> Result<(), BackendError> {
+        ops::elementwise::act_mul(&self.dev, act, gate, up, out)
+    }
+
+    fn add(&self, acc: &mut CudaTensor, x: &CudaTensor) -> Result<(), BackendError> {
+        ops::elementwise::add(&self.dev, acc, x)
+    }
+
+    fn scale(&self, x: &mut CudaTensor, s: f32) -> Result<(), BackendError> {
+        ops::elementwise::scale(&self.dev, x, s)
+    }
+
+    fn copy_rows(&self, x: &CudaTensor, rows: &[usize], out: &mut CudaTensor) -> Result<(), BackendError> {
+        let op = Op::CopyRows;
+        if out.rows != rows.len() || out.cols != x.cols || rows.iter().any(|&r| r >= x.rows) {
+            return Err(BackendError::Shape { op, detail: format!("rows {rows:?} of x [{}, {}] into out [{}, {}]", x.rows, x.cols, out.rows, out.cols) });
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let idx: Vec<i32> = rows.iter().map(|&r| ops::i32_of(op, "row", r)).collect::<Result<_, _>>()?;
+        let idx = self.upload_vec(op, &idx)?;
+        ops::elementwise::copy_rows(&self.dev, x, &idx, out)
+    }
+
+    fn softmax(&self, x: &mut CudaTensor) -> Result<(), BackendError> {
+        ops::elementwise::softmax(&self.dev, x)
+    }
+
+    fn top_k(&self, x: &CudaTensor, row: usize, k: usize) -> Result<Vec<(u32, f32)>, BackendError> {
+        // On the host for now: one row of logits; greedy sampling on the device comes later.
+        let op = Op::TopK;
+        if row >= x.rows {
+            return Err(BackendError::Shape { op, detail: format!("row {row} of [{}, {}]", x.rows, x.cols) });
+        }
+        let mut host = vec![0.0f32; x.cols];
+        let src = x.data.slice(row * x.cols..(row + 1) * x.cols);
+        self.dev.stream().memcpy_dtoh(&src, &mut host).map_err(ops::launch_err(op))?;
+        self.dev.synchronize().map_err(ops::op_err(op))?;
+        let mut idx: Vec<u32> = (0..x.cols as u32).collect();
+        idx.sort_by(|&a, &b| host[b as usize].total_cmp(&host[a as usize]).then(a.cmp(&b)));
+        Ok(idx.into_iter().take(k).map(|i| (i, host[i as usize])).collect())
+    }
+}

@@ -1,0 +1,103 @@
+//! One CUDA device: its context and stream, its architecture, and the kernels compiled for it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
+use cudarc::nvrtc::Ptx;
+
+use crate::error::{driver, CudaError};
+use crate::{kernels, nvrtc};
+
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    name: String,
+    arch: String,
+    modules: Vec<Arc<CudaModule>>,
+    functions: Mutex<HashMap<String, CudaFunction>>,
+}
+
+/// Whether the CUDA driver library can be opened at all (no GPU is touched).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to open libcuda; no driver call is made.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+impl CudaDevice {
+    /// Opens GPU `ordinal` and compiles (or loads from the cache) every kernel for it.
+    /// Without a driver or a GPU this is an error saying so, never a panic.
+    pub fn new(ordinal: usize) -> Result<Self, CudaError> {
+        if !driver_present() {
+            return Err(CudaError::NoDriver);
+        }
+        let count = CudaContext::device_count().map_err(|e| CudaError::NoDevice { detail: format!("cuInit/cuDeviceGetCount failed: {e}") })?;
+        if count <= 0 || ordinal >= count as usize {
+            return Err(CudaError::NoDevice { detail: format!("the driver reports {count} device(s), asked for device {ordinal}") });
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver(format!("creating a context on device {ordinal}")))?;
+        // One stream orders everything, so cudarc's per-buffer event tracking is not needed.
+        // SAFETY: no buffer exists yet on this context.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.default_stream();
+        let name = ctx.name().map_err(driver("reading the device name"))?;
+        let (major, minor) = ctx.compute_capability().map_err(driver("reading the compute capability"))?;
+        let arch = format!("sm_{major}{minor}");
+        // The files compile in parallel on a cold cache (NVRTC programs are independent).
+        let files = kernels::all();
+        let cubins: Vec<Result<Vec<u8>, CudaError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = files.iter().map(|file| s.spawn(|| nvrtc::compile(file, &arch))).collect();
+            handles
+                .into_iter()
+                .zip(&files)
+                .map(|(h, file)| {
+                    h.join().unwrap_or_else(|_| Err(CudaError::Nvrtc { call: "compile thread", file: file.name.into(), detail: "panicked".into() }))
+                })
+                .collect()
+        });
+        let mut modules = Vec::new();
+        for (file, cubin) in files.iter().zip(cubins) {
+            let module = ctx.load_module(Ptx::from_binary(cubin?)).map_err(driver(format!("loading {}.cu for {arch}", file.name)))?;
+            modules.push(module);
+        }
+        tracing::info!(device = %name, arch = %arch, "CUDA device ready");
+        Ok(Self { ctx, stream, name, arch, modules, functions: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The architecture kernels are compiled for ("sm_90").
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The kernel named `name`, looked up in the compiled modules once and then remembered.
+    pub fn function(&self, name: &str) -> Result<CudaFunction, CudaError> {
+        let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = map.get(name) {
+            return Ok(f.clone());
+        }
+        let f = self
+            .modules
+            .iter()
+            .find_map(|m| m.load_function(name).ok())
+            .ok_or_else(|| CudaError::MissingKernel { name: name.into() })?;
+        map.insert(name.into(), f.clone());
+        Ok(f)
+    }
+
+    /// Waits for all queued work.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.stream.synchronize().map_err(driver("synchronizing the stream"))
+    }
+}

@@ -1,0 +1,98 @@
+// Host build of kernels/dequant.cuh, with the few CUDA intrinsics it uses emulated, so the
+// block decoding of every weight type is checked against core's dequantizers without a GPU
+// (tests/dequant_host.rs). Usage: dequant_host TYPE IN OUT: IN holds whole blocks of TYPE,
+// OUT receives their weights as little-endian f32.
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#define WASM_CHORD_HOST 1
+#define __device__
+#define __host__
+#define __forceinline__ inline
+
+struct __half { uint16_t bits; };
+struct __half2 { __half x, y; };
+struct float2 { float x, y; };
+struct float4 { float x, y, z, w; };
+struct uint2 { unsigned x, y; };
+struct uint4 { unsigned x, y, z, w; };
+
+static float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+static float __int_as_float(unsigned u) { return __uint_as_float(u); }
+
+static float __half2float(__half h) {
+    const unsigned sign = (h.bits >> 15) & 1, exp = (h.bits >> 10) & 31, mant = h.bits & 1023;
+    unsigned bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign << 31;
+        } else {  // subnormal: normalize
+            int e = -1;
+            unsigned m = mant;
+            do { e++; m <<= 1; } while ((m & 1024) == 0);
+            bits = (sign << 31) | ((unsigned)(127 - 15 - e) << 23) | ((m & 1023) << 13);
+        }
+    } else if (exp == 31) {
+        bits = (sign << 31) | (255u << 23) | (mant << 13);
+    } else {
+        bits = (sign << 31) | ((exp - 15 + 127) << 23) | (mant << 13);
+    }
+    return __uint_as_float(bits);
+}
+
+static float2 __half22float2(__half2 h) { return {__half2float(h.x), __half2float(h.y)}; }
+
+// Byte i of the result is byte (s >> 4i) & 7 of the 8 bytes y:x.
+static unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+    const uint64_t v = (uint64_t)x | ((uint64_t)y << 32);
+    unsigned r = 0;
+    for (int i = 0; i < 4; i++) r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+    return r;
+}
+
+#include "dequant.cuh"
+
+template <class T>
+static std::vector<float> dequantize(const std::vector<u8>& in) {
+    const size_t n_blocks = in.size() / T::BYTES;
+    std::vector<float> out(n_blocks * T::QK);
+    for (size_t b = 0; b < n_blocks; b++)
+        for (int it = 0; it < T::ITEMS; it++) {
+            float w[32];
+            T::dequant(in.data() + b * T::BYTES, it, w);
+            std::memcpy(&out[b * T::QK + 32 * it], w, sizeof w);
+        }
+    return out;
+}
+
+int main(int argc, char** argv) {
+    if (argc != 4) {
+        std::fprintf(stderr, "usage: %s TYPE IN OUT\n", argv[0]);
+        return 2;
+    }
+    const std::string ty = argv[1];
+    std::vector<u8> in;
+    {
+        FILE* f = std::fopen(argv[2], "rb");
+        if (!f) return 3;
+        u8 buf[4096];
+        size_t n;
+        while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) in.insert(in.end(), buf, buf + n);
+        std::fclose(f);
+    }
+    std::vector<float> out;
+#define DISPATCH(name, T) \
+    if (ty == #name) out = dequantize<T>(in);
+    FOR_EACH_WEIGHT_TYPE(DISPATCH)
+    if (out.empty()) {
+        std::fprintf(stderr, "unknown type or empty input: %s\n", ty.c_str());
+        return 4;
+    }
+    FILE* f = std::fopen(argv[3], "wb");
+    if (!f || std::fwrite(out.data(), sizeof(float), out.size(), f) != out.size()) return 5;
+    std::fclose(f);
+    return 0;
+}

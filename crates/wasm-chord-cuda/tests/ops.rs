@@ -1,0 +1,286 @@
+//! Every CUDA op against the CPU backend (the reference, in plain f32: no ggml rounding) on
+//! seeded random inputs, with a normalized-error budget per op and weight type.
+//!
+//! Needs a GPU: without one each test prints a note and passes, unless
+//! `WASM_CHORD_REQUIRE_GPU=1`, when it fails.
+
+use std::sync::OnceLock;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use wasm_chord_core::backend::{Activation, AttentionParams, Backend, RopeMode, RopeParams, SharedBytes, WeightData};
+use wasm_chord_core::{quant, TensorType};
+use wasm_chord_cpu::{CpuBackend, CpuOptions};
+use wasm_chord_cuda::CudaBackend;
+
+fn gpu() -> Option<&'static CudaBackend> {
+    static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
+    GPU.get_or_init(|| match CudaBackend::new(0) {
+        Ok(b) => {
+            eprintln!("CUDA device: {} ({})", b.device().name(), b.device().arch());
+            Some(b)
+        }
+        Err(e) if std::env::var("WASM_CHORD_REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("WASM_CHORD_REQUIRE_GPU=1 but {e}"),
+        Err(e) => {
+            eprintln!("skipping CUDA op tests: {e}");
+            None
+        }
+    })
+    .as_ref()
+}
+
+fn cpu() -> CpuBackend {
+    CpuBackend::new(&CpuOptions { n_threads: 2, ggml_rounding: false })
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+fn randn(r: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| (r.gen::<f32>() * 2.0 - 1.0) * scale).collect()
+}
+
+/// max |a - b| / max |b|.
+fn norm_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    if a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let scale = b.iter().fold(1e-30f64, |m, v| m.max(v.abs() as f64));
+    a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max) / scale
+}
+
+fn weight_data(ty: TensorType, rows: usize, cols: usize, values: &[f32]) -> WeightData {
+    let mut bytes = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
+    quant::quantize(ty, values, &mut bytes).unwrap();
+    WeightData { ty, rows, cols, bytes: SharedBytes::from_vec(bytes) }
+}
+
+fn down(g: &CudaBackend, t: &wasm_chord_cuda::CudaTensor) -> Vec<f32> {
+    let mut v = Vec::new();
+    g.download(t, &mut v).unwrap();
+    v
+}
+
+const WEIGHT_TYPES: [TensorType; 15] = [
+    TensorType::F32,
+    TensorType::F16,
+    TensorType::BF16,
+    TensorType::Q4_0,
+    TensorType::Q4_1,
+    TensorType::Q5_0,
+    TensorType::Q5_1,
+    TensorType::Q8_0,
+    TensorType::Q2_K,
+    TensorType::Q3_K,
+    TensorType::Q4_K,
+    TensorType::Q5_K,
+    TensorType::Q6_K,
+    TensorType::IQ4_NL,
+    TensorType::IQ4_XS,
+];
+
+#[test]
+fn matmul_matches_cpu_for_every_weight_type() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    // 4352 = 17 * 256: rows span several 2 KiB staging steps and, for most types, need padding
+    // to 16 bytes on the device. 37 rows: not a multiple of the 4 rows per block.
+    let (rows, cols) = (37, 4352);
+    let mut failures = Vec::new();
+    for ty in WEIGHT_TYPES {
+        let mut r = rng(100 + ty.ggml_id() as u64);
+        let w = weight_data(ty, rows, cols, &randn(&mut r, rows * cols, 1.0));
+        let (gw, cw) = (g.load_weight(w.clone()).unwrap(), c.load_weight(w).unwrap());
+        for n_tok in [1, 3, 9] {
+            let x = randn(&mut r, n_tok * cols, 1.0);
+            let mut go = g.tensor(n_tok, rows).unwrap();
+            let mut co = c.tensor(n_tok, rows).unwrap();
+            g.matmul(&gw, None, &g.upload(&x, n_tok, cols).unwrap(), &mut go).unwrap();
+            c.matmul(&cw, None, &c.upload(&x, n_tok, cols).unwrap(), &mut co).unwrap();
+            let err = norm_err(&down(g, &go), &co.data);
+            eprintln!("matmul {ty:>6} n_tok {n_tok}: normalized error {err:.2e}");
+            if err > 1e-5 {
+                failures.push(format!("{ty} n_tok {n_tok}: {err:.2e}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "over budget 1e-5: {failures:?}");
+}
+
+#[test]
+fn matmul_adds_bias() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut r = rng(7);
+    let (rows, cols) = (10, 256);
+    let w = weight_data(TensorType::Q8_0, rows, cols, &randn(&mut r, rows * cols, 1.0));
+    let b = weight_data(TensorType::F32, 1, rows, &randn(&mut r, rows, 1.0));
+    let x = randn(&mut r, 2 * cols, 1.0);
+    let mut go = g.tensor(2, rows).unwrap();
+    let mut co = c.tensor(2, rows).unwrap();
+    g.matmul(&g.load_weight(w.clone()).unwrap(), Some(&g.load_weight(b.clone()).unwrap()), &g.upload(&x, 2, cols).unwrap(), &mut go).unwrap();
+    c.matmul(&c.load_weight(w).unwrap(), Some(&c.load_weight(b).unwrap()), &c.upload(&x, 2, cols).unwrap(), &mut co).unwrap();
+    assert!(norm_err(&down(g, &go), &co.data) < 1e-5);
+    let mut wrong = g.tensor(2, rows + 1).unwrap();
+    let gw = g.load_weight(weight_data(TensorType::Q8_0, rows, cols, &randn(&mut r, rows * cols, 1.0))).unwrap();
+    assert!(g.matmul(&gw, None, &g.upload(&x, 2, cols).unwrap(), &mut wrong).is_err());
+}
+
+#[test]
+fn embed_matches_cpu_for_every_weight_type() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let (rows, cols) = (50, 512);
+    for ty in WEIGHT_TYPES {
+        let mut r = rng(200 + ty.ggml_id() as u64);
+        let w = weight_data(ty, rows, cols, &randn(&mut r, rows * cols, 1.0));
+        let ids = [3u32, 49, 0, 3, 17];
+        let mut go = g.tensor(ids.len(), cols).unwrap();
+        let mut co = c.tensor(ids.len(), cols).unwrap();
+        g.embed(&g.load_weight(w.clone()).unwrap(), &ids, 0.5, &mut go).unwrap();
+        c.embed(&c.load_weight(w).unwrap(), &ids, 0.5, &mut co).unwrap();
+        // Dequantization is exact arithmetic on both sides up to the order of two products.
+        let err = norm_err(&down(g, &go), &co.data);
+        assert!(err < 1e-6, "{ty}: normalized error {err:.2e}");
+    }
+    let w = g.load_weight(weight_data(TensorType::Q4_0, rows, cols, &vec![0.5; rows * cols])).unwrap();
+    assert!(g.embed(&w, &[50], 1.0, &mut g.tensor(1, cols).unwrap()).is_err());
+}
+
+#[test]
+fn rms_norm_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut r = rng(3);
+    for (rows, cols, group) in [(3, 4096, 4096), (5, 1024, 64), (1, 576, 576)] {
+        let x = randn(&mut r, rows * cols, 2.0);
+        let w = weight_data(TensorType::F32, 1, group, &randn(&mut r, group, 1.0));
+        let mut go = g.tensor(rows, cols).unwrap();
+        let mut co = c.tensor(rows, cols).unwrap();
+        g.rms_norm(&g.upload(&x, rows, cols).unwrap(), &g.load_weight(w.clone()).unwrap(), 1e-6, &mut go).unwrap();
+        c.rms_norm(&c.upload(&x, rows, cols).unwrap(), &c.load_weight(w).unwrap(), 1e-6, &mut co).unwrap();
+        let err = norm_err(&down(g, &go), &co.data);
+        assert!(err < 1e-5, "[{rows}, {cols}] groups of {group}: {err:.2e}");
+    }
+}
+
+#[test]
+fn rope_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut r = rng(4);
+    for (mode, n_rot, ext_factor, ff) in [(RopeMode::Interleaved, 64, 0.0, false), (RopeMode::Neox, 64, 0.0, true), (RopeMode::Neox, 32, 1.0, false)] {
+        let p = RopeParams {
+            mode,
+            n_rot,
+            freq_base: 10000.0,
+            freq_scale: 0.25,
+            ext_factor,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: 4096,
+            freq_factors: ff.then(|| (0..n_rot / 2).map(|i| 1.0 + i as f32 / 16.0).collect()),
+        };
+        let (rows, head_dim, heads) = (4, 64, 3);
+        let cols = head_dim * heads;
+        let x = randn(&mut r, rows * cols, 1.0);
+        let positions = [0, 1, 77, 5000];
+        let mut gx = g.upload(&x, rows, cols).unwrap();
+        let mut cx = c.upload(&x, rows, cols).unwrap();
+        g.rope(&mut gx, head_dim, &positions, &p).unwrap();
+        c.rope(&mut cx, head_dim, &positions, &p).unwrap();
+        let err = norm_err(&down(g, &gx), &cx.data);
+        assert!(err < 1e-5, "{mode:?} n_rot {n_rot} ext {ext_factor}: {err:.2e}");
+    }
+}
+
+#[test]
+fn elementwise_ops_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut r = rng(5);
+    let (rows, cols) = (3, 1000);
+    let a = randn(&mut r, rows * cols, 4.0);
+    let b = randn(&mut r, rows * cols, 4.0);
+    for act in [Activation::Silu, Activation::GeluTanh] {
+        let mut go = g.tensor(rows, cols).unwrap();
+        let mut co = c.tensor(rows, cols).unwrap();
+        g.act_mul(act, &g.upload(&a, rows, cols).unwrap(), &g.upload(&b, rows, cols).unwrap(), &mut go).unwrap();
+        c.act_mul(act, &c.upload(&a, rows, cols).unwrap(), &c.upload(&b, rows, cols).unwrap(), &mut co).unwrap();
+        let err = norm_err(&down(g, &go), &co.data);
+        assert!(err < 1e-5, "{act:?}: {err:.2e}");
+    }
+    let mut ga = g.upload(&a, rows, cols).unwrap();
+    let mut ca = c.upload(&a, rows, cols).unwrap();
+    g.add(&mut ga, &g.upload(&b, rows, cols).unwrap()).unwrap();
+    c.add(&mut ca, &c.upload(&b, rows, cols).unwrap()).unwrap();
+    g.scale(&mut ga, 0.3).unwrap();
+    c.scale(&mut ca, 0.3).unwrap();
+    assert!(norm_err(&down(g, &ga), &ca.data) < 1e-6);
+    let pick = [2, 0, 2];
+    let mut go = g.tensor(3, cols).unwrap();
+    let mut co = c.tensor(3, cols).unwrap();
+    g.copy_rows(&ga, &pick, &mut go).unwrap();
+    c.copy_rows(&ca, &pick, &mut co).unwrap();
+    assert!(norm_err(&down(g, &go), &co.data) < 1e-6);
+    assert!(g.copy_rows(&ga, &[3], &mut g.tensor(1, cols).unwrap()).is_err());
+    g.softmax(&mut go).unwrap();
+    c.softmax(&mut co).unwrap();
+    let err = norm_err(&down(g, &go), &co.data);
+    assert!(err < 1e-5, "softmax: {err:.2e}");
+    let (gt, ct) = (g.top_k(&go, 1, 5).unwrap(), c.top_k(&co, 1, 5).unwrap());
+    assert_eq!(gt.iter().map(|p| p.0).collect::<Vec<_>>(), ct.iter().map(|p| p.0).collect::<Vec<_>>());
+}
+
+#[test]
+fn attention_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut r = rng(6);
+    // (n_head, n_head_kv, dk, dv, window, softcap, q_pos0, n)
+    let cases = [
+        (4, 4, 64, 64, None, None, 0, 7),
+        (8, 2, 128, 128, None, None, 30, 1),
+        (4, 1, 256, 256, Some(5), Some(30.0), 10, 4),
+        (2, 2, 32, 64, Some(100), None, 300, 3),
+    ];
+    for (n_head, n_head_kv, dk, dv, window, softcap, q_pos0, n) in cases {
+        let kv_len = q_pos0 + n;
+        let p = AttentionParams { n_head, n_head_kv, head_dim_k: dk, head_dim_v: dv, scale: 0.125, softcap, q_pos0, window };
+        let k = randn(&mut r, kv_len * n_head_kv * dk, 1.0);
+        let v = randn(&mut r, kv_len * n_head_kv * dv, 1.0);
+        let q = randn(&mut r, n * n_head * dk, 1.0);
+        let (mut gk, mut gv) = (g.cache(kv_len + 5, n_head_kv * dk).unwrap(), g.cache(kv_len + 5, n_head_kv * dv).unwrap());
+        let (mut ck, mut cv) = (c.cache(kv_len + 5, n_head_kv * dk).unwrap(), c.cache(kv_len + 5, n_head_kv * dv).unwrap());
+        // Stored in two pieces, as a prompt and then decoding would.
+        let split = kv_len / 2;
+        for (start, end) in [(0, split), (split, kv_len)] {
+            let kt = &k[start * n_head_kv * dk..end * n_head_kv * dk];
+            let vt = &v[start * n_head_kv * dv..end * n_head_kv * dv];
+            g.store_kv(&mut gk, start, &g.upload(kt, end - start, n_head_kv * dk).unwrap()).unwrap();
+            g.store_kv(&mut gv, start, &g.upload(vt, end - start, n_head_kv * dv).unwrap()).unwrap();
+            c.store_kv(&mut ck, start, &c.upload(kt, end - start, n_head_kv * dk).unwrap()).unwrap();
+            c.store_kv(&mut cv, start, &c.upload(vt, end - start, n_head_kv * dv).unwrap()).unwrap();
+        }
+        let mut go = g.tensor(n, n_head * dv).unwrap();
+        let mut co = c.tensor(n, n_head * dv).unwrap();
+        g.attention(&g.upload(&q, n, n_head * dk).unwrap(), &gk, &gv, kv_len, &p, &mut go).unwrap();
+        c.attention(&c.upload(&q, n, n_head * dk).unwrap(), &ck, &cv, kv_len, &p, &mut co).unwrap();
+        let err = norm_err(&down(g, &go), &co.data);
+        assert!(err < 1e-5, "{p:?}: {err:.2e}");
+    }
+}
+
+#[test]
+fn missing_gpu_is_an_error_not_a_panic() {
+    // On a machine without a GPU this is the path users see; on one with a GPU, an ordinal
+    // past the last device takes the same route.
+    let err = match CudaBackend::new(1000) {
+        Ok(_) => panic!("device 1000 opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("no CUDA"), "{err}");
+}
