@@ -2,7 +2,9 @@
 //! the device (rows padded to 16 bytes for the matvec's 16-byte loads), the cache is f16.
 
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
-use wasm_chord_core::backend::{Activation, AttentionParams, Backend, BackendError, Op, RopeParams, WeightData};
+use wasm_chord_core::backend::{
+    Activation, AttentionParams, Backend, BackendError, KvType, Op, RopeParams, WeightData,
+};
 use wasm_chord_core::{quant, TensorType};
 
 use crate::device::CudaDevice;
@@ -86,6 +88,11 @@ impl Backend for CudaBackend {
 
     fn name(&self) -> &'static str {
         "cuda"
+    }
+
+    /// The device cache stores f16 rows only, for now; a q8_0 cache is flash-attention work.
+    fn kv_type(&self) -> KvType {
+        KvType::F16
     }
 
     fn supports_weight(&self, ty: TensorType) -> bool {

@@ -30,7 +30,7 @@ fn gpu() -> Option<&'static CudaBackend> {
 }
 
 fn cpu() -> CpuBackend {
-    CpuBackend::new(&CpuOptions { n_threads: 2, ggml_rounding: false })
+    CpuBackend::new(&CpuOptions { n_threads: 2, ggml_rounding: false, ..CpuOptions::default() })
 }
 
 fn rng(seed: u64) -> ChaCha8Rng {
