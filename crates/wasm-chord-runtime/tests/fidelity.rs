@@ -3,9 +3,10 @@
 //! golden prompt ids (no tokenizer involved) as one batch, then the golden greedy tokens one
 //! at a time, and checks:
 //! - greedy choice: ours equals llama.cpp's at every step, except where llama.cpp's top two
-//!   logits are within `TIE_GAP` (a near-tie float noise may flip);
+//!   logits are within `TIE_GAP` (a near-tie that float noise may flip);
 //! - the largest |logit difference| over llama.cpp's top 10 of each step;
 //! - KL(llama.cpp || ours) of the full next-token distribution where the full vector is stored.
+//!
 //! Models missing from the cache folder are skipped with a note.
 //!
 //! Tolerances come from llama.cpp's own consistency: these small quantized models round every
