@@ -25,16 +25,20 @@ BIN="$LLAMA_BUILD_DIR/bin"
 export LD_LIBRARY_PATH="$BIN${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+err="$(mktemp)"
+trap 'rm -f "$log" "$err"' EXIT
 
 if [ -x "$BIN/llama-simple" ]; then
-    if timeout 300 "$BIN/llama-simple" -m "$FILE" -n 8 "$PROMPT" >"$log" 2>&1; then
-        echo "llama-simple loaded $FILE:"
-        tail -n 5 "$log"
+    # llama-simple writes the prompt and generated text to stdout, its log to stderr.
+    if timeout 300 "$BIN/llama-simple" -m "$FILE" -n 8 "$PROMPT" >"$log" 2>"$err"; then
+        echo "llama-simple loaded $FILE; text:"
+        cat "$log"
+        echo
+        grep -m1 "model type\|general.name\|n_vocab" "$err" || true
         exit 0
     fi
     echo "llama-simple failed on $FILE; trying llama-bench" >&2
-    tail -n 15 "$log" >&2
+    tail -n 15 "$err" >&2
 fi
 
 if [ -x "$BIN/llama-bench" ]; then

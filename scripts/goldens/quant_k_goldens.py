@@ -15,7 +15,9 @@ Writes into crates/wasm-chord-core/tests/golden/quant_k/:
       offset, byte count, element count and a hash of gguf-py's dequantization (see `tensor_hash`).
 
 Usage: python3 scripts/goldens/quant_k_goldens.py
-Env: LLAMA_BUILD_BIN (folder holding libggml-base.so, default /work/cache/llama-build/bin),
+Env: LLAMA_BUILD_BIN (folder holding libggml-base.so; default: the llama-build/bin of
+     scripts/build-llama-cpp.sh under ${WASM_CHORD_CACHE:-~/.cache/wasm-chord}, else
+     /work/cache/llama-build/bin),
      WASM_CHORD_MODELS (model folder, default ~/.cache/wasm-chord/models).
 """
 
@@ -39,9 +41,12 @@ GGUF_TYPE = {"q2_K": T.Q2_K, "q3_K": T.Q3_K, "q4_K": T.Q4_K, "q5_K": T.Q5_K, "q6
 
 
 def load_ggml():
-    lib_dir = Path(os.environ.get("LLAMA_BUILD_BIN", "/work/cache/llama-build/bin"))
-    path = lib_dir / "libggml-base.so"
-    if not path.exists():
+    cache = Path(os.environ.get("WASM_CHORD_CACHE", Path.home() / ".cache/wasm-chord"))
+    candidates = [cache / "llama-build/bin", Path("/work/cache/llama-build/bin")]
+    if "LLAMA_BUILD_BIN" in os.environ:
+        candidates = [Path(os.environ["LLAMA_BUILD_BIN"])]
+    path = next((d / "libggml-base.so" for d in candidates if (d / "libggml-base.so").exists()), None)
+    if path is None:
         return None
     lib = ctypes.CDLL(str(path))
     for name in BLOCK_BYTES:

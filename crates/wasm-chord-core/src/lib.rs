@@ -12,3 +12,5 @@ pub mod quant;
 pub use error::QuantError;
 pub use gguf::{GgufError, GgufFile};
 pub use quant::TensorType;
+pub mod tokenizer;
+pub mod template;

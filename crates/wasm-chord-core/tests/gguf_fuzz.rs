@@ -19,7 +19,8 @@ fn no_panic<T>(case: &str, parse: impl FnOnce() -> Result<T, GgufError>) -> Resu
     match catch_unwind(AssertUnwindSafe(parse)) {
         Ok(result) => result,
         Err(panic) => {
-            let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            let msg =
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
             panic!("{case}: reader panicked: {msg:?}");
         }
     }
@@ -46,7 +47,11 @@ fn fuzz(name: &str, seed: u64) {
 
     // Truncations: half cut inside the header and metadata, half inside the tensor data.
     for i in 0..CASES {
-        let cut = if i % 2 == 0 { rng.gen_range(0..data_offset) } else { rng.gen_range(data_offset..len.min(data_offset + DATA_WINDOW)) };
+        let cut = if i % 2 == 0 {
+            rng.gen_range(0..data_offset)
+        } else {
+            rng.gen_range(data_offset..len.min(data_offset + DATA_WINDOW))
+        };
         let case = format!("{name} truncated to {cut} bytes");
         let copy = bytes[..cut].to_vec();
         let result = no_panic(&case, || GgufFile::from_bytes(copy));

@@ -126,7 +126,10 @@ fn check(e: &Expected) {
     let shown = md.get(keys::TOKENIZER_TOKENS).map(Value::to_string).unwrap();
     assert_eq!(
         shown,
-        format!("[{} strings: {:?}, {:?}, {:?}, ...]", e.n_tokens, e.first_tokens[0], e.first_tokens[1], e.first_tokens[2])
+        format!(
+            "[{} strings: {:?}, {:?}, {:?}, ...]",
+            e.n_tokens, e.first_tokens[0], e.first_tokens[1], e.first_tokens[2]
+        )
     );
 }
 

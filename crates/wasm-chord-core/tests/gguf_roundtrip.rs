@@ -159,10 +159,7 @@ fn writer_checks_sizes_counts_and_names() {
     let e = TensorInfo::new("y", vec![33, 2], TensorType::Q8_0).unwrap_err();
     assert!(matches!(e, GgufError::PartialBlock { row_len: 33, .. }), "{e}");
     assert!(matches!(TensorInfo::new("z", vec![1; 5], TensorType::F32), Err(GgufError::TooManyDims { n_dims: 5, .. })));
-    assert!(matches!(
-        TensorInfo::new("w", vec![usize::MAX, 2], TensorType::F32),
-        Err(GgufError::DimsOverflow { .. })
-    ));
+    assert!(matches!(TensorInfo::new("w", vec![usize::MAX, 2], TensorType::F32), Err(GgufError::DimsOverflow { .. })));
 
     for bad in [Value::U32(0), Value::U32(48)] {
         let mut md = Metadata::new();
@@ -178,7 +175,10 @@ fn writer_checks_sizes_counts_and_names() {
 fn typed_getters_convert_losslessly_and_name_the_key() {
     let md = every_value_type();
     assert_eq!(md.get_u32("t.u8").unwrap(), Some(200));
-    assert_eq!(md.get_u32("t.u64").unwrap_err().to_string(), "metadata key 't.u64': expected an integer that fits u32, found u64 18446744073709551615");
+    assert_eq!(
+        md.get_u32("t.u64").unwrap_err().to_string(),
+        "metadata key 't.u64': expected an integer that fits u32, found u64 18446744073709551615"
+    );
     assert!(md.get_u32("t.i8").is_err());
     assert_eq!(md.get_i32("t.i16").unwrap(), Some(-30000));
     assert_eq!(md.get_i64("t.i64").unwrap(), Some(i64::MIN));
@@ -218,7 +218,8 @@ fn rewriting_real_models_is_byte_identical() {
     for name in [gguf_common::SMOLLM2, gguf_common::GEMMA3] {
         let Some(path) = gguf_common::model_path(name) else { continue };
         let file = GgufFile::open(&path).unwrap();
-        let mut w = GgufWriter::new(Vec::with_capacity(file.bytes().len()), file.metadata(), file.tensors().to_vec()).unwrap();
+        let mut w =
+            GgufWriter::new(Vec::with_capacity(file.bytes().len()), file.metadata(), file.tensors().to_vec()).unwrap();
         assert_eq!(w.tensor_infos(), file.tensors());
         for t in file.tensors() {
             w.write_tensor_data(file.tensor_data(t)).unwrap();
@@ -279,7 +280,10 @@ fn malformed_metadata_is_a_clear_error() {
     let mut r = Raw::header(3, 0, 1);
     r.str(b"key").u32(8).u64(1000).0.extend_from_slice(b"short");
     let e = r.parse();
-    assert_eq!(e.to_string(), "metadata entry 0: metadata key 'key': string at offset 39 claims 1000 bytes but only 5 remain");
+    assert_eq!(
+        e.to_string(),
+        "metadata entry 0: metadata key 'key': string at offset 39 claims 1000 bytes but only 5 remain"
+    );
 
     let mut r = Raw::header(3, 0, 1);
     r.str(b"k").u32(9).u32(4).u64(1 << 60);

@@ -3,25 +3,27 @@
 //!
 //! Golden files come from `scripts/goldens/quant_k_goldens.py`.
 
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use bytemuck::{Pod, Zeroable};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use wasm_chord_core::gguf::GgufFile;
 use wasm_chord_core::quant::{self, q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, QK_K};
 use wasm_chord_core::TensorType;
 
 const K_TYPES: [TensorType; 6] =
     [TensorType::Q2_K, TensorType::Q3_K, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K, TensorType::Q8_K];
 
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/quant_k")
+/// Reads `tests/golden/<dir>/<name>`.
+fn read_golden_in(dir: &str, name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(dir).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Reads this suite's own goldens (scripts/goldens/quant_k_goldens.py).
 fn read_golden(name: &str) -> Vec<u8> {
-    let path = golden_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    read_golden_in("quant_k", name)
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
@@ -81,6 +83,30 @@ fn quantize_matches_llama_cpp_byte_for_byte() {
         for (row, (g, w)) in got.chunks_exact(bb).zip(want.chunks_exact(bb)).enumerate() {
             let first = g.iter().zip(w).position(|(a, b)| a != b);
             assert!(first.is_none(), "{ty} input row {row}: first differing byte {first:?}\n ours {g:?}\n ggml {w:?}");
+        }
+    }
+}
+
+/// The shared quant goldens (scripts/goldens/quant_goldens.py), named by gguf's type names.
+#[test]
+fn shared_goldens_dequantize_and_quantize_exactly() {
+    for ty in [TensorType::Q2_K, TensorType::Q3_K, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K] {
+        let name = ty.name().to_uppercase();
+        let blocks = read_golden_in("quant", &format!("{name}.blocks"));
+        let want = f32s(&read_golden_in("quant", &format!("{name}.f32")));
+        let got = dequantize_bytes(ty, &blocks);
+        assert_eq!(got.len(), want.len(), "{ty}");
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "{ty} element {i}: got {g}, gguf-py {w}");
+        }
+
+        let src = f32s(&read_golden_in("quant", &format!("{name}.quant_src.f32")));
+        let want = read_golden_in("quant", &format!("{name}.quant_ref_ggml"));
+        let got = quantize_bytes(ty, &src);
+        let bb = ty.block_bytes();
+        assert_eq!(got.len(), want.len(), "{ty}");
+        for (row, (g, w)) in got.chunks_exact(bb).zip(want.chunks_exact(bb)).enumerate() {
+            assert_eq!(g, w, "{ty} block {row} differs from ggml_quantize_chunk");
         }
     }
 }
@@ -189,24 +215,24 @@ fn models_dir() -> PathBuf {
 
 #[test]
 fn gemma_k_tensors_match_gguf_py() {
-    let model = models_dir().join("gemma-3-270m-q4_k_m.gguf");
-    let Ok(mut file) = std::fs::File::open(&model) else {
-        println!("skipping: {} not found (scripts/fetch-models.sh fetches it)", model.display());
+    let path = models_dir().join("gemma-3-270m-q4_k_m.gguf");
+    if !path.exists() {
+        println!("skipping: {} not found (scripts/fetch-models.sh fetches it)", path.display());
         return;
-    };
+    }
+    let model = GgufFile::open(&path).unwrap();
     let listing = String::from_utf8(read_golden("gemma_tensors.txt")).unwrap();
     let mut checked = 0;
     for line in listing.lines().filter(|l| !l.starts_with('#')) {
         let f: Vec<&str> = line.split_whitespace().collect();
         let [name, ty, offset, n_bytes, n_elements, hash] = f[..] else { panic!("bad line {line:?}") };
-        let ty = TensorType::from_name(ty).unwrap();
-        let (offset, n_bytes, n): (u64, usize, usize) =
-            (offset.parse().unwrap(), n_bytes.parse().unwrap(), n_elements.parse().unwrap());
-        let mut bytes = vec![0u8; n_bytes];
-        file.seek(SeekFrom::Start(offset)).unwrap();
-        file.read_exact(&mut bytes).unwrap();
-        let mut out = vec![0.0f32; n];
-        quant::dequantize(ty, &bytes, &mut out).unwrap();
+        let info = model.tensor(name).unwrap_or_else(|| panic!("{name} missing"));
+        // Where gguf-py found the tensor must be where our reader finds it.
+        assert_eq!(Some(info.ty), TensorType::from_name(ty), "{name}");
+        assert_eq!(model.data_offset() + info.offset, offset.parse::<u64>().unwrap(), "{name}");
+        assert_eq!(info.n_bytes, n_bytes.parse::<usize>().unwrap(), "{name}");
+        let mut out = vec![0.0f32; n_elements.parse().unwrap()];
+        quant::dequantize(info.ty, model.tensor_data(info), &mut out).unwrap();
         assert_eq!(tensor_hash(&out), hash.parse::<u64>().unwrap(), "{name} ({ty})");
         checked += 1;
     }

@@ -51,7 +51,9 @@ pub enum GgufError {
     MisalignedTensor { tensor: String, offset: u64, alignment: usize },
     #[error("tensor '{tensor}' data (file bytes {start}..{end}) lies past the end of the file ({file_len} bytes)")]
     TensorOutOfRange { tensor: String, start: u64, end: u64, file_len: u64 },
-    #[error("tensors '{first}' and '{second}' overlap (data offsets {first_offset}+{first_bytes} and {second_offset})")]
+    #[error(
+        "tensors '{first}' and '{second}' overlap (data offsets {first_offset}+{first_bytes} and {second_offset})"
+    )]
     TensorsOverlap { first: String, first_offset: u64, first_bytes: u64, second: String, second_offset: u64 },
     #[error("general.alignment is {value}, must be a nonzero power of two")]
     BadAlignment { value: u64 },
@@ -76,4 +78,3 @@ impl GgufError {
         }
     }
 }
-

@@ -83,11 +83,7 @@ impl Metadata {
 
     fn integer<T: TryFrom<i128>>(&self, key: &str, expected: &'static str) -> Result<Option<T>, GgufError> {
         let Some(value) = self.get(key) else { return Ok(None) };
-        value
-            .as_integer()
-            .and_then(|i| T::try_from(i).ok())
-            .map(Some)
-            .ok_or_else(|| type_error(key, expected, value))
+        value.as_integer().and_then(|i| T::try_from(i).ok()).map(Some).ok_or_else(|| type_error(key, expected, value))
     }
 
     /// An integer of any type whose value fits a `u32`.

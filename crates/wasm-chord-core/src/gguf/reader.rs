@@ -60,7 +60,8 @@ fn tensor_bytes(name: &str, dims: &[usize], ty: TensorType) -> Result<usize, Ggu
     if dims.len() > MAX_DIMS {
         return Err(GgufError::TooManyDims { tensor: name.to_string(), n_dims: dims.len() as u32 });
     }
-    let overflow = || GgufError::DimsOverflow { tensor: name.to_string(), dims: dims.iter().map(|&d| d as u64).collect() };
+    let overflow =
+        || GgufError::DimsOverflow { tensor: name.to_string(), dims: dims.iter().map(|&d| d as u64).collect() };
     let row_len = dims.first().copied().unwrap_or(1);
     // ggml stores element counts as int64; keep the total within that as llama.cpp does.
     let n_elements = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(overflow)?;
@@ -68,7 +69,9 @@ fn tensor_bytes(name: &str, dims: &[usize], ty: TensorType) -> Result<usize, Ggu
         return Err(overflow());
     }
     let row_bytes = ty.row_bytes(row_len).map_err(|e| match e {
-        crate::error::QuantError::PartialBlock { .. } => GgufError::PartialBlock { tensor: name.to_string(), ty, row_len },
+        crate::error::QuantError::PartialBlock { .. } => {
+            GgufError::PartialBlock { tensor: name.to_string(), ty, row_len }
+        }
         _ => overflow(),
     })?;
     let n_rows = dims.iter().skip(1).try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(overflow)?;
@@ -125,7 +128,8 @@ impl GgufHeader {
         let mut tensors = Vec::with_capacity(tensor_count as usize);
         let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
         for index in 0..tensor_count {
-            let info = read_tensor_info(&mut cur, alignment).map_err(|e| GgufError::InTensorInfo { index, source: Box::new(e) })?;
+            let info = read_tensor_info(&mut cur, alignment)
+                .map_err(|e| GgufError::InTensorInfo { index, source: Box::new(e) })?;
             if tensor_index.contains_key(&info.name) {
                 return Err(GgufError::DuplicateTensor { name: info.name });
             }
@@ -134,12 +138,17 @@ impl GgufHeader {
         }
 
         let align = alignment as u64;
-        let data_offset = (cur.pos as u64)
-            .checked_next_multiple_of(align)
-            .ok_or(GgufError::BadAlignment { value: align })?;
+        let data_offset =
+            (cur.pos as u64).checked_next_multiple_of(align).ok_or(GgufError::BadAlignment { value: align })?;
         check_tensor_ranges(&tensors, data_offset, bytes.len() as u64)?;
 
-        tracing::debug!(version, n_tensors = tensors.len(), n_metadata = metadata.len(), data_offset, "parsed GGUF header");
+        tracing::debug!(
+            version,
+            n_tensors = tensors.len(),
+            n_metadata = metadata.len(),
+            data_offset,
+            "parsed GGUF header"
+        );
         Ok(Self { version, alignment, data_offset, metadata, tensors, tensor_index })
     }
 
@@ -243,7 +252,8 @@ fn read_tensor_info(cur: &mut Cursor<'_>, alignment: usize) -> Result<TensorInfo
         .collect::<Result<_, _>>()
         .map_err(|_| GgufError::DimsOverflow { tensor: name.clone(), dims: raw_dims.to_vec() })?;
     let type_id = cur.u32("tensor type")?;
-    let ty = TensorType::from_ggml_id(type_id).ok_or_else(|| GgufError::UnsupportedTensorType { tensor: name.clone(), id: type_id })?;
+    let ty = TensorType::from_ggml_id(type_id)
+        .ok_or_else(|| GgufError::UnsupportedTensorType { tensor: name.clone(), id: type_id })?;
     let offset = cur.u64("tensor data offset")?;
     let n_bytes = tensor_bytes(&name, &dims, ty)?;
     if offset % alignment as u64 != 0 {
@@ -294,7 +304,12 @@ impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize, reading: &'static str) -> Result<&'a [u8], GgufError> {
         let available = self.remaining();
         if n > available {
-            return Err(GgufError::Truncated { offset: self.pos as u64, reading, needed: n as u64, available: available as u64 });
+            return Err(GgufError::Truncated {
+                offset: self.pos as u64,
+                reading,
+                needed: n as u64,
+                available: available as u64,
+            });
         }
         let out = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -311,7 +326,13 @@ impl<'a> Cursor<'a> {
         let needed = count as u128 * min_bytes as u128;
         let available = self.remaining() as u64;
         if needed > available as u128 {
-            return Err(GgufError::CountTooLarge { offset: self.pos as u64 - 8, what, count, min_bytes: needed, available });
+            return Err(GgufError::CountTooLarge {
+                offset: self.pos as u64 - 8,
+                what,
+                count,
+                min_bytes: needed,
+                available,
+            });
         }
         Ok(count as usize)
     }
@@ -500,10 +521,7 @@ impl GgufFile {
     /// A tensor's data, without copying. Infos from this file always lie inside it (checked
     /// at parse time); an info from another file that does not gives an empty slice.
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
-        self.header
-            .tensor_range(info, self.storage.len())
-            .and_then(|r| self.storage.get(r))
-            .unwrap_or(&[])
+        self.header.tensor_range(info, self.storage.len()).and_then(|r| self.storage.get(r)).unwrap_or(&[])
     }
 }
 

@@ -258,7 +258,11 @@ impl fmt::Display for Array {
         let shown = if abbreviate { SHOWN } else { n };
         f.write_str("[")?;
         if abbreviate {
-            let plural = if self.element_type() == ValueType::Array { "arrays".to_string() } else { format!("{}s", self.element_type()) };
+            let plural = if self.element_type() == ValueType::Array {
+                "arrays".to_string()
+            } else {
+                format!("{}s", self.element_type())
+            };
             write!(f, "{n} {plural}: ")?;
         }
         for i in 0..shown {

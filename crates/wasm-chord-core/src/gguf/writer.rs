@@ -18,6 +18,9 @@ const VERSION: u32 = 3;
 /// follows in the order of the infos, whole ([`GgufWriter::write_tensor_data`]) or in chunks
 /// ([`GgufWriter::write_tensor_chunk`] then [`GgufWriter::finish_tensor`]); [`GgufWriter::finish`]
 /// checks every tensor was written.
+///
+/// Arrays of arrays are written as the GGUF spec defines them, but llama.cpp refuses to load
+/// them ("invalid GGUF type 9"): keep them out of files meant for llama.cpp.
 pub struct GgufWriter<W: Write> {
     out: W,
     alignment: usize,
@@ -54,8 +57,17 @@ impl<W: Write> GgufWriter<W> {
                 return Err(GgufError::DuplicateTensor { name: t.name.clone() });
             }
             // Recompute the size so that infos built by hand cannot disagree with their dims.
-            *t = TensorInfo { offset, ..TensorInfo::new(std::mem::take(&mut t.name), std::mem::take(&mut t.dims), t.ty)? };
-            offset = (offset + t.n_bytes as u64).next_multiple_of(alignment as u64);
+            *t = TensorInfo {
+                offset,
+                ..TensorInfo::new(std::mem::take(&mut t.name), std::mem::take(&mut t.dims), t.ty)?
+            };
+            offset = offset
+                .checked_add(t.n_bytes as u64)
+                .and_then(|end| end.checked_next_multiple_of(alignment as u64))
+                .ok_or_else(|| GgufError::DimsOverflow {
+                    tensor: t.name.clone(),
+                    dims: t.dims.iter().map(|&d| d as u64).collect(),
+                })?;
         }
 
         let mut header = Vec::new();
@@ -121,7 +133,11 @@ impl<W: Write> GgufWriter<W> {
             return Err(GgufError::TensorCount { written: self.current + 1, expected: self.tensors.len() });
         };
         if self.written != t.n_bytes {
-            return Err(GgufError::TensorSize { tensor: t.name.clone(), expected: t.n_bytes as u64, got: self.written as u64 });
+            return Err(GgufError::TensorSize {
+                tensor: t.name.clone(),
+                expected: t.n_bytes as u64,
+                got: self.written as u64,
+            });
         }
         let padding = t.n_bytes.next_multiple_of(self.alignment) - t.n_bytes;
         self.out.write_all(&vec![0u8; padding]).map_err(GgufError::Write)?;

@@ -288,8 +288,10 @@ pub(super) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         l_out.fill(0);
         return 0.0;
     }
-    // Candidate 0 is ggml's first pass; candidates 1..19 are `is = -9..=-1, 1..=9`. As in
-    // `Qkx2Search::run`, each candidate's sums run in ggml's order in their own lane.
+    // Candidate 0 is ggml's first pass; candidates 1..19 are `is = -9..=-1, 1..=9`. Unlike
+    // make_qkx2_quants, a candidate here depends only on `max`, never on an earlier winner, so
+    // all are summed side by side (each in ggml's order, in its own lane) and then picked in
+    // ggml's order; the padding lane repeats candidate 0 and is never picked.
     const N_CAND: usize = 19;
     const PADDED: usize = 20;
     let mut iscale = [0.0f32; PADDED];
