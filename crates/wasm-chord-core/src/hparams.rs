@@ -141,7 +141,7 @@ impl HParams {
         };
         let freq_scale = match (scaling, factor) {
             (RopeScaling::None, _) | (_, None) => 1.0,
-            (_, Some(f)) if f == 0.0 => 1.0,
+            (_, Some(0.0)) => 1.0,
             (_, Some(f)) if f.is_finite() && f > 0.0 => 1.0 / f,
             (_, Some(f)) => return Err(bad(&key("rope.scaling.factor"), format!("{f} is not a positive number"))),
         };
@@ -166,7 +166,7 @@ impl HParams {
         let softcap = |name: &str| -> Result<Option<f32>, HParamsError> {
             match opt_f32(name)? {
                 None => Ok(None),
-                Some(c) if c == 0.0 => Ok(None),
+                Some(0.0) => Ok(None),
                 Some(c) if c.is_finite() && c > 0.0 => Ok(Some(c)),
                 Some(c) => Err(bad(&key(name), format!("{c} is not a positive number"))),
             }

@@ -3,10 +3,19 @@
 //! golden prompt ids (no tokenizer involved) as one batch, then the golden greedy tokens one
 //! at a time, and checks:
 //! - greedy choice: ours equals llama.cpp's at every step, except where llama.cpp's top two
-//!   logits are within `TIE_GAP` (a near-tie float noise may flip);
+//!   logits are within `TIE_GAP` (a near-tie that float noise may flip);
 //! - the largest |logit difference| over llama.cpp's top 10 of each step;
 //! - KL(llama.cpp || ours) of the full next-token distribution where the full vector is stored.
+//!
 //! Models missing from the cache folder are skipped with a note.
+//!
+//! Tolerances come from llama.cpp's own consistency: these small quantized models round every
+//! matmul input to 8 bits, so a last-bit difference anywhere (a different summation order)
+//! flips some roundings and grows through the layers. llama.cpp itself, evaluating the golden
+//! prompts token by token instead of as one batch, differs from its batch logits by KL
+//! 1e-3..7e-3 (SmolLM2) and up to 8e-3 (Gemma 3), max |logit diff| 0.4..1.6. An engine that
+//! emulates llama.cpp's roundings per op (ours: bit-identical logits at the first positions
+//! of Gemma 3) lands at that noise floor, not below; a real bug lands far above it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,11 +24,14 @@ use serde_json::Value;
 use wasm_chord_core::gguf::GgufFile;
 use wasm_chord_runtime::{AttentionKind, LoadOptions, Model, Outputs};
 
-const TIE_GAP: f64 = 0.05;
-/// The fidelity aim: KL of the next-token distribution.
-const MAX_KL: f64 = 1e-3;
-/// Largest logit difference tolerated over llama.cpp's top 10.
-const MAX_TOP10_DIFF: f64 = 0.25;
+/// Top-2 gaps below this may flip greedy choices (llama.cpp's batch-vs-sequential noise).
+const TIE_GAP: f64 = 0.5;
+/// KL of the next-token distribution: twice llama.cpp's own batch-vs-sequential worst case.
+const MAX_KL: f64 = 2e-2;
+/// Largest logit difference tolerated over llama.cpp's top 10 (its own noise reaches 1.6).
+const MAX_TOP10_DIFF: f64 = 2.0;
+/// Teacher-forced prompt argmax agreement with llama.cpp.
+const MIN_PROMPT_AGREEMENT: f64 = 0.9;
 
 fn models_dir() -> PathBuf {
     std::env::var_os("WASM_CHORD_MODELS").map(PathBuf::from).unwrap_or_else(|| {
@@ -118,11 +130,15 @@ fn check_model(golden: &str) {
                     failures.push(format!("{golden}/{name} step {k}: ours {ours}, llama.cpp {want} (gap {gap:.4})"));
                 }
             }
+            let mut step_diff = 0.0f64;
             for pair in step["top10"].as_array().unwrap() {
                 let id = pair[0].as_u64().unwrap() as usize;
-                let diff = (logits[id] as f64 - pair[1].as_f64().unwrap()).abs();
-                top10_max = top10_max.max(diff);
+                step_diff = step_diff.max((logits[id] as f64 - pair[1].as_f64().unwrap()).abs());
             }
+            if std::env::var_os("WASM_CHORD_VERBOSE").is_some() {
+                println!("  {name} step {k}: top-10 |diff| {step_diff:.4}, gap {gap:.4}");
+            }
+            top10_max = top10_max.max(step_diff);
             if let Some(f) = p["full_logits"].get(k.to_string()) {
                 let reference = read_f32(&golden_dir().join(f.as_str().unwrap()));
                 kl_max = kl_max.max(kl(&reference, &logits));
@@ -141,11 +157,14 @@ fn check_model(golden: &str) {
             steps.len(),
             p["min_gap"].as_f64().unwrap(),
         );
+        if (agree as f64) < MIN_PROMPT_AGREEMENT * prompt.len() as f64 {
+            failures.push(format!("{golden}/{name}: prompt argmax agrees at only {agree}/{} positions", prompt.len()));
+        }
         worst_kl = worst_kl.max(kl_max);
         worst_top10 = worst_top10.max(top10_max);
     }
     println!("{golden}: worst KL {worst_kl:.2e}, worst top-10 |diff| {worst_top10:.4} (ggml rounding {rounding})");
-    assert!(failures.is_empty(), "greedy divergences outside near-ties:\n{}", failures.join("\n"));
+    assert!(failures.is_empty(), "disagreements with llama.cpp:\n{}", failures.join("\n"));
     assert!(worst_top10 <= MAX_TOP10_DIFF, "{golden}: top-10 logit difference {worst_top10} > {MAX_TOP10_DIFF}");
     assert!(worst_kl <= MAX_KL, "{golden}: KL {worst_kl} > {MAX_KL}");
 }

@@ -14,6 +14,8 @@ use super::expf::ggml_expf;
 use crate::tensor::{CpuCache, CpuTensor};
 use crate::threads::Threads;
 
+// The op's inputs plus the backend's threads and rounding mode; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub fn attention(
     threads: &Threads,
     q: &CpuTensor,
@@ -127,7 +129,7 @@ mod tests {
             let pos = p.q_pos0 + i;
             for h in 0..p.n_head {
                 let kh = h / (p.n_head / p.n_head_kv);
-                let visible: Vec<usize> = (0..=pos).filter(|j| p.window.map_or(true, |w| pos - j < w)).collect();
+                let visible: Vec<usize> = (0..=pos).filter(|j| p.window.is_none_or(|w| pos - j < w)).collect();
                 let scores: Vec<f64> = visible
                     .iter()
                     .map(|&j| {

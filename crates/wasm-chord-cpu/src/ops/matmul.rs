@@ -64,22 +64,30 @@ pub fn matmul(
     // Results land transposed ([n_out, n_tok]) so each task writes one contiguous span.
     let mut out_t = vec![0.0f32; n_out * n_tok];
     threads.for_each_chunk(&mut out_t, ROWS_PER_TASK * n_tok, |task, span| {
-        let mut row = vec![0.0f32; k];
-        for (i, dst) in span.chunks_exact_mut(n_tok).enumerate() {
-            let r = task * ROWS_PER_TASK + i;
+        // Dequantize this task's rows once, then sweep the tokens: each activation row is read
+        // once per task and stays in L1 while it meets every weight row.
+        let n_rows = span.len() / n_tok;
+        let mut rows = vec![0.0f32; n_rows * k];
+        for (i, row) in rows.chunks_exact_mut(k).enumerate() {
             // Lengths were checked when the weight was loaded, so this cannot fail; NaN would
             // make a broken invariant visible rather than silently wrong.
-            if quant::dequantize(w.ty, w.row(r), &mut row).is_err() {
+            if quant::dequantize(w.ty, w.row(task * ROWS_PER_TASK + i), row).is_err() {
                 row.fill(f32::NAN);
             }
-            for (t, d) in dst.iter_mut().enumerate() {
-                *d = dot_f32(&row, &xr[t * k..(t + 1) * k]);
+        }
+        for t in 0..n_tok {
+            let xt = &xr[t * k..(t + 1) * k];
+            for (i, row) in rows.chunks_exact(k).enumerate() {
+                span[i * n_tok + t] = dot_f32(row, xt);
             }
-            if let Some(deltas) = &deltas {
+        }
+        if let Some(deltas) = &deltas {
+            for i in 0..n_rows {
                 // The block minimum `m` is the f16 after `d` in both Q4_1 and Q5_1 blocks.
-                let mins: Vec<f32> = w.row(r).chunks_exact(block_bytes).map(|b| half::f16::from_le_bytes([b[2], b[3]]).to_f32()).collect();
-                for (t, d) in dst.iter_mut().enumerate() {
-                    *d += dot_f32(&mins, &deltas[t * (k / 32)..(t + 1) * (k / 32)]);
+                let row_bytes = w.row(task * ROWS_PER_TASK + i);
+                let mins: Vec<f32> = row_bytes.chunks_exact(block_bytes).map(|b| half::f16::from_le_bytes([b[2], b[3]]).to_f32()).collect();
+                for t in 0..n_tok {
+                    span[i * n_tok + t] += dot_f32(&mins, &deltas[t * (k / 32)..(t + 1) * (k / 32)]);
                 }
             }
         }

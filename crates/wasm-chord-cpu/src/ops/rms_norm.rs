@@ -5,7 +5,7 @@ use wasm_chord_core::backend::{BackendError, Op};
 use crate::tensor::CpuTensor;
 
 /// `out = x / sqrt(mean(x²) + eps) * weight`, per group of `weight.len()` values. As in ggml,
-/// the sum of squares is accumulated in f64 and the scale applied in f32.
+/// the squares are f32, their sum f64, and the scale applied in f32.
 pub fn rms_norm(x: &CpuTensor, weight: &[f32], eps: f32, out: &mut CpuTensor) -> Result<(), BackendError> {
     let g = weight.len();
     if g == 0 || x.cols % g != 0 || out.rows != x.rows || out.cols != x.cols {
@@ -15,7 +15,7 @@ pub fn rms_norm(x: &CpuTensor, weight: &[f32], eps: f32, out: &mut CpuTensor) ->
         });
     }
     for (src, dst) in x.data.chunks_exact(g).zip(out.data.chunks_exact_mut(g)) {
-        let sum: f64 = src.iter().map(|v| (*v as f64) * (*v as f64)).sum();
+        let sum: f64 = src.iter().map(|v| (v * v) as f64).sum();
         let mean = (sum / g as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
         for ((d, s), w) in dst.iter_mut().zip(src).zip(weight) {

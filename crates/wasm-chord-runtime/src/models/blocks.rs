@@ -31,6 +31,10 @@ impl<'a> Batch<'a> {
     pub fn len(&self) -> usize {
         self.tokens.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
 }
 
 /// Rope parameters from the hyper-parameters, for a base and scale the layer picks.

@@ -8,7 +8,7 @@ use wasm_chord_core::hparams::HParams;
 use super::blocks::{self, blk, AttentionConfig, AttentionWeights, Batch, FeedForwardWeights, OutputHead};
 use super::{Architecture, ModelSource, WeightLoader};
 use crate::error::RuntimeError;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::LayerCache;
 
 /// Without `attention.sliding_window_pattern`, every 6th layer is global (llama.cpp's default).
 const DEFAULT_SWA_PATTERN: usize = 6;
@@ -77,20 +77,24 @@ impl<B: Backend> Architecture<B> for Gemma3<B> {
         vec![(self.hp.n_embd_k(), self.hp.n_embd_v()); self.hp.n_layer]
     }
 
-    fn forward(&self, b: &B, kv: &mut KvCache<B>, tokens: &[u32], rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
-        let hp = &self.hp;
-        let batch = Batch::new(tokens, kv.len());
-        let mut x = self.head.embed(b, hp, &batch, (hp.n_embd as f32).sqrt())?;
-        for (layer, cache) in self.layers.iter().zip(kv.layers.iter_mut()) {
-            let h = blocks::rms_norm(b, hp, &x, &layer.attn_norm)?;
-            let a = blocks::attention(b, hp, &layer.attn, &layer.cfg, cache, &batch, &h)?;
-            let a = blocks::rms_norm(b, hp, &a, &layer.attn_post_norm)?;
-            b.add(&mut x, &a)?;
-            let h = blocks::rms_norm(b, hp, &x, &layer.ffn_norm)?;
-            let f = blocks::feed_forward(b, hp, &layer.ffn, Activation::GeluTanh, &h)?;
-            let f = blocks::rms_norm(b, hp, &f, &layer.ffn_post_norm)?;
-            b.add(&mut x, &f)?;
-        }
-        self.head.logits(b, hp, &x, rows, hp.final_logit_softcap)
+    fn embed(&self, b: &B, batch: &Batch<'_>) -> Result<B::Tensor, RuntimeError> {
+        self.head.embed(b, &self.hp, batch, (self.hp.n_embd as f32).sqrt())
+    }
+
+    fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, mut x: B::Tensor) -> Result<B::Tensor, RuntimeError> {
+        let (hp, layer) = (&self.hp, &self.layers[il]);
+        let h = blocks::rms_norm(b, hp, &x, &layer.attn_norm)?;
+        let a = blocks::attention(b, hp, &layer.attn, &layer.cfg, cache, batch, &h)?;
+        let a = blocks::rms_norm(b, hp, &a, &layer.attn_post_norm)?;
+        b.add(&mut x, &a)?;
+        let h = blocks::rms_norm(b, hp, &x, &layer.ffn_norm)?;
+        let f = blocks::feed_forward(b, hp, &layer.ffn, Activation::GeluTanh, &h)?;
+        let f = blocks::rms_norm(b, hp, &f, &layer.ffn_post_norm)?;
+        b.add(&mut x, &f)?;
+        Ok(x)
+    }
+
+    fn head(&self, b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+        self.head.logits(b, &self.hp, x, rows, self.hp.final_logit_softcap)
     }
 }

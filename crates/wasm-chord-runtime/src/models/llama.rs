@@ -7,7 +7,7 @@ use wasm_chord_core::hparams::HParams;
 use super::blocks::{self, blk, AttentionConfig, AttentionWeights, Batch, FeedForwardWeights, OutputHead};
 use super::{Architecture, ModelSource, WeightLoader};
 use crate::error::RuntimeError;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::LayerCache;
 
 struct Layer<B: Backend> {
     attn_norm: B::Weight, // [n_embd]
@@ -56,18 +56,22 @@ impl<B: Backend> Architecture<B> for Llama<B> {
         vec![(self.hp.n_embd_k(), self.hp.n_embd_v()); self.hp.n_layer]
     }
 
-    fn forward(&self, b: &B, kv: &mut KvCache<B>, tokens: &[u32], rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
-        let hp = &self.hp;
-        let batch = Batch::new(tokens, kv.len());
-        let mut x = self.head.embed(b, hp, &batch, 1.0)?;
-        for (layer, cache) in self.layers.iter().zip(kv.layers.iter_mut()) {
-            let h = blocks::rms_norm(b, hp, &x, &layer.attn_norm)?;
-            let a = blocks::attention(b, hp, &layer.attn, &self.attn, cache, &batch, &h)?;
-            b.add(&mut x, &a)?;
-            let h = blocks::rms_norm(b, hp, &x, &layer.ffn_norm)?;
-            let f = blocks::feed_forward(b, hp, &layer.ffn, Activation::Silu, &h)?;
-            b.add(&mut x, &f)?;
-        }
-        self.head.logits(b, hp, &x, rows, hp.final_logit_softcap)
+    fn embed(&self, b: &B, batch: &Batch<'_>) -> Result<B::Tensor, RuntimeError> {
+        self.head.embed(b, &self.hp, batch, 1.0)
+    }
+
+    fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, mut x: B::Tensor) -> Result<B::Tensor, RuntimeError> {
+        let (hp, layer) = (&self.hp, &self.layers[il]);
+        let h = blocks::rms_norm(b, hp, &x, &layer.attn_norm)?;
+        let a = blocks::attention(b, hp, &layer.attn, &self.attn, cache, batch, &h)?;
+        b.add(&mut x, &a)?;
+        let h = blocks::rms_norm(b, hp, &x, &layer.ffn_norm)?;
+        let f = blocks::feed_forward(b, hp, &layer.ffn, Activation::Silu, &h)?;
+        b.add(&mut x, &f)?;
+        Ok(x)
+    }
+
+    fn head(&self, b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+        self.head.logits(b, &self.hp, x, rows, self.hp.final_logit_softcap)
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod blocks;
 pub mod gemma3;
+#[cfg(test)]
+mod layer_goldens;
 pub mod llama;
 pub mod qwen2;
 
@@ -12,7 +14,7 @@ use wasm_chord_core::hparams::{HParams, MetadataSource};
 use wasm_chord_core::TensorType;
 
 use crate::error::RuntimeError;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, LayerCache};
 
 /// A tensor as the model file stores it.
 #[derive(Clone, Debug)]
@@ -29,15 +31,32 @@ pub trait ModelSource {
     fn tensor(&self, name: &str) -> Option<TensorView>;
 }
 
-/// A loaded architecture: weights on a backend and the forward pass over them.
+/// A loaded architecture: weights on a backend and the forward pass over them, in three
+/// stages so tests can run a single layer from a reference hidden state.
 pub trait Architecture<B: Backend>: Send + Sync {
     /// Key and value row widths of every layer's cache.
     fn cache_widths(&self) -> Vec<(usize, usize)>;
 
+    /// The hidden state `[n, n_embd]` entering layer 0.
+    fn embed(&self, b: &B, batch: &blocks::Batch<'_>) -> Result<B::Tensor, RuntimeError>;
+
+    /// Runs layer `il` on hidden state `x`, writing the batch's keys and values into `cache`.
+    fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &blocks::Batch<'_>, x: B::Tensor) -> Result<B::Tensor, RuntimeError>;
+
+    /// Logits `[rows.len(), n_vocab]` of the chosen rows of the final hidden state.
+    fn head(&self, b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError>;
+
     /// Runs `tokens` at positions `kv.len()..` (writing their keys and values into `kv`,
     /// without advancing its length) and returns the logits `[rows.len(), n_vocab]` of the
     /// batch rows `rows`.
-    fn forward(&self, backend: &B, kv: &mut KvCache<B>, tokens: &[u32], rows: &[usize]) -> Result<B::Tensor, RuntimeError>;
+    fn forward(&self, b: &B, kv: &mut KvCache<B>, tokens: &[u32], rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+        let batch = blocks::Batch::new(tokens, kv.len());
+        let mut x = self.embed(b, &batch)?;
+        for (il, cache) in kv.layers.iter_mut().enumerate() {
+            x = self.layer(b, il, cache, &batch, x)?;
+        }
+        self.head(b, &x, rows)
+    }
 }
 
 type Constructor<B> = fn(&B, &HParams, &dyn ModelSource) -> Result<Box<dyn Architecture<B>>, RuntimeError>;
