@@ -16,11 +16,19 @@ use wasm_chord_cpu::kernels::{quantize_act, ActType, Kernels};
 
 const TYPES: [TensorType; 15] = {
     use TensorType::*;
-    [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, F16, BF16, F32]
+    [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, F16, BF16, F32,
+    ]
 };
 
 /// The types of SmolLM2-135M Q4_1 and Gemma 3 270M Q4_K_M.
-const MODEL_TYPES: [TensorType; 5] = [TensorType::Q4_1, TensorType::Q8_0, TensorType::Q5_0, TensorType::Q4_K, TensorType::Q6_K];
+const MODEL_TYPES: [TensorType; 5] = [
+    TensorType::Q4_1,
+    TensorType::Q8_0,
+    TensorType::Q5_0,
+    TensorType::Q4_K,
+    TensorType::Q6_K,
+];
 
 fn values(seed: u64, n: usize) -> Vec<f32> {
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -50,28 +58,49 @@ fn act_rows(ty: TensorType, n_tok: usize, k: usize) -> Vec<u8> {
 
 /// `kernels.matmul` over `threads` workers, each taking a band of weight rows.
 #[allow(clippy::too_many_arguments)]
-fn run(pool: &rayon::ThreadPool, threads: usize, kernels: &Kernels, ty: TensorType, k: usize, w: &[u8], a: &[u8], n_tok: usize, out: &mut [f32]) {
+fn run(
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    kernels: &Kernels,
+    ty: TensorType,
+    k: usize,
+    w: &[u8],
+    a: &[u8],
+    n_tok: usize,
+    out: &mut [f32],
+) {
     let rb = ty.row_bytes(k).unwrap();
     let rows = w.len() / rb;
     let band = rows.div_ceil(threads).next_multiple_of(4);
     pool.install(|| {
-        out.par_chunks_mut(band * n_tok).zip(w.par_chunks(band * rb)).for_each(|(o, w)| {
-            kernels.matmul(ty, k, w, w.len() / rb, a, n_tok, o).unwrap();
-        })
+        out.par_chunks_mut(band * n_tok)
+            .zip(w.par_chunks(band * rb))
+            .for_each(|(o, w)| {
+                kernels.matmul(ty, k, w, w.len() / rb, a, n_tok, o).unwrap();
+            })
     });
 }
 
-fn kernel_sets() -> Vec<(&'static str, Kernels)> {
-    let mut sets = vec![("scalar", Kernels::scalar())];
-    #[cfg(target_arch = "x86_64")]
-    if let Some(k) = Kernels::avx2() {
-        sets.push(("avx2", k));
-    }
-    sets
+fn kernel_sets() -> Vec<(String, Kernels)> {
+    Kernels::available()
+        .into_iter()
+        .map(|k| (format!("{:?}", k.isa).to_lowercase(), k))
+        .collect()
 }
 
 fn pools() -> Vec<(usize, rayon::ThreadPool)> {
-    [1, 2].into_iter().map(|n| (n, rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap())).collect()
+    [1, 2]
+        .into_iter()
+        .map(|n| {
+            (
+                n,
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap(),
+            )
+        })
+        .collect()
 }
 
 fn matvec(c: &mut Criterion) {
@@ -79,7 +108,9 @@ fn matvec(c: &mut Criterion) {
     let sets = kernel_sets();
     let pools = pools();
     let mut g = c.benchmark_group("matvec");
-    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
     for ty in TYPES {
         let w = weight_matrix(ty, rows, k);
         let a = act_rows(ty, 1, k);
@@ -101,7 +132,9 @@ fn gemm(c: &mut Criterion) {
     let sets = kernel_sets();
     let pools = pools();
     let mut g = c.benchmark_group("gemm64");
-    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
     g.throughput(Throughput::Elements((2 * rows * k * n_tok) as u64));
     for ty in MODEL_TYPES {
         let w = weight_matrix(ty, rows, k);
@@ -122,7 +155,9 @@ fn gemm(c: &mut Criterion) {
 fn memory_bandwidth(c: &mut Criterion) {
     let buf: Vec<u64> = (0..(1usize << 27)).map(|i| i as u64).collect();
     let mut g = c.benchmark_group("memory_read_1GiB");
-    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
     g.throughput(Throughput::Bytes((buf.len() * 8) as u64));
     for (n, pool) in pools() {
         g.bench_function(format!("{n}t"), |b| {

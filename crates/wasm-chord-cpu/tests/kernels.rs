@@ -11,7 +11,9 @@ use wasm_chord_cpu::kernels::{quantize_act, ActType, KernelError, Kernels};
 /// Every weight type with a fused kernel.
 const TYPES: [TensorType; 15] = {
     use TensorType::*;
-    [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS]
+    [
+        F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS,
+    ]
 };
 
 fn rng(seed: u64) -> ChaCha8Rng {
@@ -61,11 +63,23 @@ fn acts(ty: TensorType, x: &[f32], k: usize) -> Vec<u8> {
 fn dequantize_act(act: ActType, bytes: &[u8]) -> Vec<f32> {
     let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
     match act {
-        ActType::F32 => bytes.chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        ActType::F32 => bytes
+            .chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         ActType::F16 => bytes.chunks(2).map(|b| f16_at(b, 0)).collect(),
-        ActType::BF16 => bytes.chunks(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        ActType::Q8_0 => bytes.chunks(34).flat_map(|b| b[2..].iter().map(move |&q| q as i8 as f32 * f16_at(b, 0))).collect(),
-        ActType::Q8_1 => bytes.chunks(36).flat_map(|b| b[4..].iter().map(move |&q| q as i8 as f32 * f16_at(b, 0))).collect(),
+        ActType::BF16 => bytes
+            .chunks(2)
+            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        ActType::Q8_0 => bytes
+            .chunks(34)
+            .flat_map(|b| b[2..].iter().map(move |&q| q as i8 as f32 * f16_at(b, 0)))
+            .collect(),
+        ActType::Q8_1 => bytes
+            .chunks(36)
+            .flat_map(|b| b[4..].iter().map(move |&q| q as i8 as f32 * f16_at(b, 0)))
+            .collect(),
         ActType::Q8K => bytes
             .chunks(292)
             .flat_map(|b| {
@@ -78,7 +92,9 @@ fn dequantize_act(act: ActType, bytes: &[u8]) -> Vec<f32> {
 
 /// `(Σ w·a, Σ |w·a|)` in f64.
 fn dot64(w: &[f32], a: &[f32]) -> (f64, f64) {
-    w.iter().zip(a).fold((0.0, 0.0), |(s, m), (&x, &y)| (s + x as f64 * y as f64, m + (x as f64 * y as f64).abs()))
+    w.iter().zip(a).fold((0.0, 0.0), |(s, m), (&x, &y)| {
+        (s + x as f64 * y as f64, m + (x as f64 * y as f64).abs())
+    })
 }
 
 fn dequantize(ty: TensorType, w: &[u8], n: usize) -> Vec<f32> {
@@ -111,7 +127,10 @@ fn scalar_matches_f64_dot_of_dequantized_operands() {
                 want += m * (s - ab.iter().map(|&v| v as f64).sum::<f64>());
             }
         }
-        assert!((got - want).abs() <= 2e-6 * mag + 1e-6, "{ty}: scalar {got} vs dequantized f64 {want} (|.| {mag})");
+        assert!(
+            (got - want).abs() <= 2e-6 * mag + 1e-6,
+            "{ty}: scalar {got} vs dequantized f64 {want} (|.| {mag})"
+        );
 
         // Each activation moves by at most half its block's step (f16 scales: a little more).
         let act = ActType::for_weight(ty);
@@ -121,12 +140,19 @@ fn scalar_matches_f64_dot_of_dequantized_operands() {
             .zip(xa.chunks(bl))
             .map(|(wb, ab)| {
                 let amax = ab.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
-                let step = if bl == 1 { amax * 2f64.powi(-8) } else { amax / 127.0 * 1.01 };
+                let step = if bl == 1 {
+                    amax * 2f64.powi(-8)
+                } else {
+                    amax / 127.0 * 1.01
+                };
                 wb.iter().map(|w| w.abs() as f64).sum::<f64>() * step / 2.0
             })
             .sum();
         let (exact, _) = dot64(&wd, &xa);
-        assert!((got - exact).abs() <= bound + 1e-5 * mag, "{ty}: {got} vs unquantized {exact}, bound {bound}");
+        assert!(
+            (got - exact).abs() <= bound + 1e-5 * mag,
+            "{ty}: {got} vs unquantized {exact}, bound {bound}"
+        );
     }
 }
 
@@ -135,28 +161,33 @@ fn scalar_matches_f64_dot_of_dequantized_operands() {
 #[test]
 fn simd_matches_scalar_for_every_type() {
     let scalar = Kernels::scalar();
-    let simd = Kernels::detect();
-    eprintln!("kernels under test: {:?}", simd.isa);
     let (n_rows, n_tok) = (9, 7);
-    for ty in TYPES {
-        let mut r = rng(100 + ty.ggml_id() as u64);
-        let k = row_len(ty);
-        let w = weights(ty, &values(&mut r, n_rows * k));
-        let xa = values(&mut r, n_tok * k);
-        let a = acts(ty, &xa, k);
-        let wd = dequantize(ty, &w, n_rows * k);
-        let ad = dequantize_act(ActType::for_weight(ty), &a);
-        for nt in [1, 2, 3, n_tok] {
-            let a = &a[..a.len() / n_tok * nt];
-            let mut want = vec![0.0f32; n_rows * nt];
-            let mut got = vec![0.0f32; n_rows * nt];
-            scalar.matmul(ty, k, &w, n_rows, a, nt, &mut want).unwrap();
-            simd.matmul(ty, k, &w, n_rows, a, nt, &mut got).unwrap();
-            for row in 0..n_rows {
-                for t in 0..nt {
-                    let (_, mag) = dot64(&wd[row * k..][..k], &ad[t * k..][..k]);
-                    let (g, s) = (got[row * nt + t] as f64, want[row * nt + t] as f64);
-                    assert!((g - s).abs() <= 2e-6 * mag + 1e-6, "{ty} ({:?}) row {row} token {t} of {nt}: {g} vs scalar {s}", simd.isa);
+    for simd in Kernels::available().iter().skip(1) {
+        eprintln!("kernels under test: {:?}", simd.isa);
+        for ty in TYPES {
+            let mut r = rng(100 + ty.ggml_id() as u64);
+            let k = row_len(ty);
+            let w = weights(ty, &values(&mut r, n_rows * k));
+            let xa = values(&mut r, n_tok * k);
+            let a = acts(ty, &xa, k);
+            let wd = dequantize(ty, &w, n_rows * k);
+            let ad = dequantize_act(ActType::for_weight(ty), &a);
+            for nt in [1, 2, 3, n_tok] {
+                let a = &a[..a.len() / n_tok * nt];
+                let mut want = vec![0.0f32; n_rows * nt];
+                let mut got = vec![0.0f32; n_rows * nt];
+                scalar.matmul(ty, k, &w, n_rows, a, nt, &mut want).unwrap();
+                simd.matmul(ty, k, &w, n_rows, a, nt, &mut got).unwrap();
+                for row in 0..n_rows {
+                    for t in 0..nt {
+                        let (_, mag) = dot64(&wd[row * k..][..k], &ad[t * k..][..k]);
+                        let (g, s) = (got[row * nt + t] as f64, want[row * nt + t] as f64);
+                        assert!(
+                            (g - s).abs() <= 2e-6 * mag + 1e-6,
+                            "{ty} ({:?}) row {row} token {t} of {nt}: {g} vs scalar {s}",
+                            simd.isa
+                        );
+                    }
                 }
             }
         }
@@ -173,11 +204,15 @@ fn tiled_matmul_matches_vec_dot_on_many_tokens() {
         let w = weights(ty, &values(&mut r, n_rows * k));
         let a = acts(ty, &values(&mut r, n_tok * k), k);
         let mut out = vec![0.0f32; n_rows * n_tok];
-        kernels.matmul(ty, k, &w, n_rows, &a, n_tok, &mut out).unwrap();
+        kernels
+            .matmul(ty, k, &w, n_rows, &a, n_tok, &mut out)
+            .unwrap();
         let (wr, ar) = (w.len() / n_rows, a.len() / n_tok);
         for row in 0..n_rows {
             for t in 0..n_tok {
-                let one = kernels.vec_dot(ty, k, &w[row * wr..][..wr], &a[t * ar..][..ar]).unwrap();
+                let one = kernels
+                    .vec_dot(ty, k, &w[row * wr..][..wr], &a[t * ar..][..ar])
+                    .unwrap();
                 assert_eq!(out[row * n_tok + t], one, "{ty} row {row} token {t}");
             }
         }
@@ -192,9 +227,24 @@ fn bad_shapes_are_errors() {
     let a = vec![0u8; 34 * 2];
     let mut out = [0.0f32; 1];
     assert!(k.matmul(ty, 64, &w, 1, &a, 1, &mut out).is_ok());
-    assert!(matches!(k.matmul(ty, 48, &w, 1, &a, 1, &mut out), Err(KernelError::PartialBlock { .. })));
-    assert!(matches!(k.matmul(ty, 64, &w[1..], 1, &a, 1, &mut out), Err(KernelError::BadLength { .. })));
-    assert!(matches!(k.matmul(ty, 64, &w, 1, &a[..34], 1, &mut out), Err(KernelError::BadLength { .. })));
-    assert!(matches!(k.matmul(ty, 64, &w, 1, &a, 1, &mut []), Err(KernelError::BadOutput { .. })));
-    assert_eq!(k.matmul(TensorType::Q8_K, 256, &[], 0, &[], 0, &mut []), Err(KernelError::Unsupported(TensorType::Q8_K)));
+    assert!(matches!(
+        k.matmul(ty, 48, &w, 1, &a, 1, &mut out),
+        Err(KernelError::PartialBlock { .. })
+    ));
+    assert!(matches!(
+        k.matmul(ty, 64, &w[1..], 1, &a, 1, &mut out),
+        Err(KernelError::BadLength { .. })
+    ));
+    assert!(matches!(
+        k.matmul(ty, 64, &w, 1, &a[..34], 1, &mut out),
+        Err(KernelError::BadLength { .. })
+    ));
+    assert!(matches!(
+        k.matmul(ty, 64, &w, 1, &a, 1, &mut []),
+        Err(KernelError::BadOutput { .. })
+    ));
+    assert_eq!(
+        k.matmul(TensorType::Q8_K, 256, &[], 0, &[], 0, &mut []),
+        Err(KernelError::Unsupported(TensorType::Q8_K))
+    );
 }

@@ -2,7 +2,8 @@
 //! with activations quantized once per row to the weight type's "vec_dot_type", as ggml does.
 //!
 //! Every weight type has a scalar kernel (the reference, same integer math as ggml's generic
-//! `ggml_vec_dot_*`) and SIMD kernels beside it (x86-64 AVX2, wasm32 simd128). The set is
+//! `ggml_vec_dot_*`) and SIMD kernels beside it (x86-64 AVX2 and AVX-512 VNNI, wasm32 simd128;
+//! aarch64 runs the scalar ones for now). The set is
 //! chosen once at start-up from the CPU's features ([`Kernels::detect`]); tests compare every
 //! SIMD kernel with the scalar one.
 //!
@@ -14,7 +15,7 @@
 pub mod act;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
-pub mod x86_avx2;
+pub mod x86;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod wasm_simd128;
 
@@ -47,6 +48,8 @@ pub type MatmulFn = fn(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize
 pub enum Isa {
     Scalar,
     Avx2,
+    /// AVX2 with AVX-512 VNNI byte dot products for the 32-weight block types.
+    Avx512Vnni,
     Simd128,
 }
 
@@ -77,7 +80,34 @@ impl Kernels {
     #[cfg(target_arch = "x86_64")]
     pub fn avx2() -> Option<Self> {
         let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-        ok.then(|| Self::overlay(Isa::Avx2, x86_avx2::matmul_fn))
+        ok.then(|| Self::overlay(Isa::Avx2, x86::matmul_fn))
+    }
+
+    /// The AVX2 kernels with AVX-512 VNNI ones over them, if this CPU has both.
+    #[cfg(target_arch = "x86_64")]
+    pub fn avx512_vnni() -> Option<Self> {
+        let mut k = Self::avx2()?;
+        k.isa = Isa::Avx512Vnni;
+        let mut any = false;
+        for ty in TensorType::ALL {
+            if let Some(f) = x86::matmul_fn_avx512_vnni(ty) {
+                k.table[type_index(ty)] = Some(f);
+                any = true;
+            }
+        }
+        any.then_some(k)
+    }
+
+    /// Every kernel set this CPU runs, scalar first (for tests and benchmarks).
+    pub fn available() -> Vec<Self> {
+        let mut sets = vec![Self::scalar()];
+        #[cfg(target_arch = "x86_64")]
+        sets.extend(Self::avx2());
+        #[cfg(target_arch = "x86_64")]
+        sets.extend(Self::avx512_vnni());
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        sets.push(Self::simd128());
+        sets
     }
 
     /// The simd128 kernels over the scalar ones (compiled in only with `+simd128`).
@@ -101,7 +131,7 @@ impl Kernels {
     /// The fastest set this CPU runs.
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if let Some(k) = Self::avx2() {
+        if let Some(k) = Self::avx512_vnni().or_else(Self::avx2) {
             return k;
         }
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -1,5 +1,6 @@
-//! x86-64 AVX2 (+FMA, F16C) kernels: ggml's AVX2 integer dot products, walked in register tiles
-//! of up to 4 weight rows by 3 tokens so each weight block unpacked serves several tokens.
+//! x86-64 kernels: ggml's AVX2 (+FMA, F16C) integer dot products, walked in register tiles of up
+//! to 4 weight rows by 3 tokens so each weight block unpacked serves several tokens; where the
+//! CPU has AVX-512 VNNI, the 32-weight blocks use its byte dot product (`vpdpbusd`) instead.
 //!
 //! Three families share one tile loop each: the 32-weight blocks ([`Legacy`]), the 256-weight
 //! k-quant super-blocks ([`KQuant`]) and plain floats ([`FloatRow`]).
@@ -33,6 +34,28 @@ pub fn matmul_fn(ty: TensorType) -> Option<MatmulFn> {
         F16 => matmul_float::<F16W>,
         BF16 => matmul_float::<Bf16W>,
         Q8_K => return None,
+    })
+}
+
+/// The AVX-512 VNNI matmul for weights of type `ty` where it differs from the AVX2 one (the
+/// 32-weight block types), if this CPU has AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C.
+pub fn matmul_fn_avx512_vnni(ty: TensorType) -> Option<MatmulFn> {
+    let ok = is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni");
+    if !ok || matmul_fn(ty).is_none() {
+        return None;
+    }
+    use TensorType::*;
+    Some(match ty {
+        Q4_0 => matmul_legacy_vnni::<Q4_0W>,
+        Q4_1 => matmul_legacy_vnni::<Q4_1W>,
+        Q5_0 => matmul_legacy_vnni::<Q5_0W>,
+        Q5_1 => matmul_legacy_vnni::<Q5_1W>,
+        Q8_0 => matmul_legacy_vnni::<Q8_0W>,
+        IQ4_NL => matmul_legacy_vnni::<Iq4NlW>,
+        _ => return None,
     })
 }
 
@@ -226,9 +249,47 @@ fn matmul_legacy<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: 
     drive!(tile_legacy, W, k, w, n_rows, a, n_tok, out, W::BYTES, W::ACT_BYTES)
 }
 
+fn matmul_legacy_vnni<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    drive!(tile_legacy_vnni, W, k, w, n_rows, a, n_tok, out, W::BYTES, W::ACT_BYTES)
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_legacy<W: Legacy, const R: usize, const T: usize>(
+    nb: usize,
+    w: *const u8,
+    ws: usize,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    tile_legacy_body::<W, R, T, false>(nb, w, ws, nr, a, as_, nt, out, os)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_legacy_vnni<W: Legacy, const R: usize, const T: usize>(
+    nb: usize,
+    w: *const u8,
+    ws: usize,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    tile_legacy_body::<W, R, T, true>(nb, w, ws, nr, a, as_, nt, out, os)
+}
+
+/// One `R x T` tile of 32-weight blocks; inlined into a wrapper that enables the features
+/// (`VNNI` picks `vpdpbusd` over `vpmaddubsw` + `vpmaddwd`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_legacy_body<W: Legacy, const R: usize, const T: usize, const VNNI: bool>(
     nb: usize,
     w: *const u8,
     ws: usize,
@@ -246,26 +307,34 @@ unsafe fn tile_legacy<W: Legacy, const R: usize, const T: usize>(
     let ones = _mm256_set1_epi16(1);
     for b in 0..nb {
         let mut y = [_mm256_setzero_si256(); T];
-        let mut dy = [0.0f32; T];
+        let mut dy = [_mm256_setzero_ps(); T];
+        let mut sy = [0.0f32; T];
         for t in 0..T {
             let p = ar[t].add(b * W::ACT_BYTES);
             y[t] = _mm256_loadu_si256(p.add(W::ACT_BYTES - 32) as *const __m256i);
-            dy[t] = f16_at(p);
+            dy[t] = _mm256_set1_ps(f16_at(p));
+            if !W::SIGNED {
+                sy[t] = f16_at(p.add(2));
+            }
         }
         for r in 0..R {
             let p = wr[r].add(b * W::BYTES);
             let x = W::quants(p);
-            let dx = W::d(p);
+            let dx = _mm256_set1_ps(W::d(p));
             let ux = if W::SIGNED { _mm256_sign_epi8(x, x) } else { x };
             for t in 0..T {
                 let yt = if W::SIGNED { _mm256_sign_epi8(y[t], x) } else { y[t] };
-                let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(ux, yt), ones);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(dx * dy[t]), acc[r][t]);
+                let p32 = if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), ux, yt)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(ux, yt), ones)
+                };
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_mul_ps(dx, dy[t]), acc[r][t]);
             }
             if !W::SIGNED {
                 let m = W::m(p);
                 for t in 0..T {
-                    accm[r][t] += m * f16_at(ar[t].add(b * W::ACT_BYTES + 2));
+                    accm[r][t] += m * sy[t];
                 }
             }
         }
