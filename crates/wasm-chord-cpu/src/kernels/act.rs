@@ -137,7 +137,7 @@ fn q8_k(x: &[f32]) -> BlockQ8K {
     y
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
