@@ -154,6 +154,7 @@ impl Kernels {
     /// `out[r * n_tok + t] = Σ_i w[r, i] · a[t, i]` for `n_rows` weight rows of `k` elements of
     /// type `ty` in `w` and `n_tok` activation rows in `a`, quantized with
     /// [`quantize_act`]`(ActType::for_weight(ty), ..)`.
+    #[allow(clippy::too_many_arguments)]
     pub fn matmul(
         &self,
         ty: TensorType,

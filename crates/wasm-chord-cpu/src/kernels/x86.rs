@@ -543,6 +543,7 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
         let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
         let prep: [KPrep; R] = std::array::from_fn(|r| W::prep(wb[r]));
         let mut isum = [[_mm256_setzero_si256(); T]; R];
+        #[allow(clippy::needless_range_loop)]
         for j in 0..8 {
             for r in 0..R {
                 let q = W::quants(wb[r], j);
