@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wasm_chord_core::quant;
 use wasm_chord_core::TensorType;
-use wasm_chord_cpu::kernels::{quantize_act, ActType, KernelError, Kernels};
+use wasm_chord_cpu::kernels::{quantize_act, quantize_act_rows, ActType, KernelError, Kernels};
 
 /// Every weight type with a fused kernel.
 const TYPES: [TensorType; 15] = {
@@ -56,6 +56,7 @@ fn acts(ty: TensorType, x: &[f32], k: usize) -> Vec<u8> {
     for (src, dst) in x.chunks(k).zip(a.chunks_mut(rb)) {
         assert!(quantize_act(act, src, dst));
     }
+    assert_eq!(quantize_act_rows(act, x, k), Some(a.clone()));
     a
 }
 

@@ -94,6 +94,21 @@ pub fn quantize_act(act: ActType, src: &[f32], dst: &mut [u8]) -> bool {
     true
 }
 
+/// Quantizes each `k`-long row of `x` (tokens, row-major) into one buffer of
+/// `act.row_bytes(k)`-byte rows, as [`super::Kernels::matmul`] takes them; `None` if `k` is not
+/// whole blocks or `x` not whole rows.
+pub fn quantize_act_rows(act: ActType, x: &[f32], k: usize) -> Option<Vec<u8>> {
+    let rb = act.row_bytes(k)?;
+    if k == 0 || x.len() % k != 0 {
+        return None;
+    }
+    let mut out = vec![0u8; rb * (x.len() / k)];
+    for (src, dst) in x.chunks_exact(k).zip(out.chunks_exact_mut(rb)) {
+        quantize_act(act, src, dst);
+    }
+    Some(out)
+}
+
 /// ggml's AVX2 `quantize_row_q8_0`/`q8_1` on one block of 32: `d = amax / 127` (stored f16),
 /// `q = round(x * (127 / amax))` with ties to even, and `s = d * Σq` (stored f16). Returns
 /// `(d, qs, s)`.

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 
 use wasm_chord_core::TensorType;
 
-pub use act::{quantize_act, ActType, BlockQ8_1};
+pub use act::{quantize_act, quantize_act_rows, ActType, BlockQ8_1};
 
 /// Errors from the kernel entry points: lengths that do not describe the shapes asked for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
