@@ -105,10 +105,10 @@ fn row_ptrs<const N: usize>(base: *const u8, stride: usize, valid: usize) -> [*c
     std::array::from_fn(|i| base.wrapping_add(i.min(valid.max(1) - 1) * stride))
 }
 
-/// Runs `tile::<R, T>` over the whole product, with narrower token tiles at the edge so a
-/// one-token product (decoding) does no wasted work.
+/// Runs `tile::<R, T>` over the whole product; a token tail narrower than `T` (the whole of a
+/// one-token product, as in decoding) runs one token at a time so no work is wasted.
 macro_rules! drive {
-    ($tile:ident, $W:ty, $k:expr, $w:expr, $n_rows:expr, $a:expr, $n_tok:expr, $out:expr, $wb:expr, $ab:expr) => {{
+    ($tile:ident, $W:ty, $R:literal x $T:literal, $k:expr, $w:expr, $n_rows:expr, $a:expr, $n_tok:expr, $out:expr, $wb:expr, $ab:expr) => {{
         let (k, w, a, out): (usize, &[u8], &[u8], &mut [f32]) = ($k, $w, $a, $out);
         let (n_rows, n_tok) = ($n_rows, $n_tok);
         if n_rows == 0 || n_tok == 0 {
@@ -117,15 +117,17 @@ macro_rules! drive {
         let nb = k / <$W>::LEN;
         let (ws, as_) = (nb * $wb, nb * $ab);
         let (wp, ap, op) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr());
-        for_each_tile::<4, 3>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
+        for_each_tile::<$R, $T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
             // SAFETY: the tile stays inside the lengths `Kernels::matmul` checked, and this
-            // table entry exists only where the CPU has AVX2, FMA and F16C.
+            // table entry exists only where the CPU has the tile's features.
             unsafe {
                 let (w, a, o) = (wp.add(r0 * ws), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
-                match nt {
-                    3 => $tile::<$W, 4, 3>(nb, w, ws, nr, a, as_, nt, o, n_tok),
-                    2 => $tile::<$W, 4, 2>(nb, w, ws, nr, a, as_, nt, o, n_tok),
-                    _ => $tile::<$W, 4, 1>(nb, w, ws, nr, a, as_, nt, o, n_tok),
+                if nt == $T {
+                    $tile::<$W, $R, $T>(nb, w, ws, nr, a, as_, nt, o, n_tok)
+                } else {
+                    for t in 0..nt {
+                        $tile::<$W, $R, 1>(nb, w, ws, nr, a.add(t * as_), as_, 1, o.add(t), n_tok)
+                    }
                 }
             }
         });
@@ -246,11 +248,11 @@ impl Legacy for Iq4NlW {
 }
 
 fn matmul_legacy<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
-    drive!(tile_legacy, W, k, w, n_rows, a, n_tok, out, W::BYTES, W::ACT_BYTES)
+    drive!(tile_legacy, W, 4 x 2, k, w, n_rows, a, n_tok, out, W::BYTES, W::ACT_BYTES)
 }
 
 fn matmul_legacy_vnni<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
-    drive!(tile_legacy_vnni, W, k, w, n_rows, a, n_tok, out, W::BYTES, W::ACT_BYTES)
+    drive!(tile_legacy_vnni, W, 4 x 3, k, w, n_rows, a, n_tok, out, W::BYTES, W::ACT_BYTES)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -514,7 +516,7 @@ impl KQuant for Iq4XsW {
 }
 
 fn matmul_k<W: KQuant>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
-    drive!(tile_k, W, k, w, n_rows, a, n_tok, out, W::BYTES, 292)
+    drive!(tile_k, W, 4 x 2, k, w, n_rows, a, n_tok, out, W::BYTES, 292)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -543,20 +545,30 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
         let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
         let prep: [KPrep; R] = std::array::from_fn(|r| W::prep(wb[r]));
         let mut isum = [[_mm256_setzero_si256(); T]; R];
-        #[allow(clippy::needless_range_loop)]
-        for j in 0..8 {
-            for r in 0..R {
-                let q = W::quants(wb[r], j);
-                let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(prep[r].scales, spread[j]));
-                let uq = if W::SIGNED { _mm256_sign_epi8(q, q) } else { q };
-                for t in 0..T {
-                    let y = _mm256_loadu_si256(ab[t].add(4 + 32 * j) as *const __m256i);
-                    let y = if W::SIGNED { _mm256_sign_epi8(y, q) } else { y };
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(uq, y), sc);
-                    isum[r][t] = _mm256_add_epi32(isum[r][t], p);
+        // Unrolled by hand so each step's `j` is a constant inside `W::quants`.
+        macro_rules! step {
+            ($j:literal) => {
+                for r in 0..R {
+                    let q = W::quants(wb[r], $j);
+                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(prep[r].scales, spread[$j]));
+                    let uq = if W::SIGNED { _mm256_sign_epi8(q, q) } else { q };
+                    for t in 0..T {
+                        let y = _mm256_loadu_si256(ab[t].add(4 + 32 * $j) as *const __m256i);
+                        let y = if W::SIGNED { _mm256_sign_epi8(y, q) } else { y };
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(uq, y), sc);
+                        isum[r][t] = _mm256_add_epi32(isum[r][t], p);
+                    }
                 }
-            }
+            };
         }
+        step!(0);
+        step!(1);
+        step!(2);
+        step!(3);
+        step!(4);
+        step!(5);
+        step!(6);
+        step!(7);
         for t in 0..T {
             let dy = f32_at(ab[t]);
             let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
@@ -633,7 +645,7 @@ impl FloatRow for Bf16W {
 }
 
 fn matmul_float<W: FloatRow>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
-    drive!(tile_float, W, k, w, n_rows, a, n_tok, out, W::BYTES, W::BYTES)
+    drive!(tile_float, W, 4 x 2, k, w, n_rows, a, n_tok, out, W::BYTES, W::BYTES)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
