@@ -3,6 +3,7 @@
 //! Activations are f32 [`CpuTensor`]s; weights are [`CpuWeight`] views on the file's bytes in
 //! their stored type (nothing is expanded at load); the key/value cache is f16 or Q8_0.
 
+pub mod kernels;
 pub mod ops;
 pub mod tensor;
 pub mod threads;

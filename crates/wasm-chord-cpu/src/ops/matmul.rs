@@ -9,6 +9,7 @@ use wasm_chord_core::quant;
 
 use super::act_round::{q8_1_sum_deltas, round_row, ActRounding};
 use super::dot::dot_f32;
+use crate::kernels::{quantize_act_rows, ActType, Kernels};
 use crate::tensor::{CpuTensor, CpuWeight};
 use crate::threads::Threads;
 
@@ -40,58 +41,80 @@ pub fn matmul(
         None => None,
     };
 
-    let rounding = if round_activations { ActRounding::for_weight(w.ty) } else { ActRounding::None };
-    let xr: std::borrow::Cow<'_, [f32]> = if rounding == ActRounding::None {
-        std::borrow::Cow::Borrowed(&x.data)
+    let kernels = Kernels::get();
+    let out_t = if round_activations && kernels.supports(w.ty) {
+        // Fused path: activations quantized once to the weight type's vec_dot_type, integer dot
+        // products on the packed blocks (the same numbers llama.cpp's kernels see).
+        let act = ActType::for_weight(w.ty);
+        let acts = quantize_act_rows(act, &x.data, k)
+            .ok_or_else(|| BackendError::Shape { op: Op::MatMul, detail: format!("{k} columns are not whole {:?} blocks", act) })?;
+        let all = w.bytes.bytes();
+        let mut out_t = vec![0.0f32; n_out * n_tok];
+        threads.for_each_chunk(&mut out_t, ROWS_PER_TASK * n_tok, |task, span| {
+            let (r0, nr) = (task * ROWS_PER_TASK, span.len() / n_tok);
+            let rows = &all[r0 * w.row_bytes..(r0 + nr) * w.row_bytes];
+            // Lengths were checked when the weight was loaded; NaN would make a broken
+            // invariant visible rather than silently wrong.
+            if kernels.matmul(w.ty, k, rows, nr, &acts, n_tok, span).is_err() {
+                span.fill(f32::NAN);
+            }
+        });
+        out_t
     } else {
-        let mut xr = vec![0.0; x.data.len()];
-        for (src, dst) in x.data.chunks_exact(k).zip(xr.chunks_exact_mut(k)) {
-            round_row(rounding, src, dst);
-        }
-        std::borrow::Cow::Owned(xr)
-    };
-
-    // Q4_1/Q5_1 against Q8_1 activations: per-block sum corrections (see `q8_1_sum_deltas`).
-    let deltas = (rounding == ActRounding::Q8_1).then(|| {
-        let mut d = vec![0.0f32; n_tok * (k / 32)];
-        for (src, dst) in x.data.chunks_exact(k).zip(d.chunks_exact_mut(k / 32)) {
-            q8_1_sum_deltas(src, dst);
-        }
-        d
-    });
-    let block_bytes = w.ty.block_bytes();
-
-    // Results land transposed ([n_out, n_tok]) so each task writes one contiguous span.
-    let mut out_t = vec![0.0f32; n_out * n_tok];
-    threads.for_each_chunk(&mut out_t, ROWS_PER_TASK * n_tok, |task, span| {
-        // Dequantize this task's rows once, then sweep the tokens: each activation row is read
-        // once per task and stays in L1 while it meets every weight row.
-        let n_rows = span.len() / n_tok;
-        let mut rows = vec![0.0f32; n_rows * k];
-        for (i, row) in rows.chunks_exact_mut(k).enumerate() {
-            // Lengths were checked when the weight was loaded, so this cannot fail; NaN would
-            // make a broken invariant visible rather than silently wrong.
-            if quant::dequantize(w.ty, w.row(task * ROWS_PER_TASK + i), row).is_err() {
-                row.fill(f32::NAN);
+        let rounding = if round_activations { ActRounding::for_weight(w.ty) } else { ActRounding::None };
+        let xr: std::borrow::Cow<'_, [f32]> = if rounding == ActRounding::None {
+            std::borrow::Cow::Borrowed(&x.data)
+        } else {
+            let mut xr = vec![0.0; x.data.len()];
+            for (src, dst) in x.data.chunks_exact(k).zip(xr.chunks_exact_mut(k)) {
+                round_row(rounding, src, dst);
             }
-        }
-        for t in 0..n_tok {
-            let xt = &xr[t * k..(t + 1) * k];
-            for (i, row) in rows.chunks_exact(k).enumerate() {
-                span[i * n_tok + t] = dot_f32(row, xt);
+            std::borrow::Cow::Owned(xr)
+        };
+
+        // Q4_1/Q5_1 against Q8_1 activations: per-block sum corrections (see `q8_1_sum_deltas`).
+        let deltas = (rounding == ActRounding::Q8_1).then(|| {
+            let mut d = vec![0.0f32; n_tok * (k / 32)];
+            for (src, dst) in x.data.chunks_exact(k).zip(d.chunks_exact_mut(k / 32)) {
+                q8_1_sum_deltas(src, dst);
             }
-        }
-        if let Some(deltas) = &deltas {
-            for i in 0..n_rows {
-                // The block minimum `m` is the f16 after `d` in both Q4_1 and Q5_1 blocks.
-                let row_bytes = w.row(task * ROWS_PER_TASK + i);
-                let mins: Vec<f32> = row_bytes.chunks_exact(block_bytes).map(|b| half::f16::from_le_bytes([b[2], b[3]]).to_f32()).collect();
-                for t in 0..n_tok {
-                    span[i * n_tok + t] += dot_f32(&mins, &deltas[t * (k / 32)..(t + 1) * (k / 32)]);
+            d
+        });
+        let block_bytes = w.ty.block_bytes();
+
+        // Results land transposed ([n_out, n_tok]) so each task writes one contiguous span.
+        let mut out_t = vec![0.0f32; n_out * n_tok];
+        threads.for_each_chunk(&mut out_t, ROWS_PER_TASK * n_tok, |task, span| {
+            // Dequantize this task's rows once, then sweep the tokens: each activation row is read
+            // once per task and stays in L1 while it meets every weight row.
+            let n_rows = span.len() / n_tok;
+            let mut rows = vec![0.0f32; n_rows * k];
+            for (i, row) in rows.chunks_exact_mut(k).enumerate() {
+                // Lengths were checked when the weight was loaded, so this cannot fail; NaN would
+                // make a broken invariant visible rather than silently wrong.
+                if quant::dequantize(w.ty, w.row(task * ROWS_PER_TASK + i), row).is_err() {
+                    row.fill(f32::NAN);
                 }
             }
-        }
-    });
+            for t in 0..n_tok {
+                let xt = &xr[t * k..(t + 1) * k];
+                for (i, row) in rows.chunks_exact(k).enumerate() {
+                    span[i * n_tok + t] = dot_f32(row, xt);
+                }
+            }
+            if let Some(deltas) = &deltas {
+                for i in 0..n_rows {
+                    // The block minimum `m` is the f16 after `d` in both Q4_1 and Q5_1 blocks.
+                    let row_bytes = w.row(task * ROWS_PER_TASK + i);
+                    let mins: Vec<f32> = row_bytes.chunks_exact(block_bytes).map(|b| half::f16::from_le_bytes([b[2], b[3]]).to_f32()).collect();
+                    for t in 0..n_tok {
+                        span[i * n_tok + t] += dot_f32(&mins, &deltas[t * (k / 32)..(t + 1) * (k / 32)]);
+                    }
+                }
+            }
+        });
+        out_t
+    };
     for t in 0..n_tok {
         let dst = &mut out.data[t * n_out..(t + 1) * n_out];
         for (o, d) in dst.iter_mut().enumerate() {

@@ -1,0 +1,681 @@
+//! x86-64 kernels: ggml's AVX2 (+FMA, F16C) integer dot products, walked in register tiles of up
+//! to 4 weight rows by 3 tokens so each weight block unpacked serves several tokens; where the
+//! CPU has AVX-512 VNNI, the 32-weight blocks use its byte dot product (`vpdpbusd`) instead.
+//!
+//! Three families share one tile loop each: the 32-weight blocks ([`Legacy`]), the 256-weight
+//! k-quant super-blocks ([`KQuant`]) and plain floats ([`FloatRow`]).
+
+use std::arch::x86_64::*;
+
+use wasm_chord_core::TensorType;
+
+use super::{for_each_tile, MatmulFn};
+
+/// The AVX2 matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
+pub fn matmul_fn(ty: TensorType) -> Option<MatmulFn> {
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")) {
+        return None;
+    }
+    use TensorType::*;
+    Some(match ty {
+        Q4_0 => matmul_legacy::<Q4_0W>,
+        Q4_1 => matmul_legacy::<Q4_1W>,
+        Q5_0 => matmul_legacy::<Q5_0W>,
+        Q5_1 => matmul_legacy::<Q5_1W>,
+        Q8_0 => matmul_legacy::<Q8_0W>,
+        IQ4_NL => matmul_legacy::<Iq4NlW>,
+        Q2_K => matmul_k::<Q2KW>,
+        Q3_K => matmul_k::<Q3KW>,
+        Q4_K => matmul_k::<Q4KW>,
+        Q5_K => matmul_k::<Q5KW>,
+        Q6_K => matmul_k::<Q6KW>,
+        IQ4_XS => matmul_k::<Iq4XsW>,
+        F32 => matmul_float::<F32W>,
+        F16 => matmul_float::<F16W>,
+        BF16 => matmul_float::<Bf16W>,
+        Q8_K => return None,
+    })
+}
+
+/// The AVX-512 VNNI matmul for weights of type `ty` where it differs from the AVX2 one (the
+/// 32-weight block types), if this CPU has AVX-512 F/BW/VL/VNNI besides AVX2, FMA and F16C.
+pub fn matmul_fn_avx512_vnni(ty: TensorType) -> Option<MatmulFn> {
+    let ok = is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni");
+    if !ok || matmul_fn(ty).is_none() {
+        return None;
+    }
+    use TensorType::*;
+    Some(match ty {
+        Q4_0 => matmul_legacy_vnni::<Q4_0W>,
+        Q4_1 => matmul_legacy_vnni::<Q4_1W>,
+        Q5_0 => matmul_legacy_vnni::<Q5_0W>,
+        Q5_1 => matmul_legacy_vnni::<Q5_1W>,
+        Q8_0 => matmul_legacy_vnni::<Q8_0W>,
+        IQ4_NL => matmul_legacy_vnni::<Iq4NlW>,
+        _ => return None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+#[inline(always)]
+unsafe fn f32_at(p: *const u8) -> f32 {
+    (p as *const f32).read_unaligned()
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// 16 bytes of nibbles to 32 bytes: low nibbles (elements 0..16) then high (16..32).
+#[inline(always)]
+unsafe fn nibbles_32(p: *const u8) -> __m256i {
+    let t = _mm_loadu_si128(p as *const __m128i);
+    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F))
+}
+
+/// The 32 bits at `p` spread to 32 bytes: 0xFF where the bit is set (ggml's `bytes_from_bits_32`).
+#[inline(always)]
+unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
+    let x = (p as *const u32).read_unaligned();
+    let shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Pointers to `n` rows of `stride` bytes from `base`, rows past `valid` repeating the last valid
+/// one (an edge tile computes them and throws them away).
+#[inline(always)]
+fn row_ptrs<const N: usize>(base: *const u8, stride: usize, valid: usize) -> [*const u8; N] {
+    std::array::from_fn(|i| base.wrapping_add(i.min(valid.max(1) - 1) * stride))
+}
+
+/// Runs `tile::<R, T>` over the whole product; a token tail narrower than `T` (the whole of a
+/// one-token product, as in decoding) runs one token at a time so no work is wasted.
+macro_rules! drive {
+    ($tile:ident, $W:ty, $R:literal x $T:literal, $k:expr, $w:expr, $n_rows:expr, $a:expr, $n_tok:expr, $out:expr, $wb:expr, $ab:expr) => {{
+        let (k, w, a, out): (usize, &[u8], &[u8], &mut [f32]) = ($k, $w, $a, $out);
+        let (n_rows, n_tok) = ($n_rows, $n_tok);
+        if n_rows == 0 || n_tok == 0 {
+            return;
+        }
+        let nb = k / <$W>::LEN;
+        let (ws, as_) = (nb * $wb, nb * $ab);
+        let (wp, ap, op) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr());
+        for_each_tile::<$R, $T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
+            // SAFETY: the tile stays inside the lengths `Kernels::matmul` checked, and this
+            // table entry exists only where the CPU has the tile's features.
+            unsafe {
+                let (w, a, o) = (wp.add(r0 * ws), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
+                if nt == $T {
+                    $tile::<$W, $R, $T>(nb, w, ws, nr, a, as_, nt, o, n_tok)
+                } else {
+                    for t in 0..nt {
+                        $tile::<$W, $R, 1>(nb, w, ws, nr, a.add(t * as_), as_, 1, o.add(t), n_tok)
+                    }
+                }
+            }
+        });
+    }};
+}
+
+/// Stores the `nr x nt` corner of a tile's sums.
+#[inline(always)]
+unsafe fn store<const R: usize, const T: usize>(sums: [[f32; T]; R], nr: usize, nt: usize, out: *mut f32, os: usize) {
+    for (r, row) in sums.iter().enumerate().take(nr) {
+        for (t, &v) in row.iter().enumerate().take(nt) {
+            *out.add(r * os + t) = v;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 32-weight blocks against Q8_0 / Q8_1 activations
+
+/// A 32-weight block type: how to unpack its quants into one register.
+trait Legacy {
+    const LEN: usize = 32;
+    const BYTES: usize;
+    /// Bytes per activation block: 34 (Q8_0) or 36 (Q8_1, whose `s` sits after `d`).
+    const ACT_BYTES: usize;
+    /// Quants are signed i8 (dotted with the sign trick); else unsigned with an offset `m`.
+    const SIGNED: bool;
+    unsafe fn quants(p: *const u8) -> __m256i;
+    unsafe fn d(p: *const u8) -> f32 {
+        f16_at(p)
+    }
+    unsafe fn m(_p: *const u8) -> f32 {
+        0.0
+    }
+}
+
+struct Q4_0W;
+impl Legacy for Q4_0W {
+    const BYTES: usize = 18;
+    const ACT_BYTES: usize = 34;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        _mm256_sub_epi8(nibbles_32(p.add(2)), _mm256_set1_epi8(8))
+    }
+}
+
+struct Q4_1W;
+impl Legacy for Q4_1W {
+    const BYTES: usize = 20;
+    const ACT_BYTES: usize = 36;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        nibbles_32(p.add(4))
+    }
+    #[inline(always)]
+    unsafe fn m(p: *const u8) -> f32 {
+        f16_at(p.add(2))
+    }
+}
+
+struct Q5_0W;
+impl Legacy for Q5_0W {
+    const BYTES: usize = 22;
+    const ACT_BYTES: usize = 34;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        // A clear fifth bit ORs in 0xF0, which is the nibble minus 16 in two's complement.
+        let hi = _mm256_andnot_si256(bytes_from_bits_32(p.add(2)), _mm256_set1_epi8(0xF0u8 as i8));
+        _mm256_or_si256(nibbles_32(p.add(6)), hi)
+    }
+}
+
+struct Q5_1W;
+impl Legacy for Q5_1W {
+    const BYTES: usize = 24;
+    const ACT_BYTES: usize = 36;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        let hi = _mm256_and_si256(bytes_from_bits_32(p.add(4)), _mm256_set1_epi8(0x10));
+        _mm256_or_si256(nibbles_32(p.add(8)), hi)
+    }
+    #[inline(always)]
+    unsafe fn m(p: *const u8) -> f32 {
+        f16_at(p.add(2))
+    }
+}
+
+struct Q8_0W;
+impl Legacy for Q8_0W {
+    const BYTES: usize = 34;
+    const ACT_BYTES: usize = 34;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        _mm256_loadu_si256(p.add(2) as *const __m256i)
+    }
+}
+
+#[inline(always)]
+unsafe fn iq4nl_table() -> __m256i {
+    let t = _mm_loadu_si128(wasm_chord_core::quant::KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    _mm256_set_m128i(t, t)
+}
+
+struct Iq4NlW;
+impl Legacy for Iq4NlW {
+    const BYTES: usize = 18;
+    const ACT_BYTES: usize = 34;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        _mm256_shuffle_epi8(iq4nl_table(), nibbles_32(p.add(2)))
+    }
+}
+
+fn matmul_legacy<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    drive!(tile_legacy, W, 4 x 2, k, w, n_rows, a, n_tok, out, W::BYTES, W::ACT_BYTES)
+}
+
+fn matmul_legacy_vnni<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    drive!(tile_legacy_vnni, W, 4 x 3, k, w, n_rows, a, n_tok, out, W::BYTES, W::ACT_BYTES)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_legacy<W: Legacy, const R: usize, const T: usize>(
+    nb: usize,
+    w: *const u8,
+    ws: usize,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    tile_legacy_body::<W, R, T, false>(nb, w, ws, nr, a, as_, nt, out, os)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_legacy_vnni<W: Legacy, const R: usize, const T: usize>(
+    nb: usize,
+    w: *const u8,
+    ws: usize,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    tile_legacy_body::<W, R, T, true>(nb, w, ws, nr, a, as_, nt, out, os)
+}
+
+/// One `R x T` tile of 32-weight blocks; inlined into a wrapper that enables the features
+/// (`VNNI` picks `vpdpbusd` over `vpmaddubsw` + `vpmaddwd`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_legacy_body<W: Legacy, const R: usize, const T: usize, const VNNI: bool>(
+    nb: usize,
+    w: *const u8,
+    ws: usize,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    let wr: [*const u8; R] = row_ptrs(w, ws, nr);
+    let ar: [*const u8; T] = row_ptrs(a, as_, nt);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut accm = [[0.0f32; T]; R];
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        let mut y = [_mm256_setzero_si256(); T];
+        let mut dy = [_mm256_setzero_ps(); T];
+        let mut sy = [0.0f32; T];
+        for t in 0..T {
+            let p = ar[t].add(b * W::ACT_BYTES);
+            y[t] = _mm256_loadu_si256(p.add(W::ACT_BYTES - 32) as *const __m256i);
+            dy[t] = _mm256_set1_ps(f16_at(p));
+            if !W::SIGNED {
+                sy[t] = f16_at(p.add(2));
+            }
+        }
+        for r in 0..R {
+            let p = wr[r].add(b * W::BYTES);
+            let x = W::quants(p);
+            let dx = _mm256_set1_ps(W::d(p));
+            let ux = if W::SIGNED { _mm256_sign_epi8(x, x) } else { x };
+            for t in 0..T {
+                let yt = if W::SIGNED { _mm256_sign_epi8(y[t], x) } else { y[t] };
+                let p32 = if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), ux, yt)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(ux, yt), ones)
+                };
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_mul_ps(dx, dy[t]), acc[r][t]);
+            }
+            if !W::SIGNED {
+                let m = W::m(p);
+                for t in 0..T {
+                    accm[r][t] += m * sy[t];
+                }
+            }
+        }
+    }
+    let sums: [[f32; T]; R] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t]) + accm[r][t]));
+    store(sums, nr, nt, out, os);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 256-weight super-blocks against Q8_K activations
+
+/// How a k-quant's constant part is removed: `Σ_g c_g · bsum_g` from the Q8_K group sums.
+#[derive(PartialEq, Eq)]
+enum Correction {
+    /// None (signed quants).
+    None,
+    /// `- dmin · d_y · Σ min_g · bsum_g` (Q2_K, Q4_K, Q5_K: unsigned quants with mins).
+    Mins,
+    /// `- d · d_y · 2^s · Σ scale_g · bsum_g` (Q3_K, Q6_K: quants stored with an offset 2^s).
+    Offset(i32),
+}
+
+/// A super-block's scales, read once per tile row.
+struct KPrep {
+    d: f32,
+    dmin: f32,
+    /// The 16 per-16-weight scales as i8 (per-32 scales appear twice).
+    scales: __m128i,
+    /// The 16 per-16 correction factors as i16 (mins or scales).
+    corr: __m256i,
+}
+
+trait KQuant {
+    const LEN: usize = 256;
+    const BYTES: usize;
+    const SIGNED: bool;
+    const CORR: Correction;
+    unsafe fn prep(p: *const u8) -> KPrep;
+    /// Quants `32 j .. 32 j + 32` of the super-block (u8, or i8 if `SIGNED`).
+    unsafe fn quants(p: *const u8, j: usize) -> __m256i;
+}
+
+/// Per-32 scales (8 of them, u8 < 64 or i8) repeated to 16 per-16 ones.
+#[inline(always)]
+unsafe fn dup8(s: [u8; 8]) -> __m128i {
+    let v = _mm_loadl_epi64(s.as_ptr() as *const __m128i);
+    _mm_unpacklo_epi8(v, v)
+}
+
+struct Q4KW;
+impl KQuant for Q4KW {
+    const BYTES: usize = 144;
+    const SIGNED: bool = false;
+    const CORR: Correction = Correction::Mins;
+    #[inline(always)]
+    unsafe fn prep(p: *const u8) -> KPrep {
+        let packed: [u8; 12] = *(p.add(4) as *const [u8; 12]);
+        let (sc, mn) = super::scalar::scales_mins_k4(&packed);
+        KPrep { d: f16_at(p), dmin: f16_at(p.add(2)), scales: dup8(sc), corr: _mm256_cvtepu8_epi16(dup8(mn)) }
+    }
+    #[inline(always)]
+    unsafe fn quants(p: *const u8, j: usize) -> __m256i {
+        let bits = _mm256_loadu_si256(p.add(16 + 32 * (j / 2)) as *const __m256i);
+        let bits = if j % 2 == 0 { bits } else { _mm256_srli_epi16(bits, 4) };
+        _mm256_and_si256(bits, _mm256_set1_epi8(0x0F))
+    }
+}
+
+struct Q5KW;
+impl KQuant for Q5KW {
+    const BYTES: usize = 176;
+    const SIGNED: bool = false;
+    const CORR: Correction = Correction::Mins;
+    #[inline(always)]
+    unsafe fn prep(p: *const u8) -> KPrep {
+        Q4KW::prep(p)
+    }
+    #[inline(always)]
+    unsafe fn quants(p: *const u8, j: usize) -> __m256i {
+        let bits = _mm256_loadu_si256(p.add(48 + 32 * (j / 2)) as *const __m256i);
+        let bits = if j % 2 == 0 { bits } else { _mm256_srli_epi16(bits, 4) };
+        let low = _mm256_and_si256(bits, _mm256_set1_epi8(0x0F));
+        // Bit j of each qh byte is the fifth bit: move it to bit 4 (j is a constant after unrolling).
+        let qh = _mm256_loadu_si256(p.add(16) as *const __m256i);
+        let bit = _mm256_and_si256(qh, _mm256_set1_epi8((1u8 << j) as i8));
+        let high = _mm256_min_epu8(bit, _mm256_set1_epi8(1));
+        _mm256_or_si256(low, _mm256_slli_epi16(high, 4))
+    }
+}
+
+struct Q6KW;
+impl KQuant for Q6KW {
+    const BYTES: usize = 210;
+    const SIGNED: bool = false;
+    const CORR: Correction = Correction::Offset(5);
+    #[inline(always)]
+    unsafe fn prep(p: *const u8) -> KPrep {
+        let scales = _mm_loadu_si128(p.add(192) as *const __m128i);
+        KPrep { d: f16_at(p.add(208)), dmin: 0.0, scales, corr: _mm256_cvtepi8_epi16(scales) }
+    }
+    #[inline(always)]
+    unsafe fn quants(p: *const u8, j: usize) -> __m256i {
+        let (c, quarter) = (j / 4, j % 4);
+        let ql = _mm256_loadu_si256(p.add(64 * c + 32 * (quarter % 2)) as *const __m256i);
+        let ql = if quarter < 2 { ql } else { _mm256_srli_epi16(ql, 4) };
+        let qh = _mm256_loadu_si256(p.add(128 + 32 * c) as *const __m256i);
+        let qh = match quarter {
+            0 => _mm256_slli_epi16(qh, 4),
+            1 => _mm256_slli_epi16(qh, 2),
+            2 => qh,
+            _ => _mm256_srli_epi16(qh, 2),
+        };
+        _mm256_or_si256(_mm256_and_si256(ql, _mm256_set1_epi8(0x0F)), _mm256_and_si256(qh, _mm256_set1_epi8(0x30)))
+    }
+}
+
+struct Q3KW;
+impl KQuant for Q3KW {
+    const BYTES: usize = 110;
+    const SIGNED: bool = false;
+    const CORR: Correction = Correction::Offset(2);
+    #[inline(always)]
+    unsafe fn prep(p: *const u8) -> KPrep {
+        let packed: [u8; 12] = *(p.add(96) as *const [u8; 12]);
+        let s = super::scalar::scales_q3_k(&packed);
+        let scales = _mm_loadu_si128(s.as_ptr() as *const __m128i);
+        KPrep { d: f16_at(p.add(108)), dmin: 0.0, scales, corr: _mm256_cvtepi8_epi16(scales) }
+    }
+    #[inline(always)]
+    unsafe fn quants(p: *const u8, j: usize) -> __m256i {
+        // Stored q = low + 4·hbit in 0..8; the value is q - 4 (the offset correction).
+        let low = _mm256_loadu_si256(p.add(32 + 32 * (j / 4)) as *const __m256i);
+        let low = _mm256_and_si256(_mm256_srl_epi16(low, _mm_cvtsi32_si128(2 * (j % 4) as i32)), _mm256_set1_epi8(3));
+        let hm = _mm256_loadu_si256(p as *const __m256i);
+        let bit = _mm256_min_epu8(_mm256_and_si256(hm, _mm256_set1_epi8((1u8 << j) as i8)), _mm256_set1_epi8(1));
+        _mm256_or_si256(low, _mm256_slli_epi16(bit, 2))
+    }
+}
+
+struct Q2KW;
+impl KQuant for Q2KW {
+    const BYTES: usize = 84;
+    const SIGNED: bool = false;
+    const CORR: Correction = Correction::Mins;
+    #[inline(always)]
+    unsafe fn prep(p: *const u8) -> KPrep {
+        let sc = _mm_loadu_si128(p as *const __m128i);
+        let scales = _mm_and_si128(sc, _mm_set1_epi8(0x0F));
+        let mins = _mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0x0F));
+        KPrep { d: f16_at(p.add(80)), dmin: f16_at(p.add(82)), scales, corr: _mm256_cvtepu8_epi16(mins) }
+    }
+    #[inline(always)]
+    unsafe fn quants(p: *const u8, j: usize) -> __m256i {
+        let bits = _mm256_loadu_si256(p.add(16 + 32 * (j / 4)) as *const __m256i);
+        _mm256_and_si256(_mm256_srl_epi16(bits, _mm_cvtsi32_si128(2 * (j % 4) as i32)), _mm256_set1_epi8(3))
+    }
+}
+
+struct Iq4XsW;
+impl KQuant for Iq4XsW {
+    const BYTES: usize = 136;
+    const SIGNED: bool = true;
+    const CORR: Correction = Correction::None;
+    #[inline(always)]
+    unsafe fn prep(p: *const u8) -> KPrep {
+        let h = u16::from_le_bytes([*p.add(2), *p.add(3)]);
+        let sc: [u8; 8] = std::array::from_fn(|ib| {
+            let l = (*p.add(4 + ib / 2) >> (4 * (ib % 2))) & 0x0F;
+            (l | ((((h >> (2 * ib)) & 3) as u8) << 4)).wrapping_sub(32)
+        });
+        KPrep { d: f16_at(p), dmin: 0.0, scales: dup8(sc), corr: _mm256_setzero_si256() }
+    }
+    #[inline(always)]
+    unsafe fn quants(p: *const u8, j: usize) -> __m256i {
+        _mm256_shuffle_epi8(iq4nl_table(), nibbles_32(p.add(8 + 16 * j)))
+    }
+}
+
+fn matmul_k<W: KQuant>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    drive!(tile_k, W, 4 x 2, k, w, n_rows, a, n_tok, out, W::BYTES, 292)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
+    nb: usize,
+    w: *const u8,
+    ws: usize,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    // Shuffles that broadcast scale bytes 2j (low 8 lanes) and 2j+1 (high 8 lanes).
+    let spread: [__m128i; 8] = std::array::from_fn(|j| {
+        let (lo, hi) = ((2 * j) as i8, (2 * j + 1) as i8);
+        _mm_set_epi8(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo)
+    });
+    let wr: [*const u8; R] = row_ptrs(w, ws, nr);
+    let ar: [*const u8; T] = row_ptrs(a, as_, nt);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..nb {
+        let wb: [*const u8; R] = std::array::from_fn(|r| wr[r].add(b * W::BYTES));
+        let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
+        let prep: [KPrep; R] = std::array::from_fn(|r| W::prep(wb[r]));
+        let mut isum = [[_mm256_setzero_si256(); T]; R];
+        // Unrolled by hand so each step's `j` is a constant inside `W::quants`.
+        macro_rules! step {
+            ($j:literal) => {
+                for r in 0..R {
+                    let q = W::quants(wb[r], $j);
+                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(prep[r].scales, spread[$j]));
+                    let uq = if W::SIGNED { _mm256_sign_epi8(q, q) } else { q };
+                    for t in 0..T {
+                        let y = _mm256_loadu_si256(ab[t].add(4 + 32 * $j) as *const __m256i);
+                        let y = if W::SIGNED { _mm256_sign_epi8(y, q) } else { y };
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(uq, y), sc);
+                        isum[r][t] = _mm256_add_epi32(isum[r][t], p);
+                    }
+                }
+            };
+        }
+        step!(0);
+        step!(1);
+        step!(2);
+        step!(3);
+        step!(4);
+        step!(5);
+        step!(6);
+        step!(7);
+        for t in 0..T {
+            let dy = f32_at(ab[t]);
+            let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
+            for r in 0..R {
+                let mut s = isum[r][t];
+                match W::CORR {
+                    Correction::None => {}
+                    Correction::Offset(sh) => {
+                        let c = _mm256_madd_epi16(bsums, prep[r].corr);
+                        s = _mm256_sub_epi32(s, _mm256_sllv_epi32(c, _mm256_set1_epi32(sh)));
+                    }
+                    Correction::Mins => {
+                        let c = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, prep[r].corr));
+                        acc[r][t] = _mm256_fnmadd_ps(_mm256_set1_ps(prep[r].dmin * dy), c, acc[r][t]);
+                    }
+                }
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prep[r].d * dy), _mm256_cvtepi32_ps(s), acc[r][t]);
+            }
+        }
+    }
+    let sums: [[f32; T]; R] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t])));
+    store(sums, nr, nt, out, os);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float weights against activations of the same float type
+
+trait FloatRow {
+    const LEN: usize = 1;
+    const BYTES: usize;
+    /// Elements `i .. i + 8` as f32.
+    unsafe fn load8(p: *const u8, i: usize) -> __m256;
+    unsafe fn load1(p: *const u8, i: usize) -> f32;
+}
+
+struct F32W;
+impl FloatRow for F32W {
+    const BYTES: usize = 4;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8, i: usize) -> __m256 {
+        _mm256_loadu_ps(p.add(4 * i) as *const f32)
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u8, i: usize) -> f32 {
+        f32_at(p.add(4 * i))
+    }
+}
+
+struct F16W;
+impl FloatRow for F16W {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8, i: usize) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u8, i: usize) -> f32 {
+        f16_at(p.add(2 * i))
+    }
+}
+
+struct Bf16W;
+impl FloatRow for Bf16W {
+    const BYTES: usize = 2;
+    #[inline(always)]
+    unsafe fn load8(p: *const u8, i: usize) -> __m256 {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.add(2 * i) as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+    }
+    #[inline(always)]
+    unsafe fn load1(p: *const u8, i: usize) -> f32 {
+        f32::from_bits((u16::from_le_bytes([*p.add(2 * i), *p.add(2 * i + 1)]) as u32) << 16)
+    }
+}
+
+fn matmul_float<W: FloatRow>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    drive!(tile_float, W, 4 x 2, k, w, n_rows, a, n_tok, out, W::BYTES, W::BYTES)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_float<W: FloatRow, const R: usize, const T: usize>(
+    n: usize,
+    w: *const u8,
+    ws: usize,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    let wr: [*const u8; R] = row_ptrs(w, ws, nr);
+    let ar: [*const u8; T] = row_ptrs(a, as_, nt);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let n8 = n / 8 * 8;
+    for i in (0..n8).step_by(8) {
+        let y: [__m256; T] = std::array::from_fn(|t| W::load8(ar[t], i));
+        for r in 0..R {
+            let x = W::load8(wr[r], i);
+            for t in 0..T {
+                acc[r][t] = _mm256_fmadd_ps(x, y[t], acc[r][t]);
+            }
+        }
+    }
+    let sums: [[f32; T]; R] = std::array::from_fn(|r| {
+        std::array::from_fn(|t| hsum(acc[r][t]) + (n8..n).map(|i| W::load1(wr[r], i) * W::load1(ar[t], i)).sum::<f32>())
+    });
+    store(sums, nr, nt, out, os);
+}
