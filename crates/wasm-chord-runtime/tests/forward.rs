@@ -19,7 +19,7 @@ fn smollm2(ggml_rounding: bool) -> Option<Model> {
         return None;
     }
     let file = Arc::new(GgufFile::open(&path).expect("open"));
-    Some(Model::load(file, &LoadOptions { n_threads: 2, ggml_rounding }).expect("load"))
+    Some(Model::load(file, &LoadOptions { n_threads: 2, ggml_rounding, ..LoadOptions::default() }).expect("load"))
 }
 
 const PROMPT: [u32; 8] = [6403, 1980, 253, 655, 28, 281, 253, 1165];

@@ -116,7 +116,7 @@ impl Synthetic {
 }
 
 fn load(src: &Synthetic) -> Model {
-    Model::load_source(src, &LoadOptions { n_threads: 2, ggml_rounding: false }).expect("load synthetic model")
+    Model::load_source(src, &LoadOptions { n_threads: 2, ggml_rounding: false, ..LoadOptions::default() }).expect("load synthetic model")
 }
 
 const TOKENS: [u32; 10] = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7];

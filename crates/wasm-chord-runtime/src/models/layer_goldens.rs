@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value;
-use wasm_chord_core::backend::Backend;
+use wasm_chord_core::backend::{AttentionKind, Backend};
 use wasm_chord_core::gguf::GgufFile;
 
 use super::blocks::Batch;
@@ -43,7 +43,7 @@ fn check(golden: &str, embed_node: &str) {
         Some(data[o..o + l].to_vec())
     };
     let tokens: Vec<u32> = g["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
-    let model = Model::load(Arc::new(GgufFile::open(&path).unwrap()), &LoadOptions { n_threads: 2, ggml_rounding: true }).unwrap();
+    let model = Model::load(Arc::new(GgufFile::open(&path).unwrap()), &LoadOptions { n_threads: 2, ggml_rounding: true, attention: AttentionKind::Standard, ..LoadOptions::default() }).unwrap();
     let (b, hp) = (&model.backend, model.hparams.clone());
     let batch = Batch::new(&tokens, 0);
     let mut out = Vec::new();
