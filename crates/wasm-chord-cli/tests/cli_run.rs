@@ -212,3 +212,19 @@ fn chat_answers_each_line_and_exits_at_end_of_input() {
     assert_eq!(stdout.lines().count(), 2, "one reply per message: {stdout:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("conversation cleared"));
 }
+
+/// `--attn` picks the attention kernel: flash (the default) and standard agree on greedy tokens
+/// for a short prompt, and a name that is neither is a usage error, not a panic.
+#[test]
+fn attn_flag_selects_the_kernel() {
+    let Some(model) = model_path() else { return };
+    let model = model.to_str().unwrap();
+    let tokens = |attn: &str| {
+        let v = run_json(&["run", "-m", model, "-p", "The capital of France is", "-n", "8", "--temp", "0",
+            "--ignore-eos", "--attn", attn, "--json"]);
+        ids(&v["tokens"])
+    };
+    assert_eq!(tokens("flash"), tokens("standard"));
+    let out = wasm_chord(&["run", "-m", model, "-p", "hi", "-n", "1", "--attn", "fast"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error: {}", String::from_utf8_lossy(&out.stderr));
+}

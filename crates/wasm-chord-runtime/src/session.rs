@@ -9,7 +9,7 @@ use wasm_chord_core::tokenizer::{StreamDecoder, Tokenizer};
 use wasm_chord_cpu::CpuBackend;
 
 use crate::generate::{generate, Decoder, GenerateError, GenerateOutput, GenerateRequest, Step, Vocab};
-use crate::{KvCache, LoadOptions, Model, Outputs};
+use crate::{AttentionKind, KvCache, KvType, LoadOptions, Model, Outputs};
 
 pub use wasm_chord_core::template::ChatMessage;
 
@@ -18,6 +18,10 @@ pub use wasm_chord_core::template::ChatMessage;
 pub struct EngineOptions {
     /// CPU threads; 0 means one per physical core.
     pub n_threads: usize,
+    /// Flash (tiled, the default) or standard attention.
+    pub attention: AttentionKind,
+    /// How the KV cache stores keys and values (f16 by default).
+    pub kv_type: KvType,
 }
 
 /// A model file loaded for generation: weights, tokenizer and (when the file has one) chat template.
@@ -50,7 +54,12 @@ impl Engine {
         let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| load_error(name, e))?;
         // A file without a template can still run plain prompts; `render_chat` reports it.
         let template = ChatTemplate::from_gguf(&file, None).ok();
-        let load = LoadOptions { n_threads: opts.n_threads, ..LoadOptions::default() };
+        let load = LoadOptions {
+            n_threads: opts.n_threads,
+            attention: opts.attention,
+            kv_type: opts.kv_type,
+            ..LoadOptions::default()
+        };
         let model = Model::load(file, &load).map_err(|e| load_error(name, e))?;
         Ok(Self { model, tokenizer, template })
     }

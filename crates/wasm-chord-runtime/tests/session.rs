@@ -20,7 +20,7 @@ fn engine() -> Option<Arc<Engine>> {
         eprintln!("skipping: {} not found (run scripts/fetch-models.sh)", path.display());
         return None;
     }
-    Some(Arc::new(Engine::load(&path, &EngineOptions { n_threads: 2 }).unwrap()))
+    Some(Arc::new(Engine::load(&path, &EngineOptions { n_threads: 2, ..EngineOptions::default() }).unwrap()))
 }
 
 fn greedy(prompt: Vec<u32>, n: usize) -> GenerateRequest {

@@ -12,6 +12,7 @@ use serde::Serialize;
 use wasm_chord_runtime::generate::{GenerateOutput, GenerateRequest, Step, Timings};
 use wasm_chord_runtime::sampling::SamplingParams;
 use wasm_chord_runtime::session::{ChatMessage, Engine, EngineOptions};
+use wasm_chord_runtime::{AttentionKind, KvType};
 
 /// The model every command falls back to when `-m` is not given.
 pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -37,6 +38,12 @@ pub struct ModelArgs {
     /// Context size in tokens (0 = the model's training context)
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
+    /// Attention kernel: flash (tiled, memory linear in the context) or standard
+    #[arg(long = "attn", default_value = "flash")]
+    pub attention: AttentionKind,
+    /// KV cache type: f16 or q8_0 (half the memory)
+    #[arg(long = "kv-type", default_value = "f16")]
+    pub kv_type: KvType,
 }
 
 impl ModelArgs {
@@ -61,7 +68,7 @@ impl ModelArgs {
 
     pub fn load(&self) -> Result<Arc<Engine>> {
         let path = self.model_path()?;
-        let engine = Engine::load(&path, &EngineOptions { n_threads: self.threads })
+        let engine = Engine::load(&path, &EngineOptions { n_threads: self.threads, attention: self.attention, kv_type: self.kv_type })
             .with_context(|| format!("loading {}", path.display()))?;
         Ok(Arc::new(engine))
     }
