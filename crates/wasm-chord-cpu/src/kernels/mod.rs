@@ -100,6 +100,8 @@ impl Kernels {
 
     /// Every kernel set this CPU runs, scalar first (for tests and benchmarks).
     pub fn available() -> Vec<Self> {
+        // Only targets with SIMD sets push more; plain wasm32 keeps the scalar set alone.
+        #[cfg_attr(not(any(target_arch = "x86_64", target_feature = "simd128")), allow(unused_mut))]
         let mut sets = vec![Self::scalar()];
         #[cfg(target_arch = "x86_64")]
         sets.extend(Self::avx2());
@@ -201,6 +203,7 @@ impl Kernels {
 /// for each, tokens in cache-sized chunks so a chunk's activations stay in L2 while every
 /// weight row passes over them.
 #[inline(always)]
+#[cfg_attr(not(any(target_arch = "x86_64", target_feature = "simd128")), allow(dead_code))]
 pub(crate) fn for_each_tile<const R: usize, const T: usize>(
     n_rows: usize,
     n_tok: usize,
