@@ -234,3 +234,43 @@ impl<B: Backend> OutputHead<B> {
         Ok(logits)
     }
 }
+
+/// The pre-norm residual block of llama-style models: `x += attn(norm(x))`, then
+/// `x += ffn(norm(x))`. Llama and Qwen2 differ only in how its weights and attention are set up.
+pub struct PreNormLayer<B: Backend> {
+    pub attn_norm: B::Weight, // [n_embd]
+    pub attn: AttentionWeights<B>,
+    pub ffn_norm: B::Weight, // [n_embd]
+    pub ffn: FeedForwardWeights<B>,
+}
+
+impl<B: Backend> PreNormLayer<B> {
+    pub fn load(w: &WeightLoader<'_, B>, hp: &HParams, layer: usize) -> Result<Self, RuntimeError> {
+        Ok(Self {
+            attn_norm: w.required(&blk(layer, "attn_norm.weight"), &[hp.n_embd])?,
+            attn: AttentionWeights::load(w, hp, layer, false)?,
+            ffn_norm: w.required(&blk(layer, "ffn_norm.weight"), &[hp.n_embd])?,
+            ffn: FeedForwardWeights::load(w, hp, layer)?,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        b: &B,
+        hp: &HParams,
+        attn: &AttentionConfig,
+        act: Activation,
+        cache: &mut LayerCache<B>,
+        batch: &Batch<'_>,
+        mut x: B::Tensor,
+    ) -> Result<B::Tensor, RuntimeError> {
+        let h = rms_norm(b, hp, &x, &self.attn_norm)?;
+        let a = attention(b, hp, &self.attn, attn, cache, batch, &h)?;
+        b.add(&mut x, &a)?;
+        let h = rms_norm(b, hp, &x, &self.ffn_norm)?;
+        let f = feed_forward(b, hp, &self.ffn, act, &h)?;
+        b.add(&mut x, &f)?;
+        Ok(x)
+    }
+}

@@ -4,22 +4,15 @@
 use wasm_chord_core::backend::{Activation, Backend, RopeMode};
 use wasm_chord_core::hparams::HParams;
 
-use super::blocks::{self, blk, AttentionConfig, AttentionWeights, Batch, FeedForwardWeights, OutputHead};
+use super::blocks::{self, AttentionConfig, Batch, OutputHead, PreNormLayer};
 use super::{Architecture, ModelSource, WeightLoader};
 use crate::error::RuntimeError;
 use crate::kv_cache::LayerCache;
 
-struct Layer<B: Backend> {
-    attn_norm: B::Weight, // [n_embd]
-    attn: AttentionWeights<B>,
-    ffn_norm: B::Weight, // [n_embd]
-    ffn: FeedForwardWeights<B>,
-}
-
 pub struct Llama<B: Backend> {
     hp: HParams,
     head: OutputHead<B>,
-    layers: Vec<Layer<B>>,
+    layers: Vec<PreNormLayer<B>>,
     attn: AttentionConfig,
 }
 
@@ -30,14 +23,7 @@ impl<B: Backend + 'static> Llama<B> {
             return Err(RuntimeError::File(format!("llama: rope dimension {} differs from the head size {}", hp.rope.n_rot, hp.head_dim_k)));
         }
         let layers = (0..hp.n_layer)
-            .map(|i| {
-                Ok(Layer {
-                    attn_norm: w.required(&blk(i, "attn_norm.weight"), &[hp.n_embd])?,
-                    attn: AttentionWeights::load(&w, hp, i, false)?,
-                    ffn_norm: w.required(&blk(i, "ffn_norm.weight"), &[hp.n_embd])?,
-                    ffn: FeedForwardWeights::load(&w, hp, i)?,
-                })
-            })
+            .map(|i| PreNormLayer::load(&w, hp, i))
             .collect::<Result<_, RuntimeError>>()?;
         let freq_factors = w.host_f32("rope_freqs.weight", hp.rope.n_rot / 2)?;
         let attn = AttentionConfig {
@@ -60,15 +46,8 @@ impl<B: Backend> Architecture<B> for Llama<B> {
         self.head.embed(b, &self.hp, batch, 1.0)
     }
 
-    fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, mut x: B::Tensor) -> Result<B::Tensor, RuntimeError> {
-        let (hp, layer) = (&self.hp, &self.layers[il]);
-        let h = blocks::rms_norm(b, hp, &x, &layer.attn_norm)?;
-        let a = blocks::attention(b, hp, &layer.attn, &self.attn, cache, batch, &h)?;
-        b.add(&mut x, &a)?;
-        let h = blocks::rms_norm(b, hp, &x, &layer.ffn_norm)?;
-        let f = blocks::feed_forward(b, hp, &layer.ffn, Activation::Silu, &h)?;
-        b.add(&mut x, &f)?;
-        Ok(x)
+    fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, x: B::Tensor) -> Result<B::Tensor, RuntimeError> {
+        self.layers[il].forward(b, &self.hp, &self.attn, Activation::Silu, cache, batch, x)
     }
 
     fn head(&self, b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {

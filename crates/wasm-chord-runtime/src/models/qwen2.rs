@@ -3,22 +3,15 @@
 use wasm_chord_core::backend::{Activation, Backend, RopeMode};
 use wasm_chord_core::hparams::HParams;
 
-use super::blocks::{self, blk, AttentionConfig, AttentionWeights, Batch, FeedForwardWeights, OutputHead};
+use super::blocks::{self, blk, AttentionConfig, Batch, OutputHead, PreNormLayer};
 use super::{Architecture, ModelSource, WeightLoader};
 use crate::error::RuntimeError;
 use crate::kv_cache::LayerCache;
 
-struct Layer<B: Backend> {
-    attn_norm: B::Weight, // [n_embd]
-    attn: AttentionWeights<B>,
-    ffn_norm: B::Weight, // [n_embd]
-    ffn: FeedForwardWeights<B>,
-}
-
 pub struct Qwen2<B: Backend> {
     hp: HParams,
     head: OutputHead<B>,
-    layers: Vec<Layer<B>>,
+    layers: Vec<PreNormLayer<B>>,
     attn: AttentionConfig,
 }
 
@@ -27,16 +20,12 @@ impl<B: Backend + 'static> Qwen2<B> {
         let w = WeightLoader { backend: b, src };
         let layers = (0..hp.n_layer)
             .map(|i| {
-                let attn = AttentionWeights::load(&w, hp, i, false)?;
+                let layer = PreNormLayer::load(&w, hp, i)?;
+                let attn = &layer.attn;
                 if attn.q_bias.is_none() || attn.k_bias.is_none() || attn.v_bias.is_none() {
                     return Err(RuntimeError::MissingTensor { name: blk(i, "attn_{q,k,v}.bias") });
                 }
-                Ok(Layer {
-                    attn_norm: w.required(&blk(i, "attn_norm.weight"), &[hp.n_embd])?,
-                    attn,
-                    ffn_norm: w.required(&blk(i, "ffn_norm.weight"), &[hp.n_embd])?,
-                    ffn: FeedForwardWeights::load(&w, hp, i)?,
-                })
+                Ok(layer)
             })
             .collect::<Result<_, RuntimeError>>()?;
         let attn = AttentionConfig {
@@ -59,15 +48,8 @@ impl<B: Backend> Architecture<B> for Qwen2<B> {
         self.head.embed(b, &self.hp, batch, 1.0)
     }
 
-    fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, mut x: B::Tensor) -> Result<B::Tensor, RuntimeError> {
-        let (hp, layer) = (&self.hp, &self.layers[il]);
-        let h = blocks::rms_norm(b, hp, &x, &layer.attn_norm)?;
-        let a = blocks::attention(b, hp, &layer.attn, &self.attn, cache, batch, &h)?;
-        b.add(&mut x, &a)?;
-        let h = blocks::rms_norm(b, hp, &x, &layer.ffn_norm)?;
-        let f = blocks::feed_forward(b, hp, &layer.ffn, Activation::Silu, &h)?;
-        b.add(&mut x, &f)?;
-        Ok(x)
+    fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, x: B::Tensor) -> Result<B::Tensor, RuntimeError> {
+        self.layers[il].forward(b, &self.hp, &self.attn, Activation::Silu, cache, batch, x)
     }
 
     fn head(&self, b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
