@@ -13,23 +13,7 @@ use wasm_chord_core::backend::{Backend, SharedBytes, WeightData};
 use wasm_chord_core::{quant, TensorType};
 use wasm_chord_cuda::CudaBackend;
 
-const TYPES: [TensorType; 15] = [
-    TensorType::F32,
-    TensorType::F16,
-    TensorType::BF16,
-    TensorType::Q4_0,
-    TensorType::Q4_1,
-    TensorType::Q5_0,
-    TensorType::Q5_1,
-    TensorType::Q8_0,
-    TensorType::Q2_K,
-    TensorType::Q3_K,
-    TensorType::Q4_K,
-    TensorType::Q5_K,
-    TensorType::Q6_K,
-    TensorType::IQ4_NL,
-    TensorType::IQ4_XS,
-];
+const TYPES: [TensorType; 15] = TensorType::WEIGHTS;
 
 /// Launches per timed region, and timed regions per measurement (the median is reported).
 const LAUNCHES: usize = 20;

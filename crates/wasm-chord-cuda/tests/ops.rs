@@ -63,23 +63,7 @@ fn down(g: &CudaBackend, t: &wasm_chord_cuda::CudaTensor) -> Vec<f32> {
     v
 }
 
-const WEIGHT_TYPES: [TensorType; 15] = [
-    TensorType::F32,
-    TensorType::F16,
-    TensorType::BF16,
-    TensorType::Q4_0,
-    TensorType::Q4_1,
-    TensorType::Q5_0,
-    TensorType::Q5_1,
-    TensorType::Q8_0,
-    TensorType::Q2_K,
-    TensorType::Q3_K,
-    TensorType::Q4_K,
-    TensorType::Q5_K,
-    TensorType::Q6_K,
-    TensorType::IQ4_NL,
-    TensorType::IQ4_XS,
-];
+const WEIGHT_TYPES: [TensorType; 15] = TensorType::WEIGHTS;
 
 #[test]
 fn matmul_matches_cpu_for_every_weight_type() {

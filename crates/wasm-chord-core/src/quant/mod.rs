@@ -77,6 +77,26 @@ impl TensorType {
         TensorType::BF16,
     ];
 
+    /// Every type a model's weights may have: all of [`Self::ALL`] but Q8_K, which only ever
+    /// holds quantized activations.
+    pub const WEIGHTS: [TensorType; 15] = [
+        TensorType::F32,
+        TensorType::F16,
+        TensorType::BF16,
+        TensorType::Q4_0,
+        TensorType::Q4_1,
+        TensorType::Q5_0,
+        TensorType::Q5_1,
+        TensorType::Q8_0,
+        TensorType::Q2_K,
+        TensorType::Q3_K,
+        TensorType::Q4_K,
+        TensorType::Q5_K,
+        TensorType::Q6_K,
+        TensorType::IQ4_NL,
+        TensorType::IQ4_XS,
+    ];
+
     /// The type for a ggml type id as stored in GGUF tensor infos, if supported.
     pub fn from_ggml_id(id: u32) -> Option<Self> {
         Some(match id {
