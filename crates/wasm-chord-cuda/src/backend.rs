@@ -1,6 +1,8 @@
 //! [`Backend`] for CUDA: activations are f32 device buffers, weights stay in their file type on
 //! the device (rows padded to 16 bytes for the matvec's 16-byte loads), the cache is f16.
 
+use std::sync::OnceLock;
+
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use wasm_chord_core::backend::{
     Activation, AttentionParams, Backend, BackendError, KvType, Op, RopeParams, WeightData,
@@ -52,12 +54,27 @@ pub struct CudaCache {
 /// The CUDA backend on one device.
 pub struct CudaBackend {
     dev: CudaDevice,
+    /// cuBLAS for prompts, created on the first matmul of many tokens; `None` if that failed.
+    gemm: OnceLock<Option<ops::gemm::Gemm>>,
 }
 
 impl CudaBackend {
     /// Opens GPU `ordinal`; a clear error if there is no driver or no GPU.
     pub fn new(ordinal: usize) -> Result<Self, CudaError> {
-        Ok(Self { dev: CudaDevice::new(ordinal)? })
+        Ok(Self { dev: CudaDevice::new(ordinal)?, gemm: OnceLock::new() })
+    }
+
+    /// The tensor-core matmul, if cuBLAS could be loaded (once; a warning otherwise).
+    fn gemm(&self) -> Option<&ops::gemm::Gemm> {
+        self.gemm
+            .get_or_init(|| match ops::gemm::Gemm::new(&self.dev) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    None
+                }
+            })
+            .as_ref()
     }
 
     pub fn device(&self) -> &CudaDevice {
@@ -170,6 +187,12 @@ impl Backend for CudaBackend {
             Some(b) => Some(values(b, Op::MatMul)?),
             None => None,
         };
+        ops::matvec::check(w, x, out)?;
+        if x.rows >= ops::gemm::MIN_TOKENS {
+            if let Some(gemm) = self.gemm() {
+                return gemm.matmul(&self.dev, w, bias, x, out);
+            }
+        }
         ops::matvec::matmul(&self.dev, w, bias, x, out)
     }
 

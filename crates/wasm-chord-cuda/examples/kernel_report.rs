@@ -1,0 +1,24 @@
+//! Prints ptxas' resource report (registers, shared memory, spills) of each kernel file for an
+//! architecture, without a GPU: `cargo run -p wasm-chord-cuda --example kernel_report [sm_90a] [file]`.
+
+use wasm_chord_cuda::{kernels, nvrtc};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arch = args.first().map_or("sm_90a", String::as_str);
+    for file in kernels::all() {
+        if args.get(1).is_some_and(|only| only != file.name) {
+            continue;
+        }
+        let report = nvrtc::resource_report(&file, arch)?;
+        let mut kernel = String::new();
+        for line in report.lines() {
+            if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                kernel = rest.split('\'').next().unwrap_or_default().to_string();
+            } else if line.contains("registers") || line.contains("spill") {
+                println!("{}.cu {kernel}: {}", file.name, line.trim().trim_start_matches("ptxas info    : "));
+            }
+        }
+    }
+    Ok(())
+}

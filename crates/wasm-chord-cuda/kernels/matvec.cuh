@@ -1,0 +1,131 @@
+// The matvec/matmul8 template and the embedding gather (see matvec.cu for the design). A header
+// so that matvec.cu instantiates the shipped configuration and the bandwidth bench can compile
+// other step sizes for comparison.
+#pragma once
+#include "dequant.cuh"
+
+constexpr int X_ITEM = 36;  // floats per 32-value item in shared memory
+
+// The staging step of type T: at most STEP_COLS columns and STEP_BYTES bytes of a row (counting
+// the up to 15 bytes before a block that is not 16-byte aligned).
+template <class T, int STEP_COLS, int STEP_BYTES>
+struct Step {
+    static constexpr int SLACK = T::ALIGN == 16 ? 0 : 15;
+    static constexpr int BLOCKS_BY_COLS = STEP_COLS / T::QK;
+    static constexpr int BLOCKS_BY_BYTES = (STEP_BYTES - SLACK) / T::BYTES;
+    static constexpr int BLOCKS = BLOCKS_BY_COLS < BLOCKS_BY_BYTES ? BLOCKS_BY_COLS : BLOCKS_BY_BYTES;
+    static_assert(BLOCKS >= 1, "a step holds at least one block");
+    static constexpr int COLS = BLOCKS * T::QK;
+    static constexpr int ITEMS = COLS / 32;
+    static constexpr int ITEMS_PER_LANE = (ITEMS + 31) / 32;
+    // Bytes staged per warp: the step plus the bytes before it, in 16-byte vectors.
+    static constexpr int VECS = (BLOCKS * T::BYTES + SLACK + 15) / 16;
+    static constexpr int VECS_PER_LANE = (VECS + 31) / 32;
+};
+
+// Issues the 16-byte loads of blocks b0 .. b0 + nb of a weight row (`wr`) into `v`: from the
+// 16-byte boundary at or below block b0 to the end of the last block.
+template <class S, class T>
+__device__ __forceinline__ void load_step(const u8* __restrict__ wr, int b0, int nb, int lane,
+                                          uint4 (&v)[S::VECS_PER_LANE]) {
+    const u64 first = (u64)b0 * T::BYTES;
+    const u64 aligned = first & ~(u64)15;
+    const int n_vec = (int)((first + (u64)nb * T::BYTES - aligned + 15) / 16);
+    const uint4* src = reinterpret_cast<const uint4*>(wr + aligned);
+#pragma unroll
+    for (int i = 0; i < S::VECS_PER_LANE; i++)
+        if (lane + 32 * i < n_vec) v[i] = load_stream(src + lane + 32 * i);
+}
+
+// y[t, row] = sum_k w[row, k] * x[t, k] (+ bias[row]) for the tokens t0 .. t0 + NT of this block
+// row (blockIdx.y). `row_stride` is the padded byte length of a device row. A row's blocks are
+// spread evenly over its steps, so that no step is a short tail.
+template <class T, int NT, int WARPS, int STEP_COLS, int STEP_BYTES>
+__device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride, const float* __restrict__ x,
+                                       const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
+                                       int n_tok) {
+    using S = Step<T, STEP_COLS, STEP_BYTES>;
+    __shared__ uint4 wstage[WARPS][S::VECS_PER_LANE * 32];
+    __shared__ __align__(16) float xstage[NT][S::ITEMS * X_ITEM];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int row = blockIdx.x * WARPS + warp;
+    const bool active = row < rows;  // inactive warps still take part in loading x and the barriers
+    const int t0 = blockIdx.y * NT;
+    const u8* wr = w + (u64)(active ? row : 0) * row_stride;
+    const int n_blocks = cols / T::QK;
+    const int n_steps = (n_blocks + S::BLOCKS - 1) / S::BLOCKS;
+    const int per_step = (n_blocks + n_steps - 1) / n_steps;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+
+    uint4 v[S::VECS_PER_LANE];
+    if (active) load_step<S, T>(wr, 0, min(per_step, n_blocks), lane, v);
+
+    for (int step = 0; step < n_steps; step++) {
+        const int b0 = step * per_step;
+        const int nb = min(per_step, n_blocks - b0);
+        const int k0 = b0 * T::QK;
+        const int step_cols = nb * T::QK;
+        __syncthreads();  // the previous step's readers are done with both stages
+#pragma unroll
+        for (int i = 0; i < S::VECS_PER_LANE; i++)
+            if (lane + 32 * i < S::VECS) wstage[warp][lane + 32 * i] = v[i];
+        for (int f = threadIdx.x; f < NT * (step_cols / 4); f += WARPS * 32) {
+            const int t = f / (step_cols / 4), c4 = f % (step_cols / 4);
+            if (t0 + t < n_tok) {
+                const float4 a = __ldg(reinterpret_cast<const float4*>(x + (u64)(t0 + t) * cols + k0) + c4);
+                *reinterpret_cast<float4*>(&xstage[t][(c4 / 8) * X_ITEM + (c4 % 8) * 4]) = a;
+            }
+        }
+        __syncthreads();
+        if (active && step + 1 < n_steps) {
+            const int b1 = b0 + per_step;
+            load_step<S, T>(wr, b1, min(per_step, n_blocks - b1), lane, v);
+        }
+        const u8* s = reinterpret_cast<const u8*>(wstage[warp]) + (((u64)b0 * T::BYTES) & 15);
+#pragma unroll
+        for (int i = 0; i < S::ITEMS_PER_LANE; i++) {
+            const int it = lane + 32 * i;
+            if (active && it < nb * T::ITEMS) {
+                float wv[32];
+                T::dequant(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, wv);
+#pragma unroll
+                for (int t = 0; t < NT; t++) {
+                    const float4* xv = reinterpret_cast<const float4*>(&xstage[t][it * X_ITEM]);
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int j = 0; j < 8; j++) {
+                        const float4 a = xv[j];
+                        sum += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
+                    }
+                    acc[t] += sum;
+                }
+            }
+        }
+    }
+    if (!active) return;
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const float r = warp_sum(acc[t]);
+        if (lane == 0 && t0 + t < n_tok) y[(u64)(t0 + t) * rows + row] = r + (bias ? bias[row] : 0.0f);
+    }
+}
+
+// out[t, :] = dequant(w[ids[t], :]) * scale; one block per token.
+template <class T>
+__device__ __forceinline__ void embed(const u8* __restrict__ w, u64 row_stride, const u32* __restrict__ ids,
+                                      int cols, float scale, float* __restrict__ out) {
+    const int t = blockIdx.x;
+    const u8* wr = w + (u64)ids[t] * row_stride;
+    const int n_items = cols / T::QK * T::ITEMS;
+    for (int it = threadIdx.x; it < n_items; it += blockDim.x) {
+        const int blk = it / T::ITEMS, item = it % T::ITEMS;
+        float wv[32];
+        T::dequant(wr + (u64)blk * T::BYTES, item, wv);
+        float* o = out + (u64)t * cols + (u64)blk * T::QK + 32 * item;
+#pragma unroll
+        for (int j = 0; j < 32; j++) o[j] = wv[j] * scale;
+    }
+}
+
