@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if args.get(1).is_some_and(|only| only != file.name) {
             continue;
         }
+        if let Some(dir) = args.iter().position(|a| a == "--cubin").and_then(|i| args.get(i + 1)) {
+            std::fs::write(std::path::Path::new(dir).join(format!("{}-{arch}.cubin", file.name)), nvrtc::compile_uncached(&file, arch)?)?;
+        }
         let report = nvrtc::resource_report(&file, arch)?;
         let mut kernel = String::new();
         for line in report.lines() {

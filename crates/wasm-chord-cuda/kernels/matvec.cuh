@@ -4,7 +4,9 @@
 #pragma once
 #include "dequant.cuh"
 
-constexpr int X_ITEM = 36;  // floats per 32-value item in shared memory
+// Floats per 32-value item in shared memory: the values, the sums of their two halves, padding
+// (36: lanes reading consecutive items hit distinct banks).
+constexpr int X_ITEM = 36;
 
 // The staging step of type T: at most STEP_COLS columns and STEP_BYTES bytes of a row (counting
 // the up to 15 bytes before a block that is not 16-byte aligned).
@@ -71,11 +73,22 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
 #pragma unroll
         for (int i = 0; i < S::VECS_PER_LANE; i++)
             if (lane + 32 * i < S::VECS) wstage[warp][lane + 32 * i] = v[i];
-        for (int f = threadIdx.x; f < NT * (step_cols / 4); f += WARPS * 32) {
+        // Each group of 4 lanes stages one half item (16 values) and also stores its sum at
+        // [32] or [33] of the item, for the offsets of the split types. Every lane runs the same
+        // number of rounds, for the shuffles.
+        const int n4 = NT * (step_cols / 4);
+        for (int f0 = 0; f0 < n4; f0 += WARPS * 32) {
+            const int f = f0 + threadIdx.x;
             const int t = f / (step_cols / 4), c4 = f % (step_cols / 4);
-            if (t0 + t < n_tok) {
-                const float4 a = __ldg(reinterpret_cast<const float4*>(x + (u64)(t0 + t) * cols + k0) + c4);
-                *reinterpret_cast<float4*>(&xstage[t][(c4 / 8) * X_ITEM + (c4 % 8) * 4]) = a;
+            float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (f < n4 && t0 + t < n_tok) a = __ldg(reinterpret_cast<const float4*>(x + (u64)(t0 + t) * cols + k0) + c4);
+            float h = (a.x + a.y) + (a.z + a.w);
+            h += __shfl_xor_sync(0xffffffffu, h, 1);
+            h += __shfl_xor_sync(0xffffffffu, h, 2);
+            if (f < n4) {
+                float* item = &xstage[t][(c4 / 8) * X_ITEM];
+                *reinterpret_cast<float4*>(item + (c4 % 8) * 4) = a;
+                if (c4 % 4 == 0) item[32 + (c4 / 4) % 2] = h;
             }
         }
         __syncthreads();
@@ -88,18 +101,41 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
         for (int i = 0; i < S::ITEMS_PER_LANE; i++) {
             const int it = lane + 32 * i;
             if (active && it < nb * T::ITEMS) {
-                float wv[32];
-                T::dequant(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, wv);
+                if constexpr (T::SPLIT) {
+                    float q[32], sc[2], mn[2];
+                    T::decode(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, q, sc, mn);
 #pragma unroll
-                for (int t = 0; t < NT; t++) {
-                    const float4* xv = reinterpret_cast<const float4*>(&xstage[t][it * X_ITEM]);
-                    float sum = 0.0f;
+                    for (int t = 0; t < NT; t++) {
+                        const float* xi = &xstage[t][it * X_ITEM];
+                        const float4* xv = reinterpret_cast<const float4*>(xi);
+                        // Two chains per half, for latency.
+                        float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-                    for (int j = 0; j < 8; j++) {
-                        const float4 a = xv[j];
-                        sum += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
+                        for (int j = 0; j < 8; j++) {
+                            const float4 a = xv[j];
+                            float& r = p[(j / 4) * 2 + (j % 2)];
+                            r = fmaf(q[4 * j], a.x, r);
+                            r = fmaf(q[4 * j + 1], a.y, r);
+                            r = fmaf(q[4 * j + 2], a.z, r);
+                            r = fmaf(q[4 * j + 3], a.w, r);
+                        }
+                        const float2 hs = *reinterpret_cast<const float2*>(xi + 32);
+                        acc[t] += sc[0] * (p[0] + p[1]) + sc[1] * (p[2] + p[3]) + (mn[0] * hs.x + mn[1] * hs.y);
                     }
-                    acc[t] += sum;
+                } else {
+                    float wv[32];
+                    T::dequant(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, wv);
+#pragma unroll
+                    for (int t = 0; t < NT; t++) {
+                        const float4* xv = reinterpret_cast<const float4*>(&xstage[t][it * X_ITEM]);
+                        float sum = 0.0f;
+#pragma unroll
+                        for (int j = 0; j < 8; j++) {
+                            const float4 a = xv[j];
+                            sum += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
+                        }
+                        acc[t] += sum;
+                    }
                 }
             }
         }
