@@ -6,8 +6,9 @@
 //! L2) are used in turn so every launch reads its weights from device memory. Each timed region
 //! is queued behind a 512 MiB copy, so launches wait on the GPU, not the host: small matrices
 //! are timed as back-to-back kernels (what a CUDA graph of the decode step would run).
-//! GB/s counts the weight bytes a launch must read. `--variants` also times other step sizes
-//! of the same kernel template (compiled here from matvec.cuh), one column per variant.
+//! GB/s counts the weight bytes a launch must read. `--variants` also times other
+//! configurations of the same kernel template (compiled here from matvec.cuh), one column per
+//! variant, each checked against the shipped kernel's output ("!": they differ).
 //! `--precompile ARCH` fills the kernel cache for ARCH without a GPU.
 
 use std::error::Error;
@@ -27,18 +28,24 @@ use wasm_chord_cuda::{nvrtc, ops, CudaBackend, CudaWeight};
 const LAUNCHES: usize = 20;
 const REPEATS: usize = 7;
 
-/// Other configurations of `matvec<T, NT, WARPS, STEP_COLS, STEP_BYTES>` for one token:
-/// (kernel prefix, warps per block, step columns, step bytes).
-const VARIANTS: [(&str, usize, usize, usize); 4] =
-    [("mv_v2", 8, 1024, 2048), ("mv_w4", 4, 4096, 2048), ("mv_b4k", 4, 4096, 4096), ("mv_c2k", 8, 2048, 2048)];
+/// Other configurations of `matvec<T, NT, WARPS, ROWS, STEP_COLS, STEP_BYTES>`: (kernel prefix,
+/// tokens per pass (1, or 8 for the 8-token kernel), warps per block, rows per warp, step
+/// columns, step bytes).
+const VARIANTS: [(&str, usize, usize, usize, usize, usize); 5] = [
+    ("mv_v2", 1, 8, 1, 1024, 2048),
+    ("mv_r1", 1, 8, 1, 4096, 2048),
+    ("mv_r2w8", 1, 8, 2, 2048, 1024),
+    ("mv_r4", 1, 2, 4, 4096, 2048),
+    ("m8_r2", 8, 4, 2, 1024, 1024),
+];
 
 fn variant_source() -> String {
     let mut s = String::from("#include \"matvec.cuh\"\n");
-    for (name, warps, step_cols, step_bytes) in VARIANTS {
+    for (name, nt, warps, rows, step_cols, step_bytes) in VARIANTS {
         s += &format!(
             "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({threads}) {name}_##n(const u8* w, u64 rs, \
-             const float* x, const float* b, float* y, int rows, int cols, int n_tok) {{ matvec<T, 1, {warps}, {step_cols}, \
-             {step_bytes}>(w, rs, x, b, y, rows, cols, n_tok); }}\nFOR_EACH_WEIGHT_TYPE(V_{name})\n",
+             const float* x, const float* b, float* y, int rows, int cols, int n_tok) {{ matvec<T, {nt}, {warps}, {rows}, \
+             {step_cols}, {step_bytes}>(w, rs, x, b, y, rows, cols, n_tok); }}\nFOR_EACH_WEIGHT_TYPE(V_{name})\n",
             threads = 32 * warps
         );
     }
@@ -140,11 +147,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("device-to-device copy: {copy_gbs:.0} GB/s (read + write)");
     drop((src, dst));
 
-    let variants: Vec<(&str, usize, Arc<cudarc::driver::CudaModule>)> = if with_variants {
+    #[allow(clippy::type_complexity)]
+    let variants: Vec<(&str, usize, (usize, usize), Arc<cudarc::driver::CudaModule>)> = if with_variants {
         let source: &'static str = Box::leak(variant_source().into_boxed_str());
         let cubin = nvrtc::compile(&KernelFile { name: "matvec_variants", source }, dev.arch())?;
         let module = dev.context().load_module(Ptx::from_binary(cubin))?;
-        VARIANTS.iter().map(|&(name, warps, _, _)| (name, warps, module.clone())).collect()
+        VARIANTS.iter().map(|&(name, nt, warps, rows, _, _)| (name, nt, (warps, rows), module.clone())).collect()
     } else {
         Vec::new()
     };
@@ -157,9 +165,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         let gx8 = g.upload(&x8, 8, cols)?;
         let mut out = g.tensor(1, rows)?;
         let mut out8 = g.tensor(8, rows)?;
-        println!("\nmatrix {rows} x {cols}, one token (shipped kernel), 8 tokens (matmul8){}", if with_variants { ", one token in other step sizes (us)" } else { "" });
+        println!("\nmatrix {rows} x {cols}, one token (shipped kernel), 8 tokens (matmul8){}", if with_variants { ", other configurations (us; m8_: 8 tokens)" } else { "" });
         print!("{:>7} {:>8} {:>8} {:>8} {:>6} {:>9}", "type", "MiB", "us", "GB/s", "%copy", "8-tok us");
-        for (name, _, _) in &variants {
+        for (name, _, _, _) in &variants {
             print!(" {name:>8}");
         }
         println!();
@@ -171,10 +179,23 @@ fn main() -> Result<(), Box<dyn Error>> {
             let t8 = timer.time(|i| Ok(g.matmul(&ws[i % nb], None, &gx8, &mut out8)?))?;
             let gbs = total as f64 / t1 / 1e9;
             print!("{:>7} {:>8.1} {:>8.2} {:>8.0} {:>5.0}% {:>9.1}", ty.name(), total as f64 / (1 << 20) as f64, t1 * 1e6, gbs, 100.0 * gbs / copy_gbs, t8 * 1e6);
-            for (name, warps, module) in &variants {
+            // Each variant's output (last launch: buffer LAUNCHES - 1) against the shipped kernel's
+            // on the same buffer; "!" marks a normalized difference over 1e-5.
+            let last = &ws[(LAUNCHES - 1) % nb];
+            let (mut want1, mut want8) = (Vec::new(), Vec::new());
+            g.matmul(last, None, &gx, &mut out)?;
+            g.download(&out, &mut want1)?;
+            g.matmul(last, None, &gx8, &mut out8)?;
+            g.download(&out8, &mut want8)?;
+            for (name, nt, warps, module) in &variants {
                 let f: CudaFunction = module.load_function(&format!("{name}_{}", ty.name()))?;
-                let t = timer.time(|i| Ok(ops::matvec::launch(dev, &f, *warps, 1, &ws[i % nb], None, &gx, &mut out)?))?;
-                print!(" {:>8.2}", t * 1e6);
+                let (x, o, want) = if *nt == 1 { (&gx, &mut out, &want1) } else { (&gx8, &mut out8, &want8) };
+                let t = timer.time(|i| Ok(ops::matvec::launch(dev, &f, *warps, *nt, &ws[i % nb], None, x, o)?))?;
+                let mut got = Vec::new();
+                g.download(o, &mut got)?;
+                let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+                let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs() / scale).fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
+                print!(" {:>7.2}{}", t * 1e6, if diff > 1e-5 { "!" } else { " " });
             }
             println!();
         }

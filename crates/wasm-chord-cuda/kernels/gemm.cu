@@ -3,28 +3,46 @@
 // multiplies them with f32 accumulation; the bias, if any, is added afterwards.
 #include "dequant.cuh"
 
-// out[r, :] = dequant(w[row0 + r, :]) as f16 for r < n_rows; one thread per 32-weight item, its
-// 64 output bytes written as four 16-byte stores (cols is a multiple of 32).
+// Threads per block of the dequantization (the host's DEQUANT_THREADS).
+constexpr int DQ_THREADS = 256;
+
+// out[r, :] = dequant(w[row0 + r, :]) as f16 for r < n_rows; one thread per 32-weight item (cols
+// is a multiple of 32). A block's items are consecutive, and so is its output: each thread puts
+// its 64 bytes in shared memory and the block then writes the whole range with 16-byte stores
+// that are contiguous across lanes (a lane writing its own 64 bytes made every store
+// instruction touch 32 separate half sectors).
 template <class T>
 __device__ __forceinline__ void dequant_f16(const u8* __restrict__ w, u64 row_stride, int row0, int n_rows,
                                             int cols, __half* __restrict__ out) {
+    __shared__ uint4 stage[DQ_THREADS * 4];
     const int items_per_row = cols / 32;
-    const u64 idx = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (u64)n_rows * items_per_row) return;
-    const int r = (int)(idx / items_per_row), it = (int)(idx % items_per_row);
-    const int blk = it / T::ITEMS, item = it % T::ITEMS;
-    float wv[32];
-    T::dequant(w + (u64)(row0 + r) * row_stride + (u64)blk * T::BYTES, item, wv);
-    uint4* o = reinterpret_cast<uint4*>(out + (u64)r * cols + (u64)it * 32);
+    const u64 n_items = (u64)n_rows * items_per_row;
+    const u64 first = (u64)blockIdx.x * DQ_THREADS;
+    const u64 idx = first + threadIdx.x;
+    if (idx < n_items) {
+        const int r = (int)(idx / items_per_row), it = (int)(idx % items_per_row);
+        const int blk = it / T::ITEMS, item = it % T::ITEMS;
+        float wv[32];
+        T::dequant(w + (u64)(row0 + r) * row_stride + (u64)blk * T::BYTES, item, wv);
+#pragma unroll
+        for (int v = 0; v < 4; v++) {
+            u32 h[4];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const __half2 p = __floats2half2_rn(wv[8 * v + 2 * k], wv[8 * v + 2 * k + 1]);
+                h[k] = *reinterpret_cast<const u32*>(&p);
+            }
+            stage[threadIdx.x * 4 + v] = make_uint4(h[0], h[1], h[2], h[3]);
+        }
+    }
+    __syncthreads();
+    // The block's items first .. first + n as 4 * n 16-byte vectors from out + first * 32.
+    const int n = (int)min((u64)DQ_THREADS, n_items > first ? n_items - first : 0);
+    uint4* o = reinterpret_cast<uint4*>(out + first * 32);
 #pragma unroll
     for (int v = 0; v < 4; v++) {
-        u32 h[4];
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const __half2 p = __floats2half2_rn(wv[8 * v + 2 * k], wv[8 * v + 2 * k + 1]);
-            h[k] = *reinterpret_cast<const u32*>(&p);
-        }
-        o[v] = make_uint4(h[0], h[1], h[2], h[3]);
+        const int i = v * DQ_THREADS + threadIdx.x;
+        if (i < 4 * n) o[i] = stage[i];
     }
 }
 

@@ -17,22 +17,25 @@
 // columns so its 8 activation stages fit in shared memory.
 #include "matvec.cuh"
 
-// Warps (rows) per block; the host wrapper's MATVEC_WARPS / MATMUL8_WARPS. The 8-token kernel
-// has fewer so its 8 activation stages fit in 48 KiB of shared memory; it may use up to 128
+// Warps per block and rows per warp; the host wrapper's MATVEC_WARPS, MATVEC_ROWS and
+// MATMUL8_WARPS. Two rows per warp halve the activation reads from shared memory per weight in
+// the one-token kernel. The 8-token kernel has 4 warps of one row so its 8 activation stages
+// fit in 48 KiB of shared memory; it may use up to 128
 // registers (4 blocks per SM), which keeps ptxas from spilling its 8 accumulators.
-constexpr int MATVEC_WARPS = 8;
+constexpr int MATVEC_WARPS = 4;
+constexpr int MATVEC_ROWS = 2;
 constexpr int MATMUL8_WARPS = 4;
 
 #define MATVEC_KERNELS(name, T)                                                                                        \
     extern "C" __global__ void __launch_bounds__(MATVEC_WARPS * 32)                                                    \
         matvec_##name(const u8* w, u64 row_stride, const float* x, const float* bias, float* y, int rows,              \
                       int cols, int n_tok) {                                                                           \
-        matvec<T, 1, MATVEC_WARPS, 4096, 2048>(w, row_stride, x, bias, y, rows, cols, n_tok);                          \
+        matvec<T, 1, MATVEC_WARPS, MATVEC_ROWS, 4096, 2048>(w, row_stride, x, bias, y, rows, cols, n_tok);                          \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(MATMUL8_WARPS * 32, 4)                                                 \
         matmul8_##name(const u8* w, u64 row_stride, const float* x, const float* bias, float* y, int rows,             \
                        int cols, int n_tok) {                                                                          \
-        matvec<T, 8, MATMUL8_WARPS, 1024, 2048>(w, row_stride, x, bias, y, rows, cols, n_tok);                         \
+        matvec<T, 8, MATMUL8_WARPS, 1, 1024, 2048>(w, row_stride, x, bias, y, rows, cols, n_tok);                         \
     }                                                                                                                  \
     extern "C" __global__ void embed_##name(const u8* w, u64 row_stride, const u32* ids, int cols,                     \
                                             float scale, float* out) {                                                 \

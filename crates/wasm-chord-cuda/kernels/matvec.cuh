@@ -39,30 +39,81 @@ __device__ __forceinline__ void load_step(const u8* __restrict__ wr, int b0, int
         if (lane + 32 * i < n_vec) v[i] = load_stream(src + lane + 32 * i);
 }
 
+// The dot products of one 32-weight item (at `b`, item `it` of its block) with the staged
+// activations `xi` of NT tokens (item stride NT_STRIDE floats), added to acc[0..NT).
+template <class T, int NT, int NT_STRIDE>
+__device__ __forceinline__ void dot_item(const u8* b, int it, const float* xi, float* acc) {
+    if constexpr (T::SPLIT) {
+        float q[32], sc[2], mn[2];
+        T::decode(b, it, q, sc, mn);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const float* xt = xi + t * NT_STRIDE;
+            const float4* xv = reinterpret_cast<const float4*>(xt);
+            // Two chains per half, for latency.
+            float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float4 a = xv[j];
+                float& r = p[(j / 4) * 2 + (j % 2)];
+                r = fmaf(q[4 * j], a.x, r);
+                r = fmaf(q[4 * j + 1], a.y, r);
+                r = fmaf(q[4 * j + 2], a.z, r);
+                r = fmaf(q[4 * j + 3], a.w, r);
+            }
+            const float2 hs = *reinterpret_cast<const float2*>(xt + 32);
+            acc[t] += sc[0] * (p[0] + p[1]) + sc[1] * (p[2] + p[3]) + (mn[0] * hs.x + mn[1] * hs.y);
+        }
+    } else {
+        float wv[32];
+        T::dequant(b, it, wv);
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const float4* xv = reinterpret_cast<const float4*>(xi + t * NT_STRIDE);
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const float4 a = xv[j];
+                sum += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
+            }
+            acc[t] += sum;
+        }
+    }
+}
+
 // y[t, row] = sum_k w[row, k] * x[t, k] (+ bias[row]) for the tokens t0 .. t0 + NT of this block
-// row (blockIdx.y). `row_stride` is the padded byte length of a device row. A row's blocks are
-// spread evenly over its steps, so that no step is a short tail.
-template <class T, int NT, int WARPS, int STEP_COLS, int STEP_BYTES>
+// row (blockIdx.y). Each warp has ROWS rows (their items share each activation read from shared
+// memory). `row_stride` is the padded byte length of a device row. A row's blocks are spread
+// evenly over its steps, so that no step is a short tail.
+template <class T, int NT, int WARPS, int ROWS, int STEP_COLS, int STEP_BYTES>
 __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride, const float* __restrict__ x,
                                        const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
                                        int n_tok) {
     using S = Step<T, STEP_COLS, STEP_BYTES>;
-    __shared__ uint4 wstage[WARPS][S::VECS_PER_LANE * 32];
-    __shared__ __align__(16) float xstage[NT][S::ITEMS * X_ITEM];
+    constexpr int XSTRIDE = S::ITEMS * X_ITEM;
+    __shared__ uint4 wstage[WARPS][ROWS][S::VECS_PER_LANE * 32];
+    __shared__ __align__(16) float xstage[NT * XSTRIDE];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int row = blockIdx.x * WARPS + warp;
-    const bool active = row < rows;  // inactive warps still take part in loading x and the barriers
+    const int row0 = (blockIdx.x * WARPS + warp) * ROWS;
     const int t0 = blockIdx.y * NT;
-    const u8* wr = w + (u64)(active ? row : 0) * row_stride;
     const int n_blocks = cols / T::QK;
     const int n_steps = (n_blocks + S::BLOCKS - 1) / S::BLOCKS;
     const int per_step = (n_blocks + n_steps - 1) / n_steps;
-    float acc[NT];
+    // Rows past the end (and whole inactive warps) still take part in loading x and the barriers.
+    const u8* wr[ROWS];
 #pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.0f;
+    for (int r = 0; r < ROWS; r++) wr[r] = w + (u64)(row0 + r < rows ? row0 + r : 0) * row_stride;
+    const bool active = row0 < rows;
+    float acc[ROWS][NT];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
 
-    uint4 v[S::VECS_PER_LANE];
-    if (active) load_step<S, T>(wr, 0, min(per_step, n_blocks), lane, v);
+    uint4 v[ROWS][S::VECS_PER_LANE];
+    if (active)
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) load_step<S, T>(wr[r], 0, min(per_step, n_blocks), lane, v[r]);
 
     for (int step = 0; step < n_steps; step++) {
         const int b0 = step * per_step;
@@ -70,13 +121,12 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
         const int k0 = b0 * T::QK;
         const int step_cols = nb * T::QK;
         __syncthreads();  // the previous step's readers are done with both stages
-#pragma unroll
-        for (int i = 0; i < S::VECS_PER_LANE; i++)
-            if (lane + 32 * i < S::VECS) wstage[warp][lane + 32 * i] = v[i];
-        // Each group of 4 lanes stages one half item (16 values) and also stores its sum at
-        // [32] or [33] of the item, for the offsets of the split types. Every lane runs the same
-        // number of rounds, for the shuffles.
+        // The activations first: their loads (from L2) then overlap the wait for this step's
+        // weights, which the stores below need. Each group of 4 lanes stages one half item (16
+        // values) and also stores its sum at [32] or [33] of the item, for the offsets of the
+        // split types. Every lane runs the same number of rounds, for the shuffles.
         const int n4 = NT * (step_cols / 4);
+#pragma unroll 4
         for (int f0 = 0; f0 < n4; f0 += WARPS * 32) {
             const int f = f0 + threadIdx.x;
             const int t = f / (step_cols / 4), c4 = f % (step_cols / 4);
@@ -86,65 +136,43 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
             h += __shfl_xor_sync(0xffffffffu, h, 1);
             h += __shfl_xor_sync(0xffffffffu, h, 2);
             if (f < n4) {
-                float* item = &xstage[t][(c4 / 8) * X_ITEM];
+                float* item = &xstage[t * XSTRIDE + (c4 / 8) * X_ITEM];
                 *reinterpret_cast<float4*>(item + (c4 % 8) * 4) = a;
                 if (c4 % 4 == 0) item[32 + (c4 / 4) % 2] = h;
             }
         }
+#pragma unroll
+        for (int r = 0; r < ROWS; r++)
+#pragma unroll
+            for (int i = 0; i < S::VECS_PER_LANE; i++)
+                if (lane + 32 * i < S::VECS) wstage[warp][r][lane + 32 * i] = v[r][i];
         __syncthreads();
         if (active && step + 1 < n_steps) {
             const int b1 = b0 + per_step;
-            load_step<S, T>(wr, b1, min(per_step, n_blocks - b1), lane, v);
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) load_step<S, T>(wr[r], b1, min(per_step, n_blocks - b1), lane, v[r]);
         }
-        const u8* s = reinterpret_cast<const u8*>(wstage[warp]) + (((u64)b0 * T::BYTES) & 15);
+        const int skew = (int)(((u64)b0 * T::BYTES) & 15);
 #pragma unroll
         for (int i = 0; i < S::ITEMS_PER_LANE; i++) {
             const int it = lane + 32 * i;
             if (active && it < nb * T::ITEMS) {
-                if constexpr (T::SPLIT) {
-                    float q[32], sc[2], mn[2];
-                    T::decode(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, q, sc, mn);
 #pragma unroll
-                    for (int t = 0; t < NT; t++) {
-                        const float* xi = &xstage[t][it * X_ITEM];
-                        const float4* xv = reinterpret_cast<const float4*>(xi);
-                        // Two chains per half, for latency.
-                        float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-                        for (int j = 0; j < 8; j++) {
-                            const float4 a = xv[j];
-                            float& r = p[(j / 4) * 2 + (j % 2)];
-                            r = fmaf(q[4 * j], a.x, r);
-                            r = fmaf(q[4 * j + 1], a.y, r);
-                            r = fmaf(q[4 * j + 2], a.z, r);
-                            r = fmaf(q[4 * j + 3], a.w, r);
-                        }
-                        const float2 hs = *reinterpret_cast<const float2*>(xi + 32);
-                        acc[t] += sc[0] * (p[0] + p[1]) + sc[1] * (p[2] + p[3]) + (mn[0] * hs.x + mn[1] * hs.y);
-                    }
-                } else {
-                    float wv[32];
-                    T::dequant(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, wv);
-#pragma unroll
-                    for (int t = 0; t < NT; t++) {
-                        const float4* xv = reinterpret_cast<const float4*>(&xstage[t][it * X_ITEM]);
-                        float sum = 0.0f;
-#pragma unroll
-                        for (int j = 0; j < 8; j++) {
-                            const float4 a = xv[j];
-                            sum += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
-                        }
-                        acc[t] += sum;
-                    }
+                for (int r = 0; r < ROWS; r++) {
+                    const u8* s = reinterpret_cast<const u8*>(wstage[warp][r]) + skew;
+                    dot_item<T, NT, XSTRIDE>(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, &xstage[it * X_ITEM], acc[r]);
                 }
             }
         }
     }
-    if (!active) return;
 #pragma unroll
-    for (int t = 0; t < NT; t++) {
-        const float r = warp_sum(acc[t]);
-        if (lane == 0 && t0 + t < n_tok) y[(u64)(t0 + t) * rows + row] = r + (bias ? bias[row] : 0.0f);
+    for (int r = 0; r < ROWS; r++) {
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const float sum = warp_sum(acc[r][t]);
+            if (lane == 0 && row0 + r < rows && t0 + t < n_tok)
+                y[(u64)(t0 + t) * rows + row0 + r] = sum + (bias ? bias[row0 + r] : 0.0f);
+        }
     }
 }
 

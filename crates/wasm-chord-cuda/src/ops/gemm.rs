@@ -26,6 +26,7 @@ pub const MIN_TOKENS: usize = 9;
 /// matrix) are multiplied in row chunks so the scratch stays bounded.
 const CHUNK_ELEMS: usize = 64 << 20;
 
+/// Threads per block of the gemm.cu kernels; `DQ_THREADS` in the dequantization.
 const THREADS: u32 = 256;
 
 /// A cuBLAS handle on the device stream and the f16 scratch buffers, grown on demand.

@@ -12,9 +12,10 @@ use crate::kernels::KernelFile;
 
 pub const SOURCE: KernelFile = KernelFile { name: "matvec", source: include_str!("../../kernels/matvec.cu") };
 
-/// Warps (rows) per block of the one-token and the 8-token kernel (`MATVEC_WARPS`,
-/// `MATMUL8_WARPS` in the kernel).
-pub const MATVEC_WARPS: usize = 8;
+/// Warps per block and rows per warp of the one-token and the 8-token kernel (`MATVEC_WARPS`,
+/// `MATVEC_ROWS`, `MATMUL8_WARPS` in the kernel; the 8-token kernel has one row per warp).
+pub const MATVEC_WARPS: usize = 4;
+pub const MATVEC_ROWS: usize = 2;
 pub const MATMUL8_WARPS: usize = 4;
 /// Tokens per weight pass of the batched kernel; `matmul8` in the kernel.
 pub const BATCH: usize = 8;
@@ -71,18 +72,19 @@ pub fn matmul(
     x: &CudaTensor,
     out: &mut CudaTensor,
 ) -> Result<(), BackendError> {
-    let (kernel, per_pass, warps) = if x.rows == 1 { ("matvec", 1, MATVEC_WARPS) } else { ("matmul8", BATCH, MATMUL8_WARPS) };
+    let (kernel, per_pass, warps, rows) = if x.rows == 1 { ("matvec", 1, MATVEC_WARPS, MATVEC_ROWS) } else { ("matmul8", BATCH, MATMUL8_WARPS, 1) };
     let f = dev.function(&format!("{kernel}_{}", w.ty.name())).map_err(op_err(Op::MatMul))?;
-    launch(dev, &f, warps, per_pass, w, bias, x, out)
+    launch(dev, &f, (warps, rows), per_pass, w, bias, x, out)
 }
 
-/// Launches `f`, a kernel with the signature of `matvec_<type>` whose blocks have `warps` rows
-/// and `per_pass` tokens, over `w` and `x` (the bench launches other step sizes through this).
+/// Launches `f`, a kernel with the signature of `matvec_<type>` whose blocks have `warps.0`
+/// warps of `warps.1` rows each and `per_pass` tokens, over `w` and `x` (the bench launches
+/// other configurations through this).
 #[allow(clippy::too_many_arguments)]
 pub fn launch(
     dev: &CudaDevice,
     f: &CudaFunction,
-    warps: usize,
+    warps: (usize, usize),
     per_pass: usize,
     w: &CudaWeight,
     bias: Option<&CudaSlice<f32>>,
@@ -94,7 +96,8 @@ pub fn launch(
     if x.rows == 0 || w.rows == 0 {
         return Ok(());
     }
-    let grid_x = u32::try_from(w.rows.div_ceil(warps)).map_err(|_| BackendError::Shape { op, detail: format!("{} rows", w.rows) })?;
+    let (warps, rows_per_warp) = warps;
+    let grid_x = u32::try_from(w.rows.div_ceil(warps * rows_per_warp)).map_err(|_| BackendError::Shape { op, detail: format!("{} rows", w.rows) })?;
     let grid_y = u32::try_from(x.rows.div_ceil(per_pass)).map_err(|_| BackendError::Shape { op, detail: format!("{} tokens", x.rows) })?;
     let cfg = LaunchConfig { grid_dim: (grid_x, grid_y, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
     let (rows, cols, n_tok) = (i32_of(op, "rows", w.rows)?, i32_of(op, "cols", w.cols)?, i32_of(op, "tokens", x.rows)?);
