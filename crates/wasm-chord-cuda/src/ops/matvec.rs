@@ -12,11 +12,17 @@ use crate::kernels::KernelFile;
 
 pub const SOURCE: KernelFile = KernelFile { name: "matvec", source: include_str!("../../kernels/matvec.cu") };
 
-/// Warps per block and rows per warp of the one-token and the 8-token kernel (`MATVEC_WARPS`,
-/// `MATVEC_ROWS`, `MATMUL8_WARPS` in the kernel; the 8-token kernel has one row per warp).
-pub const MATVEC_WARPS: usize = 4;
-pub const MATVEC_ROWS: usize = 2;
-pub const MATMUL8_WARPS: usize = 4;
+/// (Warps per block, rows per warp) of `matvec_<ty>` (one token) or, with `batch`, of
+/// `matmul8_<ty>`: `MatvecCfg` / `Matmul8Cfg` in kernels/matvec.cu, which this must mirror.
+pub fn config(ty: TensorType, batch: bool) -> (usize, usize) {
+    use TensorType as T;
+    match (batch, ty) {
+        (false, T::Q8_0 | T::F16 | T::BF16) => (8, 1),
+        (false, _) => (4, 2),
+        (true, T::Q8_0 | T::Q4_K | T::Q5_K | T::IQ4_NL) => (4, 1),
+        (true, _) => (4, 2),
+    }
+}
 /// Tokens per weight pass of the batched kernel; `matmul8` in the kernel.
 pub const BATCH: usize = 8;
 
@@ -72,9 +78,10 @@ pub fn matmul(
     x: &CudaTensor,
     out: &mut CudaTensor,
 ) -> Result<(), BackendError> {
-    let (kernel, per_pass, warps, rows) = if x.rows == 1 { ("matvec", 1, MATVEC_WARPS, MATVEC_ROWS) } else { ("matmul8", BATCH, MATMUL8_WARPS, 1) };
+    let batch = x.rows > 1;
+    let (kernel, per_pass) = if batch { ("matmul8", BATCH) } else { ("matvec", 1) };
     let f = dev.function(&format!("{kernel}_{}", w.ty.name())).map_err(op_err(Op::MatMul))?;
-    launch(dev, &f, (warps, rows), per_pass, w, bias, x, out)
+    launch(dev, &f, config(w.ty, batch), per_pass, w, bias, x, out)
 }
 
 /// Launches `f`, a kernel with the signature of `matvec_<type>` whose blocks have `warps.0`
