@@ -176,6 +176,124 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
     }
 }
 
+// ---- Experimental, instantiated only by the bandwidth bench until measured (NOTES.md, round 2):
+// a one-token matvec without a block-wide barrier per step. The block stages the whole
+// activation row once (dynamic shared memory: cols / 32 items of X_ITEM floats), then each
+// warp walks its ROWS rows on its own, with STAGES - 1 steps of weights in flight through
+// cp.async into a per-warp ring of shared-memory stages (no registers held by loads in flight,
+// only __syncwarp between steps), so warps drift apart and memory stays busy while others
+// compute. Dynamic shared memory: matvec_async_smem() bytes.
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+    const u32 s = (u32)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Copies blocks b0 .. b0 + nb of row `wr` (from the 16-byte boundary at or below block b0)
+// into `dst` with cp.async.
+template <class S, class T>
+__device__ __forceinline__ void async_step(const u8* __restrict__ wr, int b0, int nb, int lane, uint4* dst) {
+    const u64 first = (u64)b0 * T::BYTES;
+    const u64 aligned = first & ~(u64)15;
+    const int n_vec = (int)((first + (u64)nb * T::BYTES - aligned + 15) / 16);
+    const uint4* src = reinterpret_cast<const uint4*>(wr + aligned);
+#pragma unroll
+    for (int i = 0; i < S::VECS_PER_LANE; i++)
+        if (lane + 32 * i < n_vec) cp_async16(dst + lane + 32 * i, src + lane + 32 * i);
+}
+
+template <class T, int WARPS, int ROWS, int STEP_BYTES, int STAGES>
+__device__ __forceinline__ void matvec_async(const u8* __restrict__ w, u64 row_stride, const float* __restrict__ x,
+                                             const float* __restrict__ bias, float* __restrict__ y, int rows,
+                                             int cols) {
+    using S = Step<T, 1 << 30, STEP_BYTES>;
+    constexpr int SLOT = S::VECS_PER_LANE * 32;  // uint4 per row per stage
+    extern __shared__ uint4 dyn[];
+    const int n_items = cols / 32;
+    float* xs = reinterpret_cast<float*>(dyn);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    uint4* ring = dyn + (n_items * X_ITEM) / 4 + warp * STAGES * ROWS * SLOT;
+    const int row0 = (blockIdx.x * WARPS + warp) * ROWS;
+    const bool active = row0 < rows;
+    const int n_blocks = cols / T::QK;
+    const int n_steps = (n_blocks + S::BLOCKS - 1) / S::BLOCKS;
+    const int per_step = (n_blocks + n_steps - 1) / n_steps;
+    const u8* wr[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) wr[r] = w + (u64)(row0 + r < rows ? row0 + r : 0) * row_stride;
+
+    // Prologue: the first STAGES - 1 steps in flight (one commit group per step, even if empty,
+    // so that wait_group counts steps).
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++) {
+        if (active && st < n_steps)
+#pragma unroll
+            for (int r = 0; r < ROWS; r++)
+                async_step<S, T>(wr[r], st * per_step, min(per_step, n_blocks - st * per_step), lane,
+                                 ring + (st * ROWS + r) * SLOT);
+        cp_async_commit();
+    }
+
+    // The whole activation row, with the half-item sums, while the weights are on their way.
+    const int n4 = cols / 4;
+#pragma unroll 4
+    for (int f0 = 0; f0 < n4; f0 += WARPS * 32) {
+        const int f = f0 + threadIdx.x;
+        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (f < n4) a = __ldg(reinterpret_cast<const float4*>(x) + f);
+        float h = (a.x + a.y) + (a.z + a.w);
+        h += __shfl_xor_sync(0xffffffffu, h, 1);
+        h += __shfl_xor_sync(0xffffffffu, h, 2);
+        if (f < n4) {
+            float* item = &xs[(f / 8) * X_ITEM];
+            *reinterpret_cast<float4*>(item + (f % 8) * 4) = a;
+            if (f % 4 == 0) item[32 + (f / 4) % 2] = h;
+        }
+    }
+    __syncthreads();  // the only block-wide barrier
+    if (!active) return;
+
+    float acc[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) acc[r] = 0.0f;
+    for (int step = 0; step < n_steps; step++) {
+        cp_async_wait<STAGES - 2>();  // this lane's copies of `step` are done...
+        __syncwarp();                 // ...and every lane's; all lanes are past step - 1's compute
+        const int next = step + STAGES - 1;
+        if (next < n_steps)
+#pragma unroll
+            for (int r = 0; r < ROWS; r++)
+                async_step<S, T>(wr[r], next * per_step, min(per_step, n_blocks - next * per_step), lane,
+                                 ring + ((next % STAGES) * ROWS + r) * SLOT);
+        cp_async_commit();
+        const int b0 = step * per_step;
+        const int nb = min(per_step, n_blocks - b0);
+        const int skew = (int)(((u64)b0 * T::BYTES) & 15);
+        const float* xstep = xs + (u64)b0 * T::ITEMS * X_ITEM;
+#pragma unroll
+        for (int i = 0; i < S::ITEMS_PER_LANE; i++) {
+            const int it = lane + 32 * i;
+            if (it < nb * T::ITEMS) {
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+                    const u8* s = reinterpret_cast<const u8*>(ring + ((step % STAGES) * ROWS + r) * SLOT) + skew;
+                    dot_item<T, 1, 0>(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, xstep + it * X_ITEM, &acc[r]);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) {
+        const float sum = warp_sum(acc[r]);
+        if (lane == 0 && row0 + r < rows) y[row0 + r] = sum + (bias ? bias[row0 + r] : 0.0f);
+    }
+}
+
 // out[t, :] = dequant(w[ids[t], :]) * scale; one block per token.
 template <class T>
 __device__ __forceinline__ void embed(const u8* __restrict__ w, u64 row_stride, const u32* __restrict__ ids,

@@ -81,18 +81,19 @@ pub fn matmul(
     let batch = x.rows > 1;
     let (kernel, per_pass) = if batch { ("matmul8", BATCH) } else { ("matvec", 1) };
     let f = dev.function(&format!("{kernel}_{}", w.ty.name())).map_err(op_err(Op::MatMul))?;
-    launch(dev, &f, config(w.ty, batch), per_pass, w, bias, x, out)
+    launch(dev, &f, config(w.ty, batch), per_pass, 0, w, bias, x, out)
 }
 
 /// Launches `f`, a kernel with the signature of `matvec_<type>` whose blocks have `warps.0`
-/// warps of `warps.1` rows each and `per_pass` tokens, over `w` and `x` (the bench launches
-/// other configurations through this).
+/// warps of `warps.1` rows each, `per_pass` tokens and `shared_mem_bytes` of dynamic shared
+/// memory, over `w` and `x` (the bench launches other configurations through this).
 #[allow(clippy::too_many_arguments)]
 pub fn launch(
     dev: &CudaDevice,
     f: &CudaFunction,
     warps: (usize, usize),
     per_pass: usize,
+    shared_mem_bytes: u32,
     w: &CudaWeight,
     bias: Option<&CudaSlice<f32>>,
     x: &CudaTensor,
@@ -106,7 +107,7 @@ pub fn launch(
     let (warps, rows_per_warp) = warps;
     let grid_x = u32::try_from(w.rows.div_ceil(warps * rows_per_warp)).map_err(|_| BackendError::Shape { op, detail: format!("{} rows", w.rows) })?;
     let grid_y = u32::try_from(x.rows.div_ceil(per_pass)).map_err(|_| BackendError::Shape { op, detail: format!("{} tokens", x.rows) })?;
-    let cfg = LaunchConfig { grid_dim: (grid_x, grid_y, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (grid_x, grid_y, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes };
     let (rows, cols, n_tok) = (i32_of(op, "rows", w.rows)?, i32_of(op, "cols", w.cols)?, i32_of(op, "tokens", x.rows)?);
     let row_stride = w.row_stride as u64;
     let null = 0u64;
