@@ -1,5 +1,7 @@
 //! Prints ptxas' resource report (registers, shared memory, spills) of each kernel file for an
-//! architecture, without a GPU: `cargo run -p wasm-chord-cuda --example kernel_report [sm_90a] [file]`.
+//! architecture, without a GPU: `cargo run -p wasm-chord-cuda --example kernel_report [sm_90a]
+//! [file] [--cubin DIR]`; with `--cubin DIR` it also writes each file's CUBIN to DIR, for a
+//! disassembler (`nvdisasm -c`, pip package nvidia-cuda-nvdisasm).
 
 use wasm_chord_cuda::{kernels, nvrtc};
 
