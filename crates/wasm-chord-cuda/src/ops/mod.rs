@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod elementwise;
+pub mod flash;
 pub mod matvec;
 pub mod norm;
 pub mod rope;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Flash attention on the GPU machine, one call: the flash and op tests, then the bench beside
+# PyTorch's SDPA; a short table last. Run from the folder holding the carried binaries
+# (flash, ops: test binaries; flash_bench; kcache: kernels precompiled for sm_90 with the same
+# NVRTC version, see tests/flash.rs warm_kernel_cache), with $OUT set.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+out=${OUT:-/tmp/flash-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export WASM_CHORD_REQUIRE_GPU=1 NCCL_NVLS_ENABLE=0
+# The kernel cache key includes the include path: use the one the cubins were built with.
+inc=/root/.cache/wasm-chord/nvrtc/nvidia/cu13/include
+mkdir -p "$(dirname "$inc")" && [ -e "$inc" ] || ln -s /usr/local/cuda/include "$inc"
+export WASM_CHORD_CUDA_INCLUDE=$inc WASM_CHORD_KERNEL_CACHE=/tmp/kcache
+rm -rf /tmp/kcache && cp -r kcache /tmp/kcache 2>/dev/null || mkdir -p /tmp/kcache
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+chmod +x flash ops flash_bench 2>/dev/null
+timeout ${TEST_S:-150} ./flash --test-threads=1 --nocapture --skip warm_kernel_cache --skip flash_resource_report > "$out/tests.log" 2>&1
+echo "flash tests: exit $?" | tee -a "$out/summary.txt"
+timeout 60 ./ops --test-threads=1 > "$out/ops.log" 2>&1
+echo "ops tests: exit $?" | tee -a "$out/summary.txt"
+timeout ${BENCH_S:-90} ./flash_bench > "$out/bench.log" 2>&1
+echo "flash_bench: exit $?" | tee -a "$out/summary.txt"
+PYTHONUNBUFFERED=1 timeout 90 python3 flash_sdpa.py > "$out/torch.log" 2>&1
+echo "torch: exit $?" | tee -a "$out/summary.txt"
+echo "== tests"
+grep -E "^(ok  |FAIL)|test result|panicked|FAILED" "$out/tests.log" | cut -c1-180 | tail -60
+grep -E "test result|FAILED|panicked" "$out/ops.log" | tail -5
+echo "== bench"
+grep -E "^(device|copy|torch)" "$out/bench.log" "$out/torch.log"
+grep -h RESULT "$out/bench.log" "$out/torch.log"
+tail -3 "$out/bench.log" | grep -iv result
