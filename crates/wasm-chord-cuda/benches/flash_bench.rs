@@ -90,7 +90,14 @@ fn main() -> Result<(), Box<dyn Error>> {
         let p = AttentionParams { n_head: heads, n_head_kv: heads, head_dim_k: d, head_dim_v: d, scale: 1.0 / (d as f32).sqrt(), softcap: None, q_pos0: 0, window: None };
         let flops = 4.0 * (seq * seq) as f64 * (heads * d) as f64 / 2.0;
         let launches = if seq >= 32768 { 2 } else { 10 };
-        for (label, bf, fast) in [("bf16 (P rounded once)", true, true), ("bf16 (P as hi+lo)", true, false), ("f16", false, false)] {
+        let variants = [
+            ("bf16 fast 4w x 32 rows", true, true, true),
+            ("bf16 fast 8w x 16 rows", true, true, false),
+            ("bf16 hi+lo 8w x 16 rows", true, false, false),
+            ("f16 4w x 32 rows", false, false, true),
+            ("f16 8w x 16 rows", false, false, false),
+        ];
+        for (label, bf, fast, w4) in variants {
             let bits = |x: &[f32]| -> Vec<u16> {
                 if bf {
                     x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect()
@@ -101,9 +108,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             let (k, v): (CudaSlice<u16>, CudaSlice<u16>) = (s.clone_htod(&bits(&kf))?, s.clone_htod(&bits(&vf))?);
             let data = |x| if bf { KvData::Bf16(x) } else { KvData::F16(x) };
             let (kv, vv) = (KvView { data: data(&k), cols, capacity: seq }, KvView { data: data(&v), cols, capacity: seq });
-            let opts = FlashOptions { fast_bf16: fast };
+            let opts = FlashOptions { fast_bf16: fast, prefill_w4: Some(w4) };
             let t = time(&g, launches, || Ok(flash::flash_attention(g.device(), &ws, &q, seq, &kv, &vv, seq, &p, opts, &mut out)?))?;
-            println!("RESULT prefill seq {seq:>5} {label:<22} {:>8.3} ms {:>6.1} TFLOP/s", t * 1e3, flops / t / 1e12);
+            println!("RESULT prefill seq {seq:>5} {label:<24} {:>8.3} ms {:>6.1} TFLOP/s", t * 1e3, flops / t / 1e12);
         }
     }
 

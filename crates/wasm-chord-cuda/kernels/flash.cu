@@ -110,7 +110,7 @@ struct FlashSmem {
     static constexpr int TOTAL = Q + KV_TILES + RAW;
 };
 
-template <int D, int KV, int BM, int BN, bool PSPLIT>
+template <int D, int KV, int BM, int BN, bool PSPLIT, int WS, int RW>
 __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const void* __restrict__ kc,
                                            const void* __restrict__ vc, const void* __restrict__ kd,
                                            const void* __restrict__ vd, float* __restrict__ out,
@@ -120,8 +120,12 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
     constexpr bool BF = KV == 1;
     typedef typename FlashElem<BF>::T T;
     typedef FlashSmem<D, KV, BM, BN> L;
-    constexpr int NW = BM / 16, NT = NW * 32, SD = L::SD;
-    static_assert(D % 64 == 0 && BN % 16 == 0 && BM % 16 == 0, "tile shapes");
+    // WS == 1: each warp owns 16 rows of the tile. WS > 1 (decode, BM == 16): the WS warps share
+    // the 16 rows and take BN / WS keys of each tile each, merged through shared memory at the end.
+    // RW: row tiles of 16 per warp (prefill): each K and V fragment read from shared memory
+    // then feeds RW mmas, halving shared-memory traffic per mma at RW = 2.
+    constexpr int NW = WS > 1 ? WS : BM / (16 * RW), NT = NW * 32, SD = L::SD, KW = BN / WS;
+    static_assert(D % 64 == 0 && KW % 16 == 0 && BM % (16 * RW) == 0 && (WS == 1 || (BM == 16 && RW == 1)), "tile shapes");
 
     extern __shared__ __align__(128) unsigned char smem[];
     T* sQ = reinterpret_cast<T*>(smem);
@@ -206,18 +210,29 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
         }
     };
 
-    // Rows of this thread: A = group row, B = A + 8 (the mma accumulator layout).
-    const int wr0 = r0 + warp * 16;
+    // Rows of this thread: for each of the warp's RW row tiles, A = group row and B = A + 8
+    // (the mma accumulator layout).
+    const int wrow = WS > 1 ? 0 : warp * 16 * RW;  // the warp's first row in the tile
+    const int koff = WS > 1 ? warp * KW : 0;       // the warp's first key in a tile
+    const int wr0 = r0 + wrow;
     const bool warp_active = wr0 < rows;
-    const int rA = wr0 + lane / 4, rB = rA + 8;
-    const int pA = q_pos0 + min(rA, rows - 1) / g, pB = q_pos0 + min(rB, rows - 1) / g;
-    const int pw_first = q_pos0 + min(wr0, rows - 1) / g, pw_last = q_pos0 + min(wr0 + 15, rows - 1) / g;
-    const int tq = lane % 4;
-
-    float o[D / 8][4];
+    int pos[RW][2];
 #pragma unroll
-    for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float mA = -INFINITY, mB = -INFINITY, lA = 0.0f, lB = 0.0f;
+    for (int mt = 0; mt < RW; mt++)
+#pragma unroll
+        for (int hb = 0; hb < 2; hb++) pos[mt][hb] = q_pos0 + min(wr0 + mt * 16 + hb * 8 + lane / 4, rows - 1) / g;
+    const int pw_first = q_pos0 + min(wr0, rows - 1) / g, pw_last = q_pos0 + min(wr0 + 16 * RW - 1, rows - 1) / g;
+    const int tq = lane % 4, mi = lane / 8, mr = lane % 8;
+
+    float o[RW][D / 8][4];
+    float m[RW][2], l[RW][2];
+#pragma unroll
+    for (int mt = 0; mt < RW; mt++) {
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) o[mt][i][0] = o[mt][i][1] = o[mt][i][2] = o[mt][i][3] = 0.0f;
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+    }
 
     if (n_tiles > 0) issue(kb0, 0);
     cp_async_commit();
@@ -260,102 +275,116 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
             tV = sV + (it & 1) * BN * SD;
         }
 
-        if (warp_active && kb <= pw_last && (window <= 0 || kb + BN - 1 > pw_first - window)) {
-            // S = Q K^T for this warp's 16 rows and BN keys.
-            float s[BN / 8][4];
+        const int kbw = kb + koff;
+        if (warp_active && kbw <= pw_last && (window <= 0 || kbw + KW - 1 > pw_first - window)) {
+            // S = Q K^T for this warp's 16 * RW rows and KW keys: each K fragment feeds RW mmas.
+            float s[RW][KW / 8][4];
 #pragma unroll
-            for (int i = 0; i < BN / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
-            const int mi = lane / 8, mr = lane % 8;
+            for (int mt = 0; mt < RW; mt++)
+#pragma unroll
+                for (int i = 0; i < KW / 8; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.0f;
 #pragma unroll
             for (int kc = 0; kc < D / 16; kc++) {
-                u32 a0, a1, a2, a3;
-                ldsm_x4(smem_u32(sQ + (warp * 16 + (mi & 1) * 8 + mr) * SD + kc * 16 + (mi >> 1) * 8), a0, a1, a2, a3);
+                u32 a[RW][4];
 #pragma unroll
-                for (int np = 0; np < BN / 16; np++) {
+                for (int mt = 0; mt < RW; mt++)
+                    ldsm_x4(smem_u32(sQ + (wrow + mt * 16 + (mi & 1) * 8 + mr) * SD + kc * 16 + (mi >> 1) * 8), a[mt][0],
+                            a[mt][1], a[mt][2], a[mt][3]);
+#pragma unroll
+                for (int np = 0; np < KW / 16; np++) {
                     u32 b0, b1, b2, b3;
-                    ldsm_x4(smem_u32(tK + ((2 * np + (mi >> 1)) * 8 + mr) * SD + kc * 16 + (mi & 1) * 8), b0, b1, b2, b3);
-                    mma16816<BF>(s[2 * np], a0, a1, a2, a3, b0, b1);
-                    mma16816<BF>(s[2 * np + 1], a0, a1, a2, a3, b2, b3);
+                    ldsm_x4(smem_u32(tK + (koff + (2 * np + (mi >> 1)) * 8 + mr) * SD + kc * 16 + (mi & 1) * 8), b0, b1, b2, b3);
+#pragma unroll
+                    for (int mt = 0; mt < RW; mt++) {
+                        mma16816<BF>(s[mt][2 * np], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b0, b1);
+                        mma16816<BF>(s[mt][2 * np + 1], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b2, b3);
+                    }
                 }
             }
             if (softcap_mul != 0.0f) {
 #pragma unroll
-                for (int i = 0; i < BN / 8; i++)
+                for (int mt = 0; mt < RW; mt++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++) s[i][e] = tanhf(s[i][e]) * softcap_mul;
+                    for (int i = 0; i < KW / 8; i++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) s[mt][i][e] = tanhf(s[mt][i][e]) * softcap_mul;
             }
-            const bool need_mask = kb + BN - 1 > pw_first || kb + BN > s1 || (window > 0 && kb <= pw_last - window);
+            const bool need_mask = kbw + KW - 1 > pw_first || kbw + KW > s1 || (window > 0 && kbw <= pw_last - window);
             if (need_mask) {
 #pragma unroll
-                for (int i = 0; i < BN / 8; i++)
+                for (int mt = 0; mt < RW; mt++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int j = kb + i * 8 + tq * 2 + (e & 1);
-                        const int p = e < 2 ? pA : pB;
-                        if (j > p || j >= s1 || (window > 0 && j <= p - window)) s[i][e] = -INFINITY;
+                    for (int i = 0; i < KW / 8; i++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int j = kbw + i * 8 + tq * 2 + (e & 1);
+                            const int p = pos[mt][e >> 1];
+                            if (j > p || j >= s1 || (window > 0 && j <= p - window)) s[mt][i][e] = -INFINITY;
+                        }
+            }
+            // Online softmax, two rows per thread and row tile; a quad's 4 threads share a row.
+#pragma unroll
+            for (int mt = 0; mt < RW; mt++) {
+#pragma unroll
+                for (int hb = 0; hb < 2; hb++) {
+                    float x = -INFINITY;
+#pragma unroll
+                    for (int i = 0; i < KW / 8; i++) x = fmaxf(x, fmaxf(s[mt][i][2 * hb], s[mt][i][2 * hb + 1]));
+                    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+                    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+                    const float mn = fmaxf(m[mt][hb], x);
+                    // A row that has seen no key yet keeps max -inf; subtract 0 then, not -inf.
+                    const float base = mn == -INFINITY ? 0.0f : mn;
+                    const float corr = fast_exp2(m[mt][hb] - base);
+                    m[mt][hb] = mn;
+                    float sum = 0.0f;
+#pragma unroll
+                    for (int i = 0; i < KW / 8; i++) {
+                        s[mt][i][2 * hb] = fast_exp2(s[mt][i][2 * hb] - base);
+                        s[mt][i][2 * hb + 1] = fast_exp2(s[mt][i][2 * hb + 1] - base);
+                        sum += s[mt][i][2 * hb] + s[mt][i][2 * hb + 1];
                     }
-            }
-            // Online softmax, two rows per thread; the 4 threads of a quad share a row.
-            float xA = -INFINITY, xB = -INFINITY;
+                    l[mt][hb] = l[mt][hb] * corr + sum;
 #pragma unroll
-            for (int i = 0; i < BN / 8; i++) {
-                xA = fmaxf(xA, fmaxf(s[i][0], s[i][1]));
-                xB = fmaxf(xB, fmaxf(s[i][2], s[i][3]));
+                    for (int i = 0; i < D / 8; i++) {
+                        o[mt][i][2 * hb] *= corr;
+                        o[mt][i][2 * hb + 1] *= corr;
+                    }
+                }
             }
-            xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 1));
-            xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 2));
-            xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 1));
-            xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 2));
-            const float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
-            // A row that has seen no key yet keeps max -inf; subtract 0 then, not -inf.
-            const float bA = nA == -INFINITY ? 0.0f : nA, bB = nB == -INFINITY ? 0.0f : nB;
-            const float cA = fast_exp2(mA - bA), cB = fast_exp2(mB - bB);
-            mA = nA;
-            mB = nB;
-            float sumA = 0.0f, sumB = 0.0f;
+            // O += P V: the accumulator layout of S is the A-operand layout of P; each V fragment
+            // feeds RW (or 2 RW with P split) mmas.
 #pragma unroll
-            for (int i = 0; i < BN / 8; i++) {
-                s[i][0] = fast_exp2(s[i][0] - bA);
-                s[i][1] = fast_exp2(s[i][1] - bA);
-                s[i][2] = fast_exp2(s[i][2] - bB);
-                s[i][3] = fast_exp2(s[i][3] - bB);
-                sumA += s[i][0] + s[i][1];
-                sumB += s[i][2] + s[i][3];
-            }
-            lA = lA * cA + sumA;
-            lB = lB * cB + sumB;
+            for (int kc = 0; kc < KW / 16; kc++) {
+                u32 pa[RW][4], pe[RW][4];
 #pragma unroll
-            for (int i = 0; i < D / 8; i++) {
-                o[i][0] *= cA;
-                o[i][1] *= cA;
-                o[i][2] *= cB;
-                o[i][3] *= cB;
-            }
-            // O += P V: the accumulator layout of S is the A-operand layout of P.
+                for (int mt = 0; mt < RW; mt++) {
+                    pa[mt][0] = pack2<BF>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+                    pa[mt][1] = pack2<BF>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+                    pa[mt][2] = pack2<BF>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+                    pa[mt][3] = pack2<BF>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+                    if constexpr (PSPLIT) {
+                        // P = hi + lo, both 16-bit: the rounding of P no longer limits accuracy.
 #pragma unroll
-            for (int kc = 0; kc < BN / 16; kc++) {
-                const u32 a0 = pack2<BF>(s[2 * kc][0], s[2 * kc][1]);
-                const u32 a1 = pack2<BF>(s[2 * kc][2], s[2 * kc][3]);
-                const u32 a2 = pack2<BF>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-                const u32 a3 = pack2<BF>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
-                u32 e0 = 0, e1 = 0, e2 = 0, e3 = 0;
-                if constexpr (PSPLIT) {
-                    // P = hi + lo, both 16-bit: the rounding of P no longer limits accuracy.
-                    const float2 h0 = unpack2<BF>(a0), h1 = unpack2<BF>(a1), h2 = unpack2<BF>(a2), h3 = unpack2<BF>(a3);
-                    e0 = pack2<BF>(s[2 * kc][0] - h0.x, s[2 * kc][1] - h0.y);
-                    e1 = pack2<BF>(s[2 * kc][2] - h1.x, s[2 * kc][3] - h1.y);
-                    e2 = pack2<BF>(s[2 * kc + 1][0] - h2.x, s[2 * kc + 1][1] - h2.y);
-                    e3 = pack2<BF>(s[2 * kc + 1][2] - h3.x, s[2 * kc + 1][3] - h3.y);
+                        for (int r = 0; r < 4; r++) {
+                            const float2 h = unpack2<BF>(pa[mt][r]);
+                            const float* src = s[mt][2 * kc + (r >> 1)] + 2 * (r & 1);
+                            pe[mt][r] = pack2<BF>(src[0] - h.x, src[1] - h.y);
+                        }
+                    }
                 }
 #pragma unroll
                 for (int dp = 0; dp < D / 16; dp++) {
                     u32 b0, b1, b2, b3;
-                    ldsm_x4_t(smem_u32(tV + (kc * 16 + (mi & 1) * 8 + mr) * SD + (2 * dp + (mi >> 1)) * 8), b0, b1, b2, b3);
-                    mma16816<BF>(o[2 * dp], a0, a1, a2, a3, b0, b1);
-                    mma16816<BF>(o[2 * dp + 1], a0, a1, a2, a3, b2, b3);
-                    if constexpr (PSPLIT) {
-                        mma16816<BF>(o[2 * dp], e0, e1, e2, e3, b0, b1);
-                        mma16816<BF>(o[2 * dp + 1], e0, e1, e2, e3, b2, b3);
+                    ldsm_x4_t(smem_u32(tV + (koff + kc * 16 + (mi & 1) * 8 + mr) * SD + (2 * dp + (mi >> 1)) * 8), b0, b1, b2, b3);
+#pragma unroll
+                    for (int mt = 0; mt < RW; mt++) {
+                        mma16816<BF>(o[mt][2 * dp], pa[mt][0], pa[mt][1], pa[mt][2], pa[mt][3], b0, b1);
+                        mma16816<BF>(o[mt][2 * dp + 1], pa[mt][0], pa[mt][1], pa[mt][2], pa[mt][3], b2, b3);
+                        if constexpr (PSPLIT) {
+                            mma16816<BF>(o[mt][2 * dp], pe[mt][0], pe[mt][1], pe[mt][2], pe[mt][3], b0, b1);
+                            mma16816<BF>(o[mt][2 * dp + 1], pe[mt][0], pe[mt][1], pe[mt][2], pe[mt][3], b2, b3);
+                        }
                     }
                 }
             }
@@ -364,29 +393,78 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
     }
     cp_async_wait<0>();
 
-    if (!warp_active) return;
-    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
-    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
-    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
-    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
-    const float iA = lA > 0.0f ? 1.0f / lA : 0.0f, iB = lB > 0.0f ? 1.0f / lB : 0.0f;
-    const bool split_out = gridDim.z > 1;
 #pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int R = half == 0 ? rA : rB;
-        if (R >= rows) continue;
-        const int t = R / g, h = hk * g + R % g;
-        const u64 orow = ((split_out ? (u64)split * n_q : 0) + t) * n_head + h;
-        float* dst = (split_out ? part_o : out) + orow * D + tq * 2;
-        const float inv = half == 0 ? iA : iB;
+    for (int mt = 0; mt < RW; mt++)
 #pragma unroll
-        for (int i = 0; i < D / 8; i++)
-            *reinterpret_cast<float2*>(dst + i * 8) = make_float2(o[i][2 * half] * inv, o[i][2 * half + 1] * inv);
-        if (split_out && tq == 0) {
-            part_ml[orow * 2] = half == 0 ? mA : mB;
-            part_ml[orow * 2 + 1] = half == 0 ? lA : lB;
+        for (int hb = 0; hb < 2; hb++) {
+            l[mt][hb] += __shfl_xor_sync(0xffffffffu, l[mt][hb], 1);
+            l[mt][hb] += __shfl_xor_sync(0xffffffffu, l[mt][hb], 2);
         }
+    const bool split_out = gridDim.z > 1;
+    if constexpr (WS > 1) {
+        // Merge the warps' (max, sum, output) of the same 16 rows; the tiles' memory is free now.
+        __syncthreads();
+        float* so = reinterpret_cast<float*>(smem);  // [WS][16][D], unnormalized
+        float* sml = so + WS * 16 * D;                // [WS][16] (max, sum)
+        const int ra = warp * 16 + lane / 4;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++) {
+            *reinterpret_cast<float2*>(so + ra * D + i * 8 + tq * 2) = make_float2(o[0][i][0], o[0][i][1]);
+            *reinterpret_cast<float2*>(so + (ra + 8) * D + i * 8 + tq * 2) = make_float2(o[0][i][2], o[0][i][3]);
+        }
+        if (tq == 0) {
+            sml[ra * 2] = m[0][0];
+            sml[ra * 2 + 1] = l[0][0];
+            sml[(ra + 8) * 2] = m[0][1];
+            sml[(ra + 8) * 2 + 1] = l[0][1];
+        }
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < 16 * D; idx += NT) {
+            const int r = idx / D, c = idx % D, R = r0 + r;
+            if (R >= rows) break;  // rows are in order: every later idx is past the end too
+            float mx = -INFINITY;
+#pragma unroll
+            for (int w = 0; w < WS; w++)
+                if (sml[(w * 16 + r) * 2 + 1] > 0.0f) mx = fmaxf(mx, sml[(w * 16 + r) * 2]);
+            float lsum = 0.0f, acc = 0.0f;
+#pragma unroll
+            for (int w = 0; w < WS; w++) {
+                const float lw = sml[(w * 16 + r) * 2 + 1];
+                if (lw > 0.0f) {
+                    const float f = fast_exp2(sml[(w * 16 + r) * 2] - mx);
+                    lsum += lw * f;
+                    acc += so[(w * 16 + r) * D + c] * f;
+                }
+            }
+            const int t = R / g, h = hk * g + R % g;
+            const u64 orow = ((split_out ? (u64)split * n_q : 0) + t) * n_head + h;
+            (split_out ? part_o : out)[orow * D + c] = lsum > 0.0f ? acc / lsum : 0.0f;
+            if (split_out && c == 0) {
+                part_ml[orow * 2] = mx;
+                part_ml[orow * 2 + 1] = lsum;
+            }
+        }
+        return;
     }
+    if (!warp_active) return;
+#pragma unroll
+    for (int mt = 0; mt < RW; mt++)
+#pragma unroll
+        for (int hb = 0; hb < 2; hb++) {
+            const int R = wr0 + mt * 16 + hb * 8 + lane / 4;
+            if (R >= rows) continue;
+            const int t = R / g, h = hk * g + R % g;
+            const u64 orow = ((split_out ? (u64)split * n_q : 0) + t) * n_head + h;
+            float* dst = (split_out ? part_o : out) + orow * D + tq * 2;
+            const float inv = l[mt][hb] > 0.0f ? 1.0f / l[mt][hb] : 0.0f;
+#pragma unroll
+            for (int i = 0; i < D / 8; i++)
+                *reinterpret_cast<float2*>(dst + i * 8) = make_float2(o[mt][i][2 * hb] * inv, o[mt][i][2 * hb + 1] * inv);
+            if (split_out && tq == 0) {
+                part_ml[orow * 2] = m[mt][hb];
+                part_ml[orow * 2 + 1] = l[mt][hb];
+            }
+        }
 }
 
 #define FLASH_ARGS                                                                                              \
@@ -397,25 +475,36 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
 #define FLASH_PASS \
     q, kc, vc, kd, vd, out, part_o, part_ml, n_q, n_head, n_head_kv, kv_len, q_pos0, window, qscale, softcap_mul, split_len
 
-// flash_<kv>_d<D>_m<BM>[_fast]: the host picks BM 16 (decode: up to 16 packed rows) or 128.
-#define FLASH_KERNEL(NAME, D, KV, BM, BN, PSPLIT) \
-    extern "C" __global__ void __launch_bounds__(BM * 2, 1) NAME(FLASH_ARGS) { flash_attn<D, KV, BM, BN, PSPLIT>(FLASH_PASS); }
+// flash_<kv>_d<D>_m<BM>[w4][_fast]: the host picks BM 16 (decode: up to 16 packed rows, WS
+// warps over the keys) or 128 (prefill: 8 warps of 16 rows, or "w4": 4 warps of 32 rows).
+#define FLASH_KERNEL(NAME, D, KV, BM, BN, PSPLIT, WS, RW)                                \
+    extern "C" __global__ void __launch_bounds__((WS > 1 ? WS : BM / (16 * RW)) * 32, 1) \
+        NAME(FLASH_ARGS) { flash_attn<D, KV, BM, BN, PSPLIT, WS, RW>(FLASH_PASS); }
 
-#define FLASH_KV(KVNAME, KV, PS)                            \
-    FLASH_KERNEL(flash_##KVNAME##_d64_m16, 64, KV, 16, 64, PS)    \
-    FLASH_KERNEL(flash_##KVNAME##_d64_m128, 64, KV, 128, 64, PS)  \
-    FLASH_KERNEL(flash_##KVNAME##_d128_m16, 128, KV, 16, 64, PS)  \
-    FLASH_KERNEL(flash_##KVNAME##_d128_m128, 128, KV, 128, 64, PS) \
-    FLASH_KERNEL(flash_##KVNAME##_d256_m16, 256, KV, 16, 32, PS)  \
-    FLASH_KERNEL(flash_##KVNAME##_d256_m128, 256, KV, 128, 32, PS)
+#define FLASH_KV(KVNAME, KV, PS)                                         \
+    FLASH_KERNEL(flash_##KVNAME##_d64_m16, 64, KV, 16, 64, PS, 4, 1)      \
+    FLASH_KERNEL(flash_##KVNAME##_d64_m128, 64, KV, 128, 64, PS, 1, 1)    \
+    FLASH_KERNEL(flash_##KVNAME##_d128_m16, 128, KV, 16, 64, PS, 4, 1)    \
+    FLASH_KERNEL(flash_##KVNAME##_d128_m128, 128, KV, 128, 64, PS, 1, 1)  \
+    FLASH_KERNEL(flash_##KVNAME##_d256_m16, 256, KV, 16, 32, PS, 2, 1)    \
+    FLASH_KERNEL(flash_##KVNAME##_d256_m128, 256, KV, 128, 32, PS, 1, 1)
 
 FLASH_KV(f16, 0, false)
 FLASH_KV(bf16, 1, true)
 FLASH_KV(q8_0, 2, false)
-// bf16 with P rounded to bf16 once (as FlashAttention and PyTorch do): faster, ~2e-3 error.
-FLASH_KERNEL(flash_bf16_d64_m128_fast, 64, 1, 128, 64, false)
-FLASH_KERNEL(flash_bf16_d128_m128_fast, 128, 1, 128, 64, false)
-FLASH_KERNEL(flash_bf16_d256_m128_fast, 256, 1, 128, 32, false)
+// Prefill with 4 warps of 32 rows (BN 32 at D = 128 keeps the accumulators in registers; the
+// precise bf16 kernel at D = 128 would spill and is not built).
+FLASH_KERNEL(flash_f16_d64_m128w4, 64, 0, 128, 64, false, 1, 2)
+FLASH_KERNEL(flash_f16_d128_m128w4, 128, 0, 128, 32, false, 1, 2)
+FLASH_KERNEL(flash_q8_0_d64_m128w4, 64, 2, 128, 64, false, 1, 2)
+FLASH_KERNEL(flash_q8_0_d128_m128w4, 128, 2, 128, 32, false, 1, 2)
+FLASH_KERNEL(flash_bf16_d64_m128w4, 64, 1, 128, 64, true, 1, 2)
+FLASH_KERNEL(flash_bf16_d64_m128w4_fast, 64, 1, 128, 64, false, 1, 2)
+FLASH_KERNEL(flash_bf16_d128_m128w4_fast, 128, 1, 128, 32, false, 1, 2)
+// bf16 with P rounded to bf16 once (as FlashAttention and PyTorch do): faster, ~1e-3 error.
+FLASH_KERNEL(flash_bf16_d64_m128_fast, 64, 1, 128, 64, false, 1, 1)
+FLASH_KERNEL(flash_bf16_d128_m128_fast, 128, 1, 128, 64, false, 1, 1)
+FLASH_KERNEL(flash_bf16_d256_m128_fast, 256, 1, 128, 32, false, 1, 1)
 
 // Merges the split partials: one block of D threads per (query token, head) row.
 extern "C" __global__ void flash_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,

@@ -6,7 +6,7 @@
 //! caller fixes `split_len` and the grid for the cache's capacity: splits past `kv_len` see no
 //! key and are ignored by the combine.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cudarc::driver::sys::CUfunction_attribute_enum;
@@ -53,20 +53,28 @@ impl KvView<'_> {
     }
 }
 
-/// Kernel choices that trade accuracy for speed.
+/// Kernel choices: accuracy against speed, and which prefill variant (for tests and benches).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FlashOptions {
-    /// bf16 only: round P to bf16 once, as FlashAttention does (about 2e-3 relative error),
+    /// bf16 only: round P to bf16 once, as FlashAttention does (about 1e-3 relative error),
     /// instead of carrying it as a sum of two bf16 values (1.5x the P V tensor-core work).
     pub fast_bf16: bool,
+    /// Prefill with 4 warps of 32 rows (`Some(true)`) or 8 warps of 16 (`Some(false)`);
+    /// `None` takes [`PREFILL_W4`]. Head dimension 256 always uses 8 warps.
+    pub prefill_w4: Option<bool>,
 }
 
-/// Scratch for split partials, grown on demand and kept; kernels already given a larger
-/// shared-memory limit are remembered.
+/// The default prefill variant: 4 warps of 32 query rows each read every K/V fragment from
+/// shared memory once for two mmas (half the shared-memory traffic of 8 warps of 16 rows).
+pub const PREFILL_W4: bool = true;
+
+/// Scratch for split partials, grown on demand and kept (a graph capture must find it already
+/// large enough: run one call of the same shape before capturing), and the blocks per
+/// multiprocessor of each kernel used so far (its shared-memory limit raised once).
 #[derive(Default)]
 pub struct FlashWorkspace {
     partials: Mutex<Option<CudaSlice<f32>>>,
-    raised: Mutex<HashSet<String>>,
+    occupancy: Mutex<HashMap<String, usize>>,
 }
 
 /// Whether the flash kernels handle these parameters (other head sizes use the standard kernel).
@@ -74,32 +82,41 @@ pub fn supports(p: &AttentionParams) -> bool {
     p.head_dim_k == p.head_dim_v && HEAD_DIMS.contains(&p.head_dim_k)
 }
 
-/// Query rows per block (16 when a KV head has at most 16 packed query rows: decode) and keys per tile.
-fn tile_shape(rows: usize, d: usize) -> (usize, usize) {
-    let bm = if rows <= 16 { 16 } else { 128 };
+/// Query rows per block (16 when a KV head has at most 16 packed query rows: decode), keys
+/// per tile, and warps per block (decode: warps split each tile's keys), as flash.cu
+/// instantiates them.
+fn tile_shape(rows: usize, d: usize, w4: bool) -> (usize, usize, usize) {
     let bn = if d >= 256 { 32 } else { 64 };
-    (bm, bn)
+    if rows <= 16 {
+        (16, bn, if d >= 256 { 2 } else { 4 })
+    } else if w4 {
+        (128, if d == 128 { 32 } else { 64 }, 4)
+    } else {
+        (128, bn, 8)
+    }
 }
 
-/// Shared memory of one block, as `FlashSmem` in flash.cu computes it.
-fn smem_bytes(d: usize, q8: bool, bm: usize, bn: usize) -> usize {
+/// Shared memory of one block, as `FlashSmem` in flash.cu computes it, and at least what the
+/// decode kernels' final merge of `warps` partial results needs.
+fn smem_bytes(d: usize, q8: bool, bm: usize, bn: usize, warps: usize) -> usize {
     let sd = d + 8;
     let q = bm * sd * 2;
     let tiles = if q8 { 2 } else { 4 } * bn * sd * 2;
     let raw = if q8 { 2 * 2 * (bn * d + bn * (d / 32) * 2) } else { 0 };
-    q + tiles + raw
+    let merge = if bm == 16 { warps * 16 * (d + 2) * 4 } else { 0 };
+    (q + tiles + raw).max(merge)
 }
 
-/// How the key sequence is split: `(splits, split_len)`. One split when the blocks already
-/// cover the GPU, else enough to give it about four blocks per multiprocessor.
-pub fn split_plan(blocks: usize, kv_len: usize, bn: usize, n_sm: usize) -> (usize, usize) {
+/// How the key sequence is split: `(splits, split_len)`, for `blocks` blocks per split and
+/// `slots` blocks resident on the whole GPU at once. One split when the blocks already fill
+/// half the slots; else as many splits as fit in one wave (a second, partial wave would cost
+/// nearly a whole one), each at least two tiles of `bn` keys.
+pub fn split_plan(blocks: usize, kv_len: usize, bn: usize, slots: usize) -> (usize, usize) {
     let whole = kv_len.max(1).next_multiple_of(bn);
-    if blocks >= n_sm || kv_len <= 2 * bn {
+    if 2 * blocks > slots || kv_len <= 2 * bn {
         return (1, whole);
     }
-    let want = (4 * n_sm).div_ceil(blocks);
-    let most = kv_len.div_ceil(2 * bn);
-    let splits = want.min(most).max(1);
+    let splits = (slots / blocks).min(kv_len.div_ceil(2 * bn)).max(1);
     let split_len = kv_len.div_ceil(splits).next_multiple_of(bn);
     (kv_len.div_ceil(split_len), split_len)
 }
@@ -132,29 +149,38 @@ pub fn flash_attention(
     let d = p.head_dim_k;
     let g = p.n_head / p.n_head_kv;
     let rows = n_q * g;
-    let (bm, bn) = tile_shape(rows, d);
     let q8 = matches!(k.data, KvData::Q8_0 { .. });
-    let fast = opts.fast_bf16 && matches!(k.data, KvData::Bf16(_)) && bm == 128;
-    let name = format!("flash_{}_d{d}_m{bm}{}", k.tag(), if fast { "_fast" } else { "" });
+    let bf16 = matches!(k.data, KvData::Bf16(_));
+    let fast = opts.fast_bf16 && bf16 && rows > 16;
+    let w4 = rows > 16 && d <= 128 && !(bf16 && !fast && d == 128) && opts.prefill_w4.unwrap_or(PREFILL_W4);
+    let (bm, bn, warps) = tile_shape(rows, d, w4);
+    let name = format!("flash_{}_d{d}_m{bm}{}{}", k.tag(), if w4 { "w4" } else { "" }, if fast { "_fast" } else { "" });
     let f = dev.function(&name).map_err(op_err(op))?;
-    let smem = smem_bytes(d, q8, bm, bn);
-    {
-        let mut raised = ws.raised.lock().unwrap_or_else(|e| e.into_inner());
-        if smem > 48 * 1024 && !raised.contains(&name) {
-            f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
-                .map_err(launch_err(op))?;
-            raised.insert(name.clone());
+    let smem = smem_bytes(d, q8, bm, bn, warps);
+    let per_sm = {
+        let mut occupancy = ws.occupancy.lock().unwrap_or_else(|e| e.into_inner());
+        match occupancy.get(&name) {
+            Some(&n) => n,
+            None => {
+                if smem > 48 * 1024 {
+                    f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
+                        .map_err(launch_err(op))?;
+                }
+                let n = f.occupancy_max_active_blocks_per_multiprocessor(warps as u32 * 32, smem, None).map_err(launch_err(op))?;
+                occupancy.insert(name.clone(), n.max(1) as usize);
+                n.max(1) as usize
+            }
         }
-    }
+    };
     let tiles = rows.div_ceil(bm);
-    let (splits, split_len) = split_plan(tiles * p.n_head_kv, kv_len, bn, dev.sm_count());
+    let (splits, split_len) = split_plan(tiles * p.n_head_kv, kv_len, bn, per_sm * dev.sm_count());
     let (softcap_mul, qscale) = match p.softcap {
         Some(cap) if cap > 0.0 => (cap * p.scale * LOG2E, 1.0 / cap),
         _ => (0.0f32, p.scale * LOG2E),
     };
     let cfg = LaunchConfig {
         grid_dim: (u32::try_from(tiles).map_err(|_| shape_err(format!("{tiles} query tiles")))?, p.n_head_kv as u32, splits as u32),
-        block_dim: (bm as u32 * 2, 1, 1),
+        block_dim: (warps as u32 * 32, 1, 1),
         shared_mem_bytes: smem as u32,
     };
     let ints = [
