@@ -26,7 +26,9 @@ echo "flash_bench: exit $?" | tee -a "$out/summary.txt"
 PYTHONUNBUFFERED=1 timeout 90 python3 flash_sdpa.py > "$out/torch.log" 2>&1
 echo "torch: exit $?" | tee -a "$out/summary.txt"
 echo "== tests"
-grep -E "^(ok  |FAIL)|test result|panicked|FAILED" "$out/tests.log" | cut -c1-180 | tail -60
+echo "cases ok: $(grep -c '^ok  ' "$out/tests.log"), failed: $(grep -c '^FAIL' "$out/tests.log")"
+grep -E "^FAIL|test result|panicked|FAILED" "$out/tests.log" | cut -c1-200 | tail -30
+grep -E "^ok  .*[|]q[|] 1 [|]kv[|] 1:" "$out/tests.log" | sed -E 's/.*rel err ([0-9.e-]+).*/\1/' | sort -g | tail -1 | sed 's/^/largest ok error: /'
 grep -E "test result|FAILED|panicked" "$out/ops.log" | tail -5
 echo "== bench"
 grep -E "^(device|copy|torch)" "$out/bench.log" "$out/torch.log"
