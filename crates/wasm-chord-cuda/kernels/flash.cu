@@ -3,8 +3,10 @@
 //
 // Rows of a block's query tile are "packed rows" of one KV head: packed row R is query token
 // R / g of query head hk * g + R % g (g = n_head / n_head_kv), so the g query heads that share
-// a KV head read each key and value tile once (GQA without repeating K/V). Each warp owns 16
-// packed rows. Keys and values stream through shared memory in tiles of BN rows, double
+// a KV head read each key and value tile once (GQA without repeating K/V). In prefill each warp
+// owns 16 * RW packed rows (RW = 2: every K/V fragment feeds two mmas); in decode (BM = 16) the
+// WS warps share the 16 rows and split each tile's keys, merging at the end. Keys and values
+// stream through shared memory in tiles of BN rows, double
 // buffered with cp.async; S = Q K^T and O += P V use mma.sync m16n8k16 (f16 or bf16 operands,
 // f32 accumulation) fed by ldmatrix, with the online softmax in registers (log2 domain: Q is
 // pre-scaled by scale * log2(e) when it is loaded). Tiles no row of the block can see (causal,
