@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Flash attention on the GPU machine, one call: the flash and op tests, then the bench beside
-# PyTorch's SDPA; a short table last. Run from the folder holding the carried binaries
-# (flash, ops: test binaries; flash_bench; kcache: kernels precompiled for sm_90 with the same
-# NVRTC version, see tests/flash.rs warm_kernel_cache), with $OUT set.
+# PyTorch's SDPA; a short table last. Prepare on the dev machine (bench/runs/2026-11-26-h100-flash):
+#   cargo test --release -p wasm-chord-cuda --no-run          # deps/flash-*, deps/ops-*
+#   cargo bench -p wasm-chord-cuda --bench flash_bench --no-run
+#   WASM_CHORD_KERNEL_CACHE=$D/kcache WASM_CHORD_ARCH=sm_90 \
+#     cargo test -p wasm-chord-cuda --test flash -- --ignored warm_kernel_cache   # optional
+#   copy them (stripped, named flash, ops, flash_bench) with this script and flash_sdpa.py to $D
+# then on the device: `cd $D && bash flash-bench.sh` ($OUT collects the logs). Without kcache
+# the kernels compile there first (about a minute).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
