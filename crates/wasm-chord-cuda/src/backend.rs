@@ -1,17 +1,19 @@
 //! [`Backend`] for CUDA: activations are f32 device buffers, weights stay in their file type on
-//! the device (rows padded to 16 bytes for the matvec's 16-byte loads), the cache is f16.
+//! the device (rows padded to 16 bytes for the matvec's 16-byte loads), the cache is f16 or q8_0
+//! ([`CudaOptions`]), and attention is flash attention unless standard is asked for.
 
 use std::sync::OnceLock;
 
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use wasm_chord_core::backend::{
-    Activation, AttentionParams, Backend, BackendError, KvType, Op, RopeParams, WeightData,
+    Activation, AttentionKind, AttentionParams, Backend, BackendError, KvType, Op, RopeParams, WeightData,
 };
 use wasm_chord_core::{quant, TensorType};
 
 use crate::device::CudaDevice;
 use crate::error::CudaError;
 use crate::ops;
+use crate::ops::flash::{FlashOptions, FlashWorkspace, KvData, KvView};
 
 /// An f32 activation matrix `[rows, cols]` on the device, row-major.
 pub struct CudaTensor {
@@ -44,16 +46,54 @@ pub struct CudaWeight {
     pub values: Option<CudaSlice<f32>>,
 }
 
-/// Key or value rows of one layer as f16 bits, `capacity` rows of `cols` values.
+/// Key or value rows of one layer.
+pub enum CacheData {
+    /// f16 bits, `capacity * cols` values.
+    F16(CudaSlice<u16>),
+    /// q8_0 as two arrays (so rows of values stay 16-byte aligned for the flash kernels'
+    /// copies): `capacity * cols` int8 values and `capacity * cols / 32` f16 scales.
+    Q8_0 { qs: CudaSlice<i8>, d: CudaSlice<u16> },
+}
+
+/// Key or value storage of one layer: `capacity` rows of `cols` values.
 pub struct CudaCache {
     pub cols: usize,
     pub capacity: usize,
-    pub data: CudaSlice<u16>,
+    pub data: CacheData,
+}
+
+impl CudaCache {
+    pub fn kv_type(&self) -> KvType {
+        match self.data {
+            CacheData::F16(_) => KvType::F16,
+            CacheData::Q8_0 { .. } => KvType::Q8_0,
+        }
+    }
+
+    /// The rows as the flash kernels read them.
+    pub fn view(&self) -> KvView<'_> {
+        let data = match &self.data {
+            CacheData::F16(d) => KvData::F16(d),
+            CacheData::Q8_0 { qs, d } => KvData::Q8_0 { qs, d },
+        };
+        KvView { data, cols: self.cols, capacity: self.capacity }
+    }
+}
+
+/// CUDA backend settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CudaOptions {
+    /// Flash (tensor cores, split keys for decode) or standard (one block per query row).
+    pub attention: AttentionKind,
+    /// How cache rows are stored.
+    pub kv_type: KvType,
 }
 
 /// The CUDA backend on one device.
 pub struct CudaBackend {
     dev: CudaDevice,
+    opts: CudaOptions,
+    flash: FlashWorkspace,
     /// cuBLAS for prompts, created on the first matmul of many tokens; `None` if that failed.
     gemm: OnceLock<Option<ops::gemm::Gemm>>,
 }
@@ -61,7 +101,16 @@ pub struct CudaBackend {
 impl CudaBackend {
     /// Opens GPU `ordinal`; a clear error if there is no driver or no GPU.
     pub fn new(ordinal: usize) -> Result<Self, CudaError> {
-        Ok(Self { dev: CudaDevice::new(ordinal)?, gemm: OnceLock::new() })
+        Self::with_options(ordinal, CudaOptions::default())
+    }
+
+    /// Opens GPU `ordinal` with the given attention kind and cache type.
+    pub fn with_options(ordinal: usize, opts: CudaOptions) -> Result<Self, CudaError> {
+        Ok(Self { dev: CudaDevice::new(ordinal)?, opts, flash: FlashWorkspace::default(), gemm: OnceLock::new() })
+    }
+
+    pub fn options(&self) -> CudaOptions {
+        self.opts
     }
 
     /// The tensor-core matmul, if cuBLAS could be loaded (once; a warning otherwise).
@@ -107,9 +156,8 @@ impl Backend for CudaBackend {
         "cuda"
     }
 
-    /// The device cache stores f16 rows only, for now; a q8_0 cache is flash-attention work.
     fn kv_type(&self) -> KvType {
-        KvType::F16
+        self.opts.kv_type
     }
 
     fn supports_weight(&self, ty: TensorType) -> bool {
@@ -175,8 +223,27 @@ impl Backend for CudaBackend {
     }
 
     fn cache(&self, capacity: usize, cols: usize) -> Result<CudaCache, BackendError> {
-        let n = checked_len(Op::Alloc, capacity, cols)?;
-        Ok(CudaCache { cols, capacity, data: self.zeros(n)? })
+        let ty = self.opts.kv_type;
+        // The error names the bytes the cache needs, so a user can pick a smaller context.
+        let fail = |why: String| {
+            let need = ty.row_bytes(cols).and_then(|r| r.checked_mul(capacity));
+            let need = need.map_or("more than the address space".to_string(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64));
+            BackendError::Other { op: Op::Alloc, detail: format!("{} cache of {capacity} x {cols} on the GPU: {why} (needs {need})", ty.name()) }
+        };
+        let n = capacity.checked_mul(cols).ok_or_else(|| fail("size overflows".into()))?;
+        let stream = self.dev.stream();
+        let data = match ty {
+            KvType::F16 => CacheData::F16(stream.alloc_zeros::<u16>(n.max(1)).map_err(|e| fail(e.to_string()))?),
+            KvType::Q8_0 => {
+                if cols % 32 != 0 {
+                    return Err(fail("rows must be whole blocks of 32 values".into()));
+                }
+                let qs = stream.alloc_zeros::<i8>(n.max(1)).map_err(|e| fail(e.to_string()))?;
+                let d = stream.alloc_zeros::<u16>((n / 32).max(1)).map_err(|e| fail(e.to_string()))?;
+                CacheData::Q8_0 { qs, d }
+            }
+        };
+        Ok(CudaCache { cols, capacity, data })
     }
 
     fn matmul(&self, w: &CudaWeight, bias: Option<&CudaWeight>, x: &CudaTensor, out: &mut CudaTensor) -> Result<(), BackendError> {
@@ -236,7 +303,19 @@ impl Backend for CudaBackend {
         ops::elementwise::store_kv(&self.dev, cache, start, x)
     }
 
+    /// Flash attention for head sizes 64, 128 and 256 (keys and values alike); other shapes,
+    /// and `AttentionKind::Standard`, use the one-block-per-query-row kernel.
     fn attention(&self, q: &CudaTensor, k: &CudaCache, v: &CudaCache, kv_len: usize, p: &AttentionParams, out: &mut CudaTensor) -> Result<(), BackendError> {
+        if self.opts.attention == AttentionKind::Flash && ops::flash::supports(p) {
+            if q.cols != p.n_head * p.head_dim_k || out.cols != p.n_head * p.head_dim_v || out.rows != q.rows {
+                return Err(BackendError::Shape {
+                    op: Op::Attention,
+                    detail: format!("q [{}, {}] and out [{}, {}] for {p:?}", q.rows, q.cols, out.rows, out.cols),
+                });
+            }
+            let (kv, vv) = (k.view(), v.view());
+            return ops::flash::flash_attention(&self.dev, &self.flash, &q.data, q.rows, &kv, &vv, kv_len, p, FlashOptions::default(), &mut out.data);
+        }
         ops::attention::attention(&self.dev, q, k, v, kv_len, p, out)
     }
 

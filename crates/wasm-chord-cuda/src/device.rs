@@ -14,6 +14,7 @@ pub struct CudaDevice {
     stream: Arc<CudaStream>,
     name: String,
     arch: String,
+    sm_count: usize,
     modules: Vec<Arc<CudaModule>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
 }
@@ -43,6 +44,10 @@ impl CudaDevice {
         let name = ctx.name().map_err(driver("reading the device name"))?;
         let (major, minor) = ctx.compute_capability().map_err(driver("reading the compute capability"))?;
         let arch = format!("sm_{major}{minor}");
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("reading the multiprocessor count"))?
+            .max(1) as usize;
         // The files compile in parallel on a cold cache (NVRTC programs are independent).
         let files = kernels::all();
         let cubins: Vec<Result<Vec<u8>, CudaError>> = std::thread::scope(|s| {
@@ -61,7 +66,7 @@ impl CudaDevice {
             modules.push(module);
         }
         tracing::info!(device = %name, arch = %arch, "CUDA device ready");
-        Ok(Self { ctx, stream, name, arch, modules, functions: Mutex::new(HashMap::new()) })
+        Ok(Self { ctx, stream, name, arch, sm_count, modules, functions: Mutex::new(HashMap::new()) })
     }
 
     pub fn name(&self) -> &str {
@@ -71,6 +76,11 @@ impl CudaDevice {
     /// The architecture kernels are compiled for ("sm_90").
     pub fn arch(&self) -> &str {
         &self.arch
+    }
+
+    /// Streaming multiprocessors: how many blocks fill the GPU.
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

@@ -18,7 +18,7 @@ pub const HEADERS: [(&str, &str); 3] = [
 ];
 
 /// Every kernel file.
-pub fn all() -> [KernelFile; 6] {
+pub fn all() -> [KernelFile; 7] {
     [
         crate::ops::matvec::SOURCE,
         crate::ops::norm::SOURCE,
@@ -26,5 +26,6 @@ pub fn all() -> [KernelFile; 6] {
         crate::ops::elementwise::SOURCE,
         crate::ops::attention::SOURCE,
         crate::ops::gemm::SOURCE,
+        crate::ops::flash::SOURCE,
     ]
 }

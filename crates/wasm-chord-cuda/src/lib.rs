@@ -12,6 +12,6 @@ pub mod kernels;
 pub mod nvrtc;
 pub mod ops;
 
-pub use backend::{CudaBackend, CudaCache, CudaTensor, CudaWeight};
+pub use backend::{CacheData, CudaBackend, CudaCache, CudaOptions, CudaTensor, CudaWeight};
 pub use device::CudaDevice;
 pub use error::CudaError;

@@ -8,14 +8,16 @@ use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use wasm_chord_core::backend::{Activation, AttentionParams, Backend, RopeMode, RopeParams, SharedBytes, WeightData};
+use wasm_chord_core::backend::{Activation, AttentionKind, AttentionParams, Backend, RopeMode, RopeParams, SharedBytes, WeightData};
 use wasm_chord_core::{quant, TensorType};
 use wasm_chord_cpu::{CpuBackend, CpuOptions};
-use wasm_chord_cuda::{ops, CudaBackend};
+use wasm_chord_cuda::{ops, CudaBackend, CudaOptions};
 
 fn gpu() -> Option<&'static CudaBackend> {
     static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
-    GPU.get_or_init(|| match CudaBackend::new(0) {
+    // Standard attention: attention_matches_cpu holds today's kernel to 1e-5; the flash kernels
+    // (f16 operands, the default) are tested in tests/flash.rs.
+    GPU.get_or_init(|| match CudaBackend::with_options(0, CudaOptions { attention: AttentionKind::Standard, ..CudaOptions::default() }) {
         Ok(b) => {
             eprintln!("CUDA device: {} ({})", b.device().name(), b.device().arch());
             Some(b)
