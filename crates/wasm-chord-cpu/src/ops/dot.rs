@@ -27,6 +27,99 @@ pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// `y = fma(a, x, y)` element-wise: one rounding per step, as a vector FMA accumulates.
+pub fn fma_axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA.
+        return unsafe { fma_axpy_fma(y, a, x) };
+    }
+    fma_axpy_body(y, a, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn fma_axpy_fma(y: &mut [f32], a: f32, x: &[f32]) {
+    fma_axpy_body(y, a, x)
+}
+
+#[inline(always)]
+fn fma_axpy_body(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = a.mul_add(*x, *y);
+    }
+}
+
+/// The summation orders of llama.cpp's two f16 dot products on AVX2, which its standard
+/// attention uses for q·k and for the weighted sum of values (both operands already f16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F16Dot {
+    /// tinyBLAS (llamafile's sgemm, taken for batches of two or more queries): one 8-lane FMA
+    /// accumulator over the whole length (a multiple of 8), reduced `(hi + lo)` then pairwise.
+    TinyBlas,
+    /// `ggml_vec_dot_f16` (one query): four 8-lane FMA accumulators over runs of 32, reduced
+    /// `(s0 + s2) + (s1 + s3)`, halves added, two horizontal adds; the tail past the last whole
+    /// 32 is added in f64.
+    VecDot,
+}
+
+impl F16Dot {
+    /// How many partial sums the order keeps: element `i` goes to partial `i % lanes()`.
+    pub fn lanes(self) -> usize {
+        match self {
+            Self::TinyBlas => 8,
+            Self::VecDot => 32,
+        }
+    }
+
+    /// Combines the partial sums (the first `lanes()` of `p`) in the order's reduction tree.
+    pub fn reduce(self, p: &[f32; 32]) -> f32 {
+        match self {
+            Self::TinyBlas => ((p[4] + p[0]) + (p[6] + p[2])) + ((p[5] + p[1]) + (p[7] + p[3])),
+            Self::VecDot => {
+                let s: [f32; 8] = std::array::from_fn(|l| (p[l] + p[16 + l]) + (p[8 + l] + p[24 + l]));
+                let t: [f32; 4] = std::array::from_fn(|k| s[k] + s[k + 4]);
+                (t[0] + t[1]) + (t[2] + t[3])
+            }
+        }
+    }
+
+    /// `Σ a[i] b[i]` in this order (for `TinyBlas`, `a.len()` must be a multiple of 8; the
+    /// callers fall back to `VecDot` otherwise, as llama.cpp does).
+    pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has FMA.
+            return unsafe { self.dot_fma(a, b) };
+        }
+        self.dot_body(a, b)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "fma")]
+    unsafe fn dot_fma(self, a: &[f32], b: &[f32]) -> f32 {
+        self.dot_body(a, b)
+    }
+
+    #[inline(always)]
+    fn dot_body(self, a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let lanes = self.lanes();
+        let whole = n / lanes * lanes;
+        let mut p = [0.0f32; 32];
+        for (x, y) in a[..whole].chunks_exact(lanes).zip(b[..whole].chunks_exact(lanes)) {
+            for l in 0..lanes {
+                p[l] = x[l].mul_add(y[l], p[l]);
+            }
+        }
+        let mut sum = self.reduce(&p) as f64;
+        for (x, y) in a[whole..n].iter().zip(&b[whole..n]) {
+            sum += (x * y) as f64;
+        }
+        sum as f32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,6 +135,27 @@ mod tests {
             let got = dot_f32(&a, &b) as f64;
             assert!((got - want).abs() <= 1e-5 * (n as f64).max(1.0), "n={n}: {got} vs {want}");
         }
+    }
+
+    #[test]
+    fn f16_dot_orders_match_f64() {
+        let mut r = rng(3);
+        for (order, n) in [(F16Dot::TinyBlas, 64), (F16Dot::TinyBlas, 256), (F16Dot::VecDot, 64), (F16Dot::VecDot, 80), (F16Dot::VecDot, 7)] {
+            let a = randn(&mut r, n, 1.0);
+            let b = randn(&mut r, n, 1.0);
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let got = order.dot(&a, &b) as f64;
+            assert!((got - want).abs() <= 1e-5 * n as f64, "{order:?} n={n}: {got} vs {want}");
+        }
+        // The partials of `fma_axpy` reduce to the same dot product.
+        let (a, b) = (randn(&mut r, 96, 1.0), randn(&mut r, 96, 1.0));
+        let mut p = [0.0f32; 32];
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            let mut one = [p[i % 32]];
+            fma_axpy(&mut one, *x, &[*y]);
+            p[i % 32] = one[0];
+        }
+        assert_eq!(F16Dot::VecDot.reduce(&p), F16Dot::VecDot.dot(&a, &b));
     }
 
     #[test]
