@@ -563,6 +563,20 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// The lane sums of up to 8 vectors at once (exact): a transposing reduction, a few shuffles
+/// for all of them instead of a reduction each.
+#[inline(always)]
+unsafe fn hsum_i32_tile<const R: usize, const T: usize>(v: &[[__m256i; T]; R]) -> [i32; 8] {
+    let z = _mm256_setzero_si256();
+    let x: [__m256i; 8] = std::array::from_fn(|i| if i < R * T { v[i / T][i % T] } else { z });
+    let (h01, h23) = (_mm256_hadd_epi32(x[0], x[1]), _mm256_hadd_epi32(x[2], x[3]));
+    let (h45, h67) = (_mm256_hadd_epi32(x[4], x[5]), _mm256_hadd_epi32(x[6], x[7]));
+    let (h0123, h4567) = (_mm256_hadd_epi32(h01, h23), _mm256_hadd_epi32(h45, h67));
+    let lo = _mm256_permute2x128_si256(h0123, h4567, 0x20);
+    let hi = _mm256_permute2x128_si256(h0123, h4567, 0x31);
+    std::mem::transmute(_mm256_add_epi32(lo, hi))
+}
+
 /// One `R x T` tile of super-blocks, summed in `order`; inlined into wrappers that enable the
 /// features. The integer products are the same in every order; only the float steps differ.
 #[inline(always)]
@@ -595,16 +609,19 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
         let mut isum = [[_mm256_setzero_si256(); T]; R];
         // Per 64 weights, for the repacked gemm's order.
         let mut isb = [[[0i32; 4]; T]; R];
-        let mut snapshot = |sb: usize, isum: &mut [[__m256i; T]; R]| {
-            if order == KOrder::RepackedGemm {
-                for r in 0..R {
-                    for t in 0..T {
-                        isb[r][t][sb] = hsum_i32(isum[r][t]);
-                        isum[r][t] = _mm256_setzero_si256();
+        macro_rules! snapshot {
+            ($sb:literal) => {
+                if order == KOrder::RepackedGemm {
+                    let sums = hsum_i32_tile(&isum);
+                    for r in 0..R {
+                        for t in 0..T {
+                            isb[r][t][$sb] = sums[r * T + t];
+                            isum[r][t] = _mm256_setzero_si256();
+                        }
                     }
                 }
-            }
-        };
+            };
+        }
         // Unrolled by hand so each step's `j` is a constant inside `W::quants`.
         macro_rules! step {
             ($j:literal) => {
@@ -623,16 +640,16 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
         }
         step!(0);
         step!(1);
-        snapshot(0, &mut isum);
+        snapshot!(0);
         step!(2);
         step!(3);
-        snapshot(1, &mut isum);
+        snapshot!(1);
         step!(4);
         step!(5);
-        snapshot(2, &mut isum);
+        snapshot!(2);
         step!(6);
         step!(7);
-        snapshot(3, &mut isum);
+        snapshot!(3);
         for t in 0..T {
             let dy = f32_at(ab[t]);
             let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);

@@ -106,10 +106,7 @@ pub fn attention(
                 v.load(j, kv_h * dv, dv, &mut row[..dv]);
                 fma_axpy(&mut partial[(j % kqv_order.lanes()) * dv..][..dv], w, &row[..dv]);
             }
-            for (d, o) in dst.iter_mut().enumerate() {
-                let lane: [f32; 32] = std::array::from_fn(|c| if c < kqv_order.lanes() { partial[c * dv + d] } else { 0.0 });
-                *o = kqv_order.reduce(&lane);
-            }
+            kqv_order.reduce_rows(&mut partial, dst);
         } else {
             dst.fill(0.0);
             for (j, s) in (first..=pos).zip(&scores) {

@@ -103,12 +103,19 @@ impl F16Dot {
 
     #[inline(always)]
     fn dot_body(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Self::TinyBlas => self.dot_lanes::<8>(a, b),
+            Self::VecDot => self.dot_lanes::<32>(a, b),
+        }
+    }
+
+    #[inline(always)]
+    fn dot_lanes<const L: usize>(self, a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
-        let lanes = self.lanes();
-        let whole = n / lanes * lanes;
+        let whole = n / L * L;
         let mut p = [0.0f32; 32];
-        for (x, y) in a[..whole].chunks_exact(lanes).zip(b[..whole].chunks_exact(lanes)) {
-            for l in 0..lanes {
+        for (x, y) in a[..whole].chunks_exact(L).zip(b[..whole].chunks_exact(L)) {
+            for l in 0..L {
                 p[l] = x[l].mul_add(y[l], p[l]);
             }
         }
@@ -117,6 +124,47 @@ impl F16Dot {
             sum += (x * y) as f64;
         }
         sum as f32
+    }
+
+    /// [`Self::reduce`] of `lanes()` rows of `n` partial sums each (`partial[c * n + i]` is
+    /// partial `c` of output `i`), written to `out`; the tree runs over whole rows so it
+    /// vectorizes. Overwrites `partial`.
+    pub fn reduce_rows(self, partial: &mut [f32], out: &mut [f32]) {
+        let n = out.len();
+        let row = |c: usize| c * n..(c + 1) * n;
+        // `dst[i] = (dst[i] + p[a][i]) + ...`: pairwise row additions in place.
+        let add = |p: &mut [f32], dst: usize, src: usize| {
+            let (lo, hi) = p.split_at_mut(src * n);
+            lo[row(dst)].iter_mut().zip(&hi[..n]).for_each(|(d, s)| *d += *s);
+        };
+        match self {
+            Self::TinyBlas => {
+                // ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7))
+                for c in 0..4 {
+                    add(partial, c, c + 4);
+                }
+                add(partial, 0, 2);
+                add(partial, 1, 3);
+                add(partial, 0, 1);
+            }
+            Self::VecDot => {
+                // s_l = (p_l + p_{16+l}) + (p_{8+l} + p_{24+l}); t_k = s_k + s_{k+4};
+                // (t0 + t1) + (t2 + t3)
+                for l in 0..16 {
+                    add(partial, l, l + 16);
+                }
+                for l in 0..8 {
+                    add(partial, l, l + 8);
+                }
+                for k in 0..4 {
+                    add(partial, k, k + 4);
+                }
+                add(partial, 0, 1);
+                add(partial, 2, 3);
+                add(partial, 0, 2);
+            }
+        }
+        out.copy_from_slice(&partial[..n]);
     }
 }
 
@@ -156,6 +204,17 @@ mod tests {
             p[i % 32] = one[0];
         }
         assert_eq!(F16Dot::VecDot.reduce(&p), F16Dot::VecDot.dot(&a, &b));
+        // The row-wise tree is the same tree.
+        for order in [F16Dot::TinyBlas, F16Dot::VecDot] {
+            let n = 5;
+            let rows = randn(&mut r, order.lanes() * n, 1.0);
+            let mut out = vec![0.0f32; n];
+            order.reduce_rows(&mut rows.clone(), &mut out);
+            for (i, o) in out.iter().enumerate() {
+                let lane: [f32; 32] = std::array::from_fn(|c| if c < order.lanes() { rows[c * n + i] } else { 0.0 });
+                assert_eq!(*o, order.reduce(&lane), "{order:?} output {i}");
+            }
+        }
     }
 
     #[test]
