@@ -18,8 +18,10 @@ The output is large (Gemma 3: ~1 MiB per output row of logits): keep it out of t
 crates/wasm-chord-runtime/tests/op_diff.rs replays each op with wasm-chord's CPU backend on
 llama.cpp's own inputs and reports the ops whose results differ bitwise.
 
-Usage: python3 scripts/goldens/op_dump.py --model gemma3 --out /tmp/opdump/gemma3 \
+Usage: python3 scripts/goldens/op_dump.py (--model gemma3 | --file F.gguf) --out /tmp/opdump/gemma3 \
            [--prompt TEXT] [--steps 3]
+
+`OUT/model` names the GGUF file, for op_diff.rs.
 """
 
 from __future__ import annotations
@@ -119,7 +121,8 @@ class Recorder:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=list(llamacpp.MODELS), required=True)
+    ap.add_argument("--model", choices=list(llamacpp.MODELS), help="one of the real models")
+    ap.add_argument("--file", type=Path, help="any other GGUF file")
     ap.add_argument("--prompt", default="The capital of France is Paris, and the capital of Germany is")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--out", type=Path, required=True)
@@ -129,7 +132,11 @@ def main() -> None:
     rec = Recorder()
     mparams = llama_cpp.llama_model_default_params()
     mparams.n_gpu_layers = 0
-    path = llamacpp.model_path(llamacpp.MODELS[args.model])
+    if (args.model is None) == (args.file is None):
+        sys.exit("give --model or --file")
+    path = args.file.resolve() if args.file else llamacpp.model_path(llamacpp.MODELS[args.model])
+    # op_diff.rs loads the same file.
+    (args.out / "model").write_text(str(path) + "\n")
     model = llama_cpp.llama_model_load_from_file(str(path).encode(), mparams)
     vocab = llama_cpp.llama_model_get_vocab(model)
     n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)

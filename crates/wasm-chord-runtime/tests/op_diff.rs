@@ -157,10 +157,10 @@ struct Caches {
 fn run(dir: &Path) -> usize {
     let calls: Vec<Call> = (0..).map_while(|c| Call::load(dir, c)).collect();
     assert!(!calls.is_empty(), "no dump in {}", dir.display());
-    let model_file = std::fs::read_to_string(dir.join("model")).ok();
     let b = CpuBackend::new(&CpuOptions { n_threads: 2, ggml_rounding: true, attention: AttentionKind::Standard, kv_type: KvType::F16 });
-    let file_name = model_file.as_deref().map(str::trim).unwrap_or("gemma-3-270m-q4_k_m.gguf");
-    let path = models_dir().join(file_name);
+    // `model` (written by op_dump.py) names the GGUF file: a path, or a name in the models folder.
+    let model = std::fs::read_to_string(dir.join("model")).unwrap_or_else(|e| panic!("{}/model: {e}", dir.display()));
+    let path = models_dir().join(model.trim());
     if !path.exists() {
         eprintln!("SKIP: {} not found", path.display());
         return 0;
