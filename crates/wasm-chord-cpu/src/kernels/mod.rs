@@ -2,8 +2,8 @@
 //! with activations quantized once per row to the weight type's "vec_dot_type", as ggml does.
 //!
 //! Every weight type has a scalar kernel (the reference, same integer math as ggml's generic
-//! `ggml_vec_dot_*`) and SIMD kernels beside it (x86-64 AVX2 and AVX-512 VNNI, wasm32 simd128;
-//! aarch64 runs the scalar ones for now). The set is
+//! `ggml_vec_dot_*`) and SIMD kernels beside it (x86-64 AVX2 and AVX-512 VNNI, aarch64 NEON with
+//! or without the dot-product extension, wasm32 simd128). The set is
 //! chosen once at start-up from the CPU's features ([`Kernels::detect`]); tests compare every
 //! SIMD kernel with the scalar one.
 //!
@@ -13,6 +13,8 @@
 //! vector product for decoding is the one-token case of the same loop.
 
 pub mod act;
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -51,6 +53,10 @@ pub enum Isa {
     /// AVX2 with AVX-512 VNNI byte dot products for the 32-weight block types.
     Avx512Vnni,
     Simd128,
+    /// aarch64 NEON (byte dot products by widening multiplies).
+    Neon,
+    /// NEON with the dot-product extension's `sdot`.
+    NeonDotprod,
 }
 
 /// One matmul kernel per weight type (indexed by [`type_index`]), for one instruction set.
@@ -98,15 +104,31 @@ impl Kernels {
         any.then_some(k)
     }
 
+    /// The NEON kernels over the scalar ones (every aarch64 CPU has NEON).
+    #[cfg(target_arch = "aarch64")]
+    pub fn neon() -> Self {
+        Self::overlay(Isa::Neon, aarch64::matmul_fn)
+    }
+
+    /// The NEON kernels with `sdot` byte dot products, if this CPU has the dot-product extension.
+    #[cfg(target_arch = "aarch64")]
+    pub fn neon_dotprod() -> Option<Self> {
+        std::arch::is_aarch64_feature_detected!("dotprod").then(|| Self::overlay(Isa::NeonDotprod, aarch64::matmul_fn_dotprod))
+    }
+
     /// Every kernel set this CPU runs, scalar first (for tests and benchmarks).
     pub fn available() -> Vec<Self> {
         // Only targets with SIMD sets push more; plain wasm32 keeps the scalar set alone.
-        #[cfg_attr(not(any(target_arch = "x86_64", target_feature = "simd128")), allow(unused_mut))]
+        #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "aarch64", target_feature = "simd128")), allow(unused_mut))]
         let mut sets = vec![Self::scalar()];
         #[cfg(target_arch = "x86_64")]
         sets.extend(Self::avx2());
         #[cfg(target_arch = "x86_64")]
         sets.extend(Self::avx512_vnni());
+        #[cfg(target_arch = "aarch64")]
+        sets.push(Self::neon());
+        #[cfg(target_arch = "aarch64")]
+        sets.extend(Self::neon_dotprod());
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         sets.push(Self::simd128());
         sets
@@ -136,6 +158,8 @@ impl Kernels {
         if let Some(k) = Self::avx512_vnni().or_else(Self::avx2) {
             return k;
         }
+        #[cfg(target_arch = "aarch64")]
+        return Self::neon_dotprod().unwrap_or_else(Self::neon);
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         return Self::simd128();
         #[allow(unreachable_code)]
