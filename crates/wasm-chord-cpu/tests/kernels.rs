@@ -274,3 +274,33 @@ fn bad_shapes_are_errors() {
         Err(KernelError::Unsupported(TensorType::Q8_K))
     );
 }
+
+/// On aarch64 the NEON sets are the ones under test above (both where the CPU has the
+/// dot-product extension), and their k-quant kernels take the scalar kernel's float steps in
+/// every order, block by block: they equal it bit for bit at every batch size, one token included.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn neon_sets_run_and_match_scalar_k_quants_bitwise() {
+    use wasm_chord_cpu::kernels::Isa;
+    let sets = Kernels::available();
+    let isas: Vec<Isa> = sets.iter().map(|k| k.isa).collect();
+    let dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+    let want = if dotprod { vec![Isa::Scalar, Isa::Neon, Isa::NeonDotprod] } else { vec![Isa::Scalar, Isa::Neon] };
+    assert_eq!(isas, want);
+    assert_eq!(Kernels::detect().isa, *want.last().unwrap());
+    let scalar = Kernels::scalar();
+    for simd in &sets[1..] {
+        for ty in [TensorType::Q2_K, TensorType::Q3_K, TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K, TensorType::IQ4_XS] {
+            let mut r = rng(13);
+            let (k, n_rows) = (768, 6);
+            let w = weights(ty, &values(&mut r, n_rows * k));
+            for n_tok in [1, 2, 3, 5, 8, 13] {
+                let a = acts(ty, &values(&mut r, n_tok * k), k);
+                let (mut want, mut got) = (vec![0.0f32; n_rows * n_tok], vec![0.0f32; n_rows * n_tok]);
+                scalar.matmul(ty, k, &w, n_rows, &a, n_tok, &mut want).unwrap();
+                simd.matmul(ty, k, &w, n_rows, &a, n_tok, &mut got).unwrap();
+                assert_eq!(got, want, "{ty}, {n_tok} tokens ({:?})", simd.isa);
+            }
+        }
+    }
+}
