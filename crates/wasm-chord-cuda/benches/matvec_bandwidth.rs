@@ -174,7 +174,11 @@ fn main() -> Result<(), Box<dyn Error>> {
             for (v, module) in &variants {
                 let f: CudaFunction = module.load_function(&format!("{}_{}", v.name, ty.name()))?;
                 let (x, o, want) = if v.tokens == 1 { (&gx, &mut out, &want1) } else { (&gx8, &mut out8, &want8) };
-                let t = timer.time(|i| Ok(ops::matvec::launch(dev, &f, (v.warps, v.rows), v.tokens, 0, &ws[i % nb], None, x, o)?))?;
+                let t = if v.stream {
+                    timer.time(|i| Ok(ops::matvec::launch_stream(dev, &f, v, &ws[i % nb], x, o)?))?
+                } else {
+                    timer.time(|i| Ok(ops::matvec::launch(dev, &f, (v.warps, v.rows), v.tokens, 0, &ws[i % nb], None, x, o)?))?
+                };
                 let mut got = Vec::new();
                 g.download(o, &mut got)?;
                 let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));

@@ -178,6 +178,130 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
     }
 }
 
+// ---- Experimental (round 3, NOTES.md), instantiated only by the bench and
+// tests/matvec_variants.rs until measured: a persistent one-token matvec. The grid is sized to
+// the GPU (ops::matvec::launch_stream), each warp walks a contiguous range of row groups and
+// their steps as one stream, with the next step's weights in flight (registers) while it
+// computes the current one from its own shared-memory stage: no block-wide barrier after the
+// start, and the load latency is paid once per warp instead of twice per row group. The
+// activations are read from global memory (L1-resident: every warp of the SM reads the same
+// row); only the half-item sums of the split types are staged, once per block (dynamic shared
+// memory: cols / 16 floats).
+
+// dot_item for activations in plain row order (`xv`, 32 values) and half sums `hs` (2 values).
+template <class T, bool BIASED>
+__device__ __forceinline__ void dot_item_flat(const u8* b, int it, const float* __restrict__ xv, const float* hs, float& acc) {
+    const float4* x4 = reinterpret_cast<const float4*>(xv);
+    if constexpr (T::SPLIT) {
+        float q[32], sc[2], mn[2];
+        T::template decode<BIASED>(b, it, q, sc, mn);
+        float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float4 a = __ldg(x4 + j);
+            float& r = p[(j / 4) * 2 + (j % 2)];
+            r = fmaf(q[4 * j], a.x, r);
+            r = fmaf(q[4 * j + 1], a.y, r);
+            r = fmaf(q[4 * j + 2], a.z, r);
+            r = fmaf(q[4 * j + 3], a.w, r);
+        }
+        acc += sc[0] * (p[0] + p[1]) + sc[1] * (p[2] + p[3]) + (mn[0] * hs[0] + mn[1] * hs[1]);
+    } else {
+        float wv[32];
+        T::dequant(b, it, wv);
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float4 a = __ldg(x4 + j);
+            sum += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
+        }
+        acc += sum;
+    }
+}
+
+template <class T, int WARPS, int ROWS, int STEP_COLS, int STEP_BYTES, bool BIASED = WC_BIASED_DECODE != 0>
+__device__ __forceinline__ void matvec_stream(const u8* __restrict__ w, u64 row_stride, const float* __restrict__ x,
+                                              const float* __restrict__ bias, float* __restrict__ y, int rows, int cols) {
+    using S = Step<T, STEP_COLS, STEP_BYTES>;
+    __shared__ uint4 wstage[WARPS][ROWS][S::VECS_PER_LANE * 32];
+    extern __shared__ float hsum[];  // cols / 16 half-item sums
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if constexpr (T::SPLIT) {
+        for (int h = threadIdx.x; h < cols / 16; h += WARPS * 32) {
+            const float4* xh = reinterpret_cast<const float4*>(x + 16 * h);
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float4 a = __ldg(xh + j);
+                sum += (a.x + a.y) + (a.z + a.w);
+            }
+            hsum[h] = sum;
+        }
+        __syncthreads();  // the only block-wide barrier
+    }
+    const int n_blocks = cols / T::QK;
+    const int n_steps = (n_blocks + S::BLOCKS - 1) / S::BLOCKS;
+    const int per_step = (n_blocks + n_steps - 1) / n_steps;
+    // This warp's row groups: a contiguous share of all groups.
+    const int n_groups = (rows + ROWS - 1) / ROWS;
+    const int n_warps = gridDim.x * WARPS;
+    const int per_warp = (n_groups + n_warps - 1) / n_warps;
+    const int g0 = (blockIdx.x * WARPS + warp) * per_warp;
+    const int g1 = min(g0 + per_warp, n_groups);
+    if (g0 >= g1) return;
+    const int n_units = (g1 - g0) * n_steps;
+
+    uint4 v[ROWS][S::VECS_PER_LANE];
+    auto issue = [&](int u) {
+        const int g = g0 + u / n_steps, st = u % n_steps;
+        const int b0 = st * per_step;
+#pragma unroll
+        for (int r = 0; r < ROWS; r++) {
+            const int row = min(g * ROWS + r, rows - 1);
+            load_step<S, T>(w + (u64)row * row_stride, b0, min(per_step, n_blocks - b0), lane, v[r]);
+        }
+    };
+    float acc[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; r++) acc[r] = 0.0f;
+    issue(0);
+    for (int u = 0; u < n_units; u++) {
+        __syncwarp();  // every lane is done reading the stage
+#pragma unroll
+        for (int r = 0; r < ROWS; r++)
+#pragma unroll
+            for (int i = 0; i < S::VECS_PER_LANE; i++)
+                if (lane + 32 * i < S::VECS) wstage[warp][r][lane + 32 * i] = v[r][i];
+        __syncwarp();
+        if (u + 1 < n_units) issue(u + 1);
+        const int g = g0 + u / n_steps, st = u % n_steps;
+        const int b0 = st * per_step, nb = min(per_step, n_blocks - b0);
+        const int skew = (int)(((u64)b0 * T::BYTES) & 15);
+        const int item0 = b0 * T::ITEMS;
+#pragma unroll
+        for (int i = 0; i < S::ITEMS_PER_LANE; i++) {
+            const int it = lane + 32 * i;
+            if (it < nb * T::ITEMS) {
+                const float* xv = x + 32 * (u64)(item0 + it);
+                const float* hs = T::SPLIT ? hsum + 2 * (item0 + it) : nullptr;
+#pragma unroll
+                for (int r = 0; r < ROWS; r++) {
+                    const u8* s = reinterpret_cast<const u8*>(wstage[warp][r]) + skew;
+                    dot_item_flat<T, BIASED>(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, xv, hs, acc[r]);
+                }
+            }
+        }
+        if (st == n_steps - 1) {
+#pragma unroll
+            for (int r = 0; r < ROWS; r++) {
+                const float sum = warp_sum(acc[r]);
+                acc[r] = 0.0f;
+                if (lane == 0 && g * ROWS + r < rows) y[g * ROWS + r] = sum + (bias ? bias[g * ROWS + r] : 0.0f);
+            }
+        }
+    }
+}
+
 // out[t, :] = dequant(w[ids[t], :]) * scale; one block per token.
 template <class T>
 __device__ __forceinline__ void embed(const u8* __restrict__ w, u64 row_stride, const u32* __restrict__ ids,

@@ -49,7 +49,12 @@ fn every_matvec_variant_matches_cpu() {
                     c.matmul(&cw, None, &c.upload(&x, n_tok, cols).unwrap(), &mut co).unwrap();
                     let mut go = g.upload(&vec![f32::NAN; n_tok * rows], n_tok, rows).unwrap();
                     let f = module.load_function(&format!("{}_{}", v.name, ty.name())).unwrap();
-                    ops::matvec::launch(dev, &f, (v.warps, v.rows), v.tokens, 0, &gw, None, &g.upload(&x, n_tok, cols).unwrap(), &mut go).unwrap();
+                    let gx = g.upload(&x, n_tok, cols).unwrap();
+                    if v.stream {
+                        ops::matvec::launch_stream(dev, &f, v, &gw, &gx, &mut go).unwrap();
+                    } else {
+                        ops::matvec::launch(dev, &f, (v.warps, v.rows), v.tokens, 0, &gw, None, &gx, &mut go).unwrap();
+                    }
                     let mut got = Vec::new();
                     g.download(&go, &mut got).unwrap();
                     let scale = co.data.iter().fold(1e-30f64, |m, v| m.max(v.abs() as f64));
