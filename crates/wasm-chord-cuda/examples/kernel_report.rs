@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
     }
     for file in files {
-        if args.get(1).is_some_and(|only| only != file.name) {
+        if args.get(1).is_some_and(|only| !only.starts_with("--") && only != file.name) {
             continue;
         }
         if let Some(dir) = args.iter().position(|a| a == "--cubin").and_then(|i| args.get(i + 1)) {
