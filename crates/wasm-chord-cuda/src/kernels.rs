@@ -17,12 +17,13 @@ pub const HEADERS: [(&str, &str); 2] = [
 ];
 
 /// Every kernel file.
-pub fn all() -> [KernelFile; 5] {
+pub fn all() -> [KernelFile; 6] {
     [
         crate::ops::matvec::SOURCE,
         crate::ops::norm::SOURCE,
         crate::ops::rope::SOURCE,
         crate::ops::elementwise::SOURCE,
         crate::ops::attention::SOURCE,
+        crate::ops::step::SOURCE,
     ]
 }

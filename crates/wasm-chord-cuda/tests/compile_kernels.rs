@@ -104,3 +104,26 @@ fn no_kernel_uses_local_memory_on_sm90a() {
     }
     assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
+
+/// The device resolves kernels once at start-up from the cubins' `.text.<name>` sections:
+/// every entry function ptxas reports must be found that way.
+#[test]
+fn kernel_names_are_read_from_the_cubins() {
+    if !nvrtc_available() {
+        return;
+    }
+    for file in kernels::all() {
+        let cubin = nvrtc::compile_uncached(&file, "sm_90a").unwrap();
+        let names = wasm_chord_cuda::device::kernel_names(&cubin);
+        let report = nvrtc::resource_report(&file, "sm_90a").unwrap();
+        let entries: Vec<&str> = report
+            .lines()
+            .filter_map(|l| l.split("Compiling entry function '").nth(1))
+            .filter_map(|rest| rest.split('\'').next())
+            .collect();
+        assert!(!entries.is_empty(), "{}.cu: no entry functions in the report", file.name);
+        for e in entries {
+            assert!(names.iter().any(|n| n == e), "{}.cu: kernel {e} not among {names:?}", file.name);
+        }
+    }
+}
