@@ -53,6 +53,9 @@ struct BenchReport {
     device: Option<String>,
     threads: usize,
     depth: usize,
+    /// Bytes of weights one decoded token reads: every tensor but the embedding table (one row
+    /// of it), which is also the output matrix when the file has no `output.weight`.
+    weight_bytes_per_token: u64,
     pp: TestReport,
     tg: TestReport,
 }
@@ -69,6 +72,18 @@ fn mean_sd(xs: &[f64]) -> (f64, f64) {
     }
     let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0);
     (mean, var.sqrt())
+}
+
+/// Bytes of weights a single-token pass reads from the file at `path`.
+fn weight_bytes_per_token(path: &std::path::Path) -> Result<u64> {
+    let file = wasm_chord_core::gguf::GgufFile::open(path)?;
+    let tied = file.tensor("output.weight").is_none();
+    Ok(file
+        .tensors()
+        .iter()
+        .filter(|t| tied || t.name != "token_embd.weight")
+        .map(|t| file.tensor_data(t).len() as u64)
+        .sum())
 }
 
 /// Tokens of the depth fill and of one test are evaluated in batches of at most this many.
@@ -152,6 +167,7 @@ pub fn run(args: Args) -> Result<()> {
         device: engine.device_name(),
         threads: engine.n_threads(),
         depth,
+        weight_bytes_per_token: weight_bytes_per_token(&path)?,
         pp: TestReport { n: args.n_prompt, tok_s: pp_mean, sd: pp_sd },
         tg: TestReport { n: args.n_gen, tok_s: tg_mean, sd: tg_sd },
     };
