@@ -9,13 +9,15 @@
 //!   kernels' arguments do not change from one position to the next.
 //!
 //! The first step runs eagerly and sizes the arena ("warm-up"); the second is captured into a
-//! graph and launched; later steps replay it: the model's code still calls every op (cheap host
+//! graph and launched; later steps replay: the model's code still calls every op (cheap host
 //! work: shapes are checked, nothing is launched) and `end_decode_step` launches the graph.
 //! Each op mixes what the graph bakes in (its kind, weight and cache addresses, tensor sizes)
-//! into a fingerprint; a replay whose fingerprint differs from the recording (another KV
-//! cache, another shape) launches nothing, drops the graph and asks the caller to run the step
-//! again without the hooks. A failed capture turns graphs off for the backend (with a warning)
-//! and steps run eagerly from then on, still from the arena.
+//! into a fingerprint, and the step launches the recorded graph with that fingerprint. None
+//! (another KV cache: a second session) launches nothing and asks the caller to run the step
+//! again without the hooks; the next step is recorded too, so up to `MAX_GRAPHS` sessions
+//! alternate without re-recording. A tensor of another size empties the arena and the graphs
+//! (warm-up again). A failed capture turns graphs off for the backend (with a warning) and
+//! steps run eagerly from then on, still from the arena.
 
 use std::sync::Arc;
 
@@ -78,7 +80,10 @@ pub struct StepState {
     fingerprint: u64,
     /// Why this step cannot be recorded or replayed, once something says so.
     broken: Option<String>,
-    recorded: Option<Recorded>,
+    /// Recorded graphs, newest last.
+    recorded: Vec<Recorded>,
+    /// The last replay found no graph for its fingerprint: record the next step.
+    capture_next: bool,
     token: u32,
     pos: usize,
     /// `[token, pos]` on the device, and views of its two values.
@@ -106,6 +111,9 @@ fn mix(h: u64, v: u64) -> u64 {
 
 const SEED: u64 = 0xcbf2_9ce4_8422_2325;
 
+/// Recorded graphs kept at once (one per KV cache in use, in practice).
+const MAX_GRAPHS: usize = 8;
+
 /// The device address of a slice.
 pub fn address<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     let (ptr, _sync) = s.device_ptr(stream);
@@ -128,7 +136,8 @@ impl StepState {
             next_slot: 0,
             fingerprint: SEED,
             broken: None,
-            recorded: None,
+            recorded: Vec::new(),
+            capture_next: false,
             token: 0,
             pos: 0,
             params,
@@ -149,7 +158,7 @@ impl StepState {
     /// Turns graph capture on or off (the recorded graph is dropped).
     pub fn set_graphs(&mut self, on: bool) {
         self.graphs = on;
-        self.recorded = None;
+        self.recorded.clear();
     }
 
     /// The step's token and position on the host (what the device buffer holds).
@@ -211,6 +220,8 @@ impl StepState {
         let ptr = address(&buf, stream);
         let slot = Slot { bytes, buf };
         if i < self.arena.len() {
+            // Recorded graphs use the old buffer.
+            self.recorded.clear();
             self.arena[i] = slot;
         } else {
             self.arena.push(slot);
@@ -235,7 +246,7 @@ impl StepState {
         self.stats.steps += 1;
         self.mode = if !self.graphs {
             Mode::Eager
-        } else if self.recorded.is_some() {
+        } else if !self.recorded.is_empty() && !self.capture_next {
             Mode::Replay
         } else if self.arena_ready {
             match stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) {
@@ -290,26 +301,39 @@ impl StepState {
                     }
                 };
                 graph.launch().map_err(launch_err(op))?;
-                self.recorded = Some(Recorded { graph, fingerprint: self.fingerprint, slots });
+                if self.recorded.len() >= MAX_GRAPHS {
+                    self.recorded.remove(0);
+                }
+                self.recorded.push(Recorded { graph, fingerprint: self.fingerprint, slots });
+                self.capture_next = false;
                 self.stats.captures += 1;
                 Ok(true)
             }
             Mode::Replay => {
-                let matches = self
-                    .recorded
-                    .as_ref()
-                    .is_some_and(|r| r.fingerprint == self.fingerprint && r.slots == slots);
-                match (&self.recorded, forward_ok && self.broken.is_none() && matches) {
-                    (Some(r), true) => {
-                        r.graph.launch().map_err(launch_err(op))?;
+                let found = self.recorded.iter().position(|r| r.fingerprint == self.fingerprint && r.slots == slots);
+                match (found, forward_ok, self.broken.take()) {
+                    (Some(i), true, None) => {
+                        self.recorded[i].graph.launch().map_err(launch_err(op))?;
                         self.stats.replays += 1;
                         Ok(true)
                     }
-                    _ => {
-                        // Another cache or shape: record again after a warm-up.
-                        tracing::debug!(why = ?self.broken, "decode step differs from the recorded graph; recording again");
-                        self.recorded = None;
+                    (None, true, None) => {
+                        // Another KV cache: record this session's step next time.
+                        tracing::debug!("decode step matches no recorded graph; recording the next one");
+                        self.capture_next = true;
+                        self.stats.reruns += 1;
+                        Ok(false)
+                    }
+                    (_, _, Some(why)) => {
+                        // Another shape: warm up and record from scratch.
+                        tracing::debug!(%why, "decode step cannot replay; recording again after a warm-up");
+                        self.recorded.clear();
                         self.arena_ready = false;
+                        self.stats.reruns += 1;
+                        Ok(false)
+                    }
+                    (_, false, None) => {
+                        // The pass itself failed; the caller runs it again and reports that.
                         self.stats.reruns += 1;
                         Ok(false)
                     }
