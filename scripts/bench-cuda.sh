@@ -2,7 +2,7 @@
 # CUDA throughput of wasm-chord against llama.cpp on the same synthetic GGUF files, on a GPU machine.
 #
 #   scripts/bench-cuda.sh -m DIR [-l LLAMA_SRC] [-B LLAMA_BUILD] [-s "1b 7b 13b"]
-#                         [-p 512] [-n 128] [-r 3] [-d DEPTH] [-o OUT]
+#                         [-p 512] [-n 128] [-r 3] [-d DEPTH] [-c CTX] [-o OUT]
 #
 #   -m DIR        where the gen-model files go (made once: gen-<shape>-q4_k_m.gguf)
 #   -l LLAMA_SRC  llama.cpp source tree (e.g. llama-cpp-python's vendor/llama.cpp): builds
@@ -10,7 +10,10 @@
 #                 reusing a build already there. Or set LLAMA_BENCH to a built llama-bench.
 #                 Without either, wasm-chord runs alone.
 #   -s SHAPES     gen-model shapes (default "1b 7b 13b")
-#   -p/-n/-r/-d   llama-bench's prompt, generation, repetitions and depth
+#   -p/-n/-r/-d   llama-bench's prompt, generation, repetitions and depth (the tg roofline counts
+#                 the f16 KV cache read per token: depth + n/2 positions on average)
+#   -c CTX        context length written into the gen-model files (gen-<shape>-q4_k_m-c<CTX>.gguf);
+#                 the shapes' own (2048 for 1b, 4096 for 7b/13b) limit depth + max(p, n)
 #   -o OUT        where logs and the table go (default bench/runs/<UTC date>-cuda-<host>)
 #
 # For each file it runs
@@ -26,15 +29,15 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-DIR="" LLAMA_SRC="" LLAMA_BUILD="" SHAPES="1b 7b 13b" P=512 N=128 R=3 D=0 OUT=""
-while getopts "m:l:B:s:p:n:r:d:o:h" opt; do
+DIR="" LLAMA_SRC="" LLAMA_BUILD="" SHAPES="1b 7b 13b" P=512 N=128 R=3 D=0 CTX="" OUT=""
+while getopts "m:l:B:s:p:n:r:d:c:o:h" opt; do
     case "$opt" in
         m) DIR="$OPTARG" ;; l) LLAMA_SRC="$OPTARG" ;; B) LLAMA_BUILD="$OPTARG" ;; s) SHAPES="$OPTARG" ;;
-        p) P="$OPTARG" ;; n) N="$OPTARG" ;; r) R="$OPTARG" ;; d) D="$OPTARG" ;; o) OUT="$OPTARG" ;;
-        *) sed -n '2,26p' "$0"; exit 2 ;;
+        p) P="$OPTARG" ;; n) N="$OPTARG" ;; r) R="$OPTARG" ;; d) D="$OPTARG" ;; c) CTX="$OPTARG" ;;
+        o) OUT="$OPTARG" ;; *) sed -n '2,28p' "$0"; exit 2 ;;
     esac
 done
-[ -n "$DIR" ] || { sed -n '2,26p' "$0"; exit 2; }
+[ -n "$DIR" ] || { sed -n '2,28p' "$0"; exit 2; }
 mkdir -p "$DIR"
 OUT="${OUT:-$REPO/bench/runs/$(date -u +%Y-%m-%d)-cuda-$(hostname -s 2>/dev/null || hostname)}"
 mkdir -p "$OUT"
@@ -95,10 +98,12 @@ EOF
 cat "$OUT/bandwidth.json" >&2
 
 for s in $SHAPES; do
-    f="$DIR/gen-$s-q4_k_m.gguf"
+    f="$DIR/gen-$s-q4_k_m${CTX:+-c$CTX}.gguf"
+    ctx=()
+    if [ -n "$CTX" ]; then ctx=(--ctx "$CTX"); fi
     if [ ! -s "$f" ]; then
-        echo "gen-model $s ..." >&2
-        "$WC" gen-model --shape "$s" --quant q4_k_m -o "$f" > "$OUT/gen-$s.log" 2>&1 || { echo "gen-model $s failed" >&2; continue; }
+        echo "gen-model $s ${CTX:+(context $CTX)} ..." >&2
+        "$WC" gen-model --shape "$s" --quant q4_k_m "${ctx[@]}" -o "$f" > "$OUT/gen-$s.log" 2>&1 || { echo "gen-model $s failed" >&2; continue; }
     fi
     depth=()
     if [ "$D" -gt 0 ]; then depth=(-d "$D"); fi
@@ -143,7 +148,7 @@ read = bw.get("read_GBs")
 card = bw.get("device", "?")
 print(f"card: {card}; read {read or 0:.0f} GB/s (sum), copy {bw.get('copy_GBs') or 0:.0f} GB/s (read + write); depth {D}")
 print()
-print("| shape | test | llama.cpp t/s | wasm-chord t/s | ratio | wasm-chord no graph t/s | weights/token | tg roofline t/s | llama.cpp % | wasm-chord % |")
+print("| shape | test | llama.cpp t/s | wasm-chord t/s | ratio | wasm-chord no graph t/s | weights/token | tg roofline t/s (weights + KV) | llama.cpp % | wasm-chord % |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 fmt = lambda x, f="{:.1f}": "-" if x is None else f.format(x)
 for s in shapes:
@@ -152,7 +157,9 @@ for s in shapes:
     wr = wc_rates(wdoc)
     ng = wc_rates(load(out / f"{s}.wasm-chord-nograph.json"))
     wbytes = wdoc.get("weight_bytes_per_token") if isinstance(wdoc, dict) else None
-    roof = read * 1e9 / wbytes if (read and wbytes) else None
+    # At depth D a token also reads the cache: D + n/2 positions on average over tg n.
+    kvb = (wdoc.get("kv_bytes_per_position") or 0) * (D + N / 2) if isinstance(wdoc, dict) else 0
+    roof = read * 1e9 / (wbytes + kvb) if (read and wbytes) else None
     for kind, n in (("pp", P), ("tg", N)):
         l, w = lr.get(kind), wr.get(kind)
         ratio = f"{w / l:.2f}x" if (l and w) else "-"

@@ -164,6 +164,8 @@ fn assert_logits_close(what: &str, cpu: &Model<CpuBackend>, gpu: &Model<CudaBack
 struct Synthetic {
     u32s: HashMap<String, u32>,
     tensors: HashMap<String, TensorView>,
+    /// What `weight_bytes` reports instead of the real size (to test the memory check).
+    claimed_bytes: Option<u64>,
 }
 
 impl MetadataSource for Synthetic {
@@ -188,6 +190,9 @@ impl ModelSource for Synthetic {
     fn tensor(&self, name: &str) -> Option<TensorView> {
         self.tensors.get(name).cloned()
     }
+    fn weight_bytes(&self) -> Option<u64> {
+        self.claimed_bytes.or_else(|| Some(self.tensors.values().map(|t| t.bytes.bytes().len() as u64).sum()))
+    }
 }
 
 const EMBD: usize = 256;
@@ -200,7 +205,7 @@ const LAYERS: usize = 3;
 
 impl Synthetic {
     fn llama(seed: u64) -> Self {
-        let mut s = Synthetic { u32s: HashMap::new(), tensors: HashMap::new() };
+        let mut s = Synthetic { u32s: HashMap::new(), tensors: HashMap::new(), claimed_bytes: None };
         for (k, v) in [
             ("context_length", 512),
             ("embedding_length", EMBD),
@@ -432,6 +437,18 @@ fn gemma3_on_cuda_matches_cpu_and_llama_cpp() {
 }
 
 /// The backend refuses what does not fit, saying how much is needed and how much is free.
+#[test]
+fn too_large_a_model_is_a_clear_error() {
+    let Some(backend) = gpu(true) else { return };
+    let total = backend.device_memory().expect("device memory").total;
+    let mut src = Synthetic::llama(1);
+    src.claimed_bytes = Some(total + 1);
+    let err = Model::load_on(backend, &src).err().expect("a model larger than the GPU");
+    let msg = err.to_string();
+    assert!(msg.contains("need") && msg.contains("free"), "{msg}");
+    println!("{msg}");
+}
+
 #[test]
 fn too_large_a_kv_cache_is_a_clear_error() {
     let Some(backend) = gpu(true) else { return };

@@ -56,6 +56,9 @@ struct BenchReport {
     /// Bytes of weights one decoded token reads: every tensor but the embedding table (one row
     /// of it), which is also the output matrix when the file has no `output.weight`.
     weight_bytes_per_token: u64,
+    /// Bytes of keys and values one position adds to the cache, over all layers (a decoded
+    /// token at depth d reads d + 1 of them).
+    kv_bytes_per_position: u64,
     pp: TestReport,
     tg: TestReport,
 }
@@ -168,6 +171,12 @@ pub fn run(args: Args) -> Result<()> {
         threads: engine.n_threads(),
         depth,
         weight_bytes_per_token: weight_bytes_per_token(&path)?,
+        kv_bytes_per_position: {
+            let hp = engine.hparams();
+            let kv = args.model.kv_type;
+            let row = kv.row_bytes(hp.n_embd_k()).unwrap_or(0) + kv.row_bytes(hp.n_embd_v()).unwrap_or(0);
+            (row * hp.n_layer) as u64
+        },
         pp: TestReport { n: args.n_prompt, tok_s: pp_mean, sd: pp_sd },
         tg: TestReport { n: args.n_gen, tok_s: tg_mean, sd: tg_sd },
     };
