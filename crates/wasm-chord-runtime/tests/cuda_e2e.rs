@@ -357,7 +357,10 @@ fn kl(reference: &[f32], ours: &[f32]) -> f64 {
 }
 
 fn check_real_model(golden: &str) {
-    let g: Value = serde_json::from_str(&std::fs::read_to_string(golden_dir().join(format!("{golden}.json"))).unwrap()).unwrap();
+    let gpath = golden_dir().join(format!("{golden}.json"));
+    let text = std::fs::read_to_string(&gpath)
+        .unwrap_or_else(|e| panic!("{}: {e} (set WASM_CHORD_GOLDEN_DIR to the repository's crates/wasm-chord-runtime/tests/golden/logits)", gpath.display()));
+    let g: Value = serde_json::from_str(&text).unwrap();
     let file = models_dir().join(g["model_file"].as_str().unwrap());
     if !file.exists() {
         eprintln!("SKIP {golden}: {} not found (run scripts/fetch-models.sh)", file.display());
