@@ -1,100 +1,234 @@
-//! Decode matvec bandwidth per weight type on a large matrix, against a device-to-device copy.
+//! Decode matvec bandwidth per weight type, against a device-to-device copy.
 //!
-//! `cargo bench -p wasm-chord-cuda --bench matvec_bandwidth [-- ROWS COLS]` (default 16384 x
-//! 4096). Several weight buffers (together > 256 MiB, far past L2) are used in turn so every
-//! launch reads its weights from device memory. GB/s counts the weight bytes a launch must read.
+//! `cargo bench -p wasm-chord-cuda --bench matvec_bandwidth [-- [ROWSxCOLS ...] [--types a,b]
+//! [--variants]]`. Default shapes: 16384x4096 and 7B Llama's per-layer 4096x4096, 11008x4096,
+//! 4096x11008 and its 32000x4096 output. Several weight buffers (together > 256 MiB, far past
+//! L2) are used in turn so every launch reads its weights from device memory. Each timed region
+//! is queued behind a 512 MiB copy, so launches wait on the GPU, not the host: small matrices
+//! are timed as back-to-back kernels (what a CUDA graph of the decode step would run).
+//! GB/s counts the weight bytes a launch must read. `--variants` also times other
+//! configurations of the same kernel template (compiled here from matvec.cuh), one column per
+//! variant, each checked against the shipped kernel's output ("!": they differ), and the
+//! experimental barrier-free kernel (`as_*` columns, `matvec_async` in matvec.cuh).
+//! `--precompile ARCH` fills the kernel cache for ARCH without a GPU.
 
 use std::error::Error;
+use std::sync::Arc;
 
-use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute};
+use cudarc::driver::{CudaFunction, CudaSlice};
+use cudarc::nvrtc::Ptx;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wasm_chord_core::backend::{Backend, SharedBytes, WeightData};
 use wasm_chord_core::{quant, TensorType};
-use wasm_chord_cuda::CudaBackend;
-
-const TYPES: [TensorType; 15] = TensorType::WEIGHTS;
+use wasm_chord_cuda::kernels::KernelFile;
+use wasm_chord_cuda::{nvrtc, ops, CudaBackend, CudaWeight};
 
 /// Launches per timed region, and timed regions per measurement (the median is reported).
 const LAUNCHES: usize = 20;
 const REPEATS: usize = 7;
+
+/// Other configurations of `matvec<T, NT, WARPS, ROWS, STEP_COLS, STEP_BYTES>`: (kernel prefix,
+/// tokens per pass (1, or 8 for the 8-token kernel), warps per block, rows per warp, step
+/// columns, step bytes).
+const VARIANTS: [(&str, usize, usize, usize, usize, usize); 5] = [
+    ("mv_v2", 1, 8, 1, 1024, 2048),
+    ("mv_r1", 1, 8, 1, 4096, 2048),
+    ("mv_r2w8", 1, 8, 2, 2048, 1024),
+    ("mv_r4", 1, 2, 4, 4096, 2048),
+    ("m8_r2", 8, 4, 2, 1024, 1024),
+];
+
+/// The experimental barrier-free one-token kernel (`matvec_async` in matvec.cuh): (kernel
+/// prefix, warps per block, rows per warp, step bytes, stages in the per-warp ring).
+const ASYNC_VARIANTS: [(&str, usize, usize, usize, usize); 3] =
+    [("as_w4r2s3", 4, 2, 2048, 3), ("as_w8r1s4", 8, 1, 2048, 4), ("as_w4r1s4", 4, 1, 2048, 4)];
+
+/// Dynamic shared memory of `matvec_async` (an upper bound: the whole activation row as
+/// 36-float items, and every warp's ring of step slots of at most `step_bytes` rounded to 512).
+fn async_smem(cols: usize, warps: usize, rows: usize, step_bytes: usize, stages: usize) -> usize {
+    cols / 32 * 36 * 4 + warps * stages * rows * step_bytes.next_multiple_of(512)
+}
+
+fn variant_source() -> String {
+    let mut s = String::from("#include \"matvec.cuh\"\n");
+    for (name, warps, rows, step_bytes, stages) in ASYNC_VARIANTS {
+        s += &format!(
+            "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({threads}) {name}_##n(const u8* w, u64 rs, \
+             const float* x, const float* b, float* y, int rows, int cols, int n_tok) {{ matvec_async<T, {warps}, {rows}, \
+             {step_bytes}, {stages}>(w, rs, x, b, y, rows, cols); }}\nFOR_EACH_WEIGHT_TYPE(V_{name})\n",
+            threads = 32 * warps
+        );
+    }
+    for (name, nt, warps, rows, step_cols, step_bytes) in VARIANTS {
+        s += &format!(
+            "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({threads}) {name}_##n(const u8* w, u64 rs, \
+             const float* x, const float* b, float* y, int rows, int cols, int n_tok) {{ matvec<T, {nt}, {warps}, {rows}, \
+             {step_cols}, {step_bytes}>(w, rs, x, b, y, rows, cols, n_tok); }}\nFOR_EACH_WEIGHT_TYPE(V_{name})\n",
+            threads = 32 * warps
+        );
+    }
+    s
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-/// Median seconds per call of `f(i)` over `REPEATS` regions of `LAUNCHES` calls.
-fn time(g: &CudaBackend, mut f: impl FnMut(usize) -> Result<(), Box<dyn Error>>) -> Result<f64, Box<dyn Error>> {
-    let ctx = g.device().context();
-    let stream = g.device().stream();
-    for i in 0..3 {
-        f(i)?;
-    }
-    let mut samples = Vec::new();
-    for _ in 0..REPEATS {
-        let start = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-        let end = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-        start.record(stream)?;
-        for i in 0..LAUNCHES {
+struct Timer {
+    g: Arc<CudaBackend>,
+    /// Queued before each timed region so that the launches after it wait on the GPU.
+    pad_src: CudaSlice<u8>,
+    pad_dst: CudaSlice<u8>,
+}
+
+impl Timer {
+    /// Median seconds per call of `f(i)` over `REPEATS` regions of `LAUNCHES` calls.
+    fn time(&mut self, mut f: impl FnMut(usize) -> Result<(), Box<dyn Error>>) -> Result<f64, Box<dyn Error>> {
+        let ctx = self.g.device().context().clone();
+        let stream = self.g.device().stream().clone();
+        for i in 0..3 {
             f(i)?;
         }
-        end.record(stream)?;
-        samples.push(start.elapsed_ms(&end)? as f64 / 1e3 / LAUNCHES as f64);
+        let mut samples = Vec::new();
+        for _ in 0..REPEATS {
+            let start = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+            let end = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+            stream.memcpy_dtod(&self.pad_src, &mut self.pad_dst)?;
+            start.record(&stream)?;
+            for i in 0..LAUNCHES {
+                f(i)?;
+            }
+            end.record(&stream)?;
+            samples.push(start.elapsed_ms(&end)? as f64 / 1e3 / LAUNCHES as f64);
+        }
+        Ok(median(samples))
     }
-    Ok(median(samples))
+}
+
+fn parse_shape(s: &str) -> Option<(usize, usize)> {
+    let (r, c) = s.split_once('x')?;
+    Some((r.parse().ok()?, c.parse().ok()?))
+}
+
+/// `n_buf` device copies of one random matrix of type `ty` (quantized from a 64-row tile).
+fn weights(g: &CudaBackend, r: &mut ChaCha8Rng, ty: TensorType, rows: usize, cols: usize) -> Result<Vec<CudaWeight>, Box<dyn Error>> {
+    let row_bytes = ty.row_bytes(cols)?;
+    let tile_rows = 64.min(rows);
+    let vals: Vec<f32> = (0..tile_rows * cols).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
+    let mut tile = vec![0u8; tile_rows * row_bytes];
+    quant::quantize(ty, &vals, &mut tile)?;
+    let bytes: Vec<u8> = tile.iter().copied().cycle().take(rows * row_bytes).collect();
+    let n_buf = (256usize << 20).div_ceil(rows * row_bytes).clamp(2, 8);
+    let first = g.load_weight(WeightData { ty, rows, cols, bytes: SharedBytes::from_vec(bytes) })?;
+    let stream = g.device().stream();
+    let mut all = Vec::new();
+    for _ in 1..n_buf {
+        all.push(CudaWeight { ty, rows, cols, row_stride: first.row_stride, bytes: stream.clone_dtod(&first.bytes)?, values: None });
+    }
+    all.push(first);
+    Ok(all)
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let (rows, cols) = (args.first().copied().unwrap_or(16384), args.get(1).copied().unwrap_or(4096));
-    let g = CudaBackend::new(0)?;
-    println!("device: {} ({}), matrix {rows} x {cols}", g.device().name(), g.device().arch());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut shapes: Vec<(usize, usize)> = args.iter().filter_map(|a| parse_shape(a)).collect();
+    if shapes.is_empty() {
+        shapes = vec![(16384, 4096), (4096, 4096), (11008, 4096), (4096, 11008), (32000, 4096)];
+    }
+    let only: Option<Vec<String>> = args.iter().position(|a| a == "--types").and_then(|i| args.get(i + 1)).map(|s| s.split(',').map(String::from).collect());
+    let with_variants = args.iter().any(|a| a == "--variants");
+    let types: Vec<TensorType> = TensorType::WEIGHTS.into_iter().filter(|t| only.as_ref().is_none_or(|o| o.iter().any(|n| n == t.name()))).collect();
+
+    // `--precompile ARCH`: fill the kernel cache for ARCH (no GPU needed) and stop, so a device
+    // run starts without compiling.
+    if let Some(arch) = args.iter().position(|a| a == "--precompile").and_then(|i| args.get(i + 1)) {
+        for file in wasm_chord_cuda::kernels::all() {
+            nvrtc::compile(&file, arch)?;
+        }
+        let source: &'static str = Box::leak(variant_source().into_boxed_str());
+        nvrtc::compile(&KernelFile { name: "matvec_variants", source }, arch)?;
+        return Ok(());
+    }
+    let g = Arc::new(CudaBackend::new(0)?);
+    let dev = g.device();
+    println!("device: {} ({})", dev.name(), dev.arch());
+    let stream = dev.stream().clone();
+    let mut timer = Timer { g: g.clone(), pad_src: stream.alloc_zeros::<u8>(512 << 20)?, pad_dst: stream.alloc_zeros::<u8>(512 << 20)? };
 
     // Device-to-device copy of 1 GiB: bytes read plus bytes written.
     let n = 1usize << 28;
-    let stream = g.device().stream().clone();
     let src = stream.alloc_zeros::<f32>(n)?;
     let mut dst = stream.alloc_zeros::<f32>(n)?;
-    let t = time(&g, |_| Ok(stream.memcpy_dtod(&src, &mut dst)?))?;
+    let t = timer.time(|_| Ok(stream.memcpy_dtod(&src, &mut dst)?))?;
     let copy_gbs = 2.0 * 4.0 * n as f64 / t / 1e9;
     println!("device-to-device copy: {copy_gbs:.0} GB/s (read + write)");
     drop((src, dst));
 
+    #[allow(clippy::type_complexity)]
+    let variants: Vec<(&str, usize, (usize, usize), Option<(usize, usize)>, Arc<cudarc::driver::CudaModule>)> = if with_variants {
+        let source: &'static str = Box::leak(variant_source().into_boxed_str());
+        let cubin = nvrtc::compile(&KernelFile { name: "matvec_variants", source }, dev.arch())?;
+        let module = dev.context().load_module(Ptx::from_binary(cubin))?;
+        let mut v: Vec<_> = VARIANTS.iter().map(|&(name, nt, warps, rows, _, _)| (name, nt, (warps, rows), None, module.clone())).collect();
+        v.extend(ASYNC_VARIANTS.iter().map(|&(name, warps, rows, bytes, stages)| (name, 1, (warps, rows), Some((bytes, stages)), module.clone())));
+        v
+    } else {
+        Vec::new()
+    };
+
     let mut r = ChaCha8Rng::seed_from_u64(1);
-    let x: Vec<f32> = (0..cols).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
-    let x8: Vec<f32> = (0..8 * cols).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
-    let gx = g.upload(&x, 1, cols)?;
-    let gx8 = g.upload(&x8, 8, cols)?;
-    let mut out = g.tensor(1, rows)?;
-    let mut out8 = g.tensor(8, rows)?;
-    println!("{:>7} {:>9} {:>9} {:>8} {:>7} {:>13}", "type", "MiB", "us", "GB/s", "%copy", "8-tok us");
-    for ty in TYPES {
-        let row_bytes = ty.row_bytes(cols)?;
-        // A 64-row tile of random quantized rows, repeated: quantizing the whole matrix on the
-        // host would take longer than the measurement.
-        let tile_rows = 64.min(rows);
-        let vals: Vec<f32> = (0..tile_rows * cols).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
-        let mut tile = vec![0u8; tile_rows * row_bytes];
-        quant::quantize(ty, &vals, &mut tile)?;
-        let bytes: Vec<u8> = tile.iter().copied().cycle().take(rows * row_bytes).collect();
-        let total = rows * row_bytes;
-        let n_buf = (256usize << 20).div_ceil(total).clamp(2, 8);
-        let weights = (0..n_buf)
-            .map(|_| g.load_weight(WeightData { ty, rows, cols, bytes: SharedBytes::from_vec(bytes.clone()) }))
-            .collect::<Result<Vec<_>, _>>()?;
-        let t1 = time(&g, |i| Ok(g.matmul(&weights[i % n_buf], None, &gx, &mut out)?))?;
-        let t8 = time(&g, |i| Ok(g.matmul(&weights[i % n_buf], None, &gx8, &mut out8)?))?;
-        let gbs = total as f64 / t1 / 1e9;
-        println!(
-            "{:>7} {:>9.1} {:>9.1} {:>8.0} {:>6.0}% {:>13.1}",
-            ty.name(),
-            total as f64 / (1 << 20) as f64,
-            t1 * 1e6,
-            gbs,
-            100.0 * gbs / copy_gbs,
-            t8 * 1e6
-        );
+    for (rows, cols) in shapes {
+        let x: Vec<f32> = (0..cols).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
+        let x8: Vec<f32> = (0..8 * cols).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
+        let gx = g.upload(&x, 1, cols)?;
+        let gx8 = g.upload(&x8, 8, cols)?;
+        let mut out = g.tensor(1, rows)?;
+        let mut out8 = g.tensor(8, rows)?;
+        println!("\nmatrix {rows} x {cols}, one token (shipped kernel), 8 tokens (matmul8){}", if with_variants { ", other configurations (us; m8_: 8 tokens)" } else { "" });
+        print!("{:>7} {:>8} {:>8} {:>8} {:>6} {:>9}", "type", "MiB", "us", "GB/s", "%copy", "8-tok us");
+        for (name, _, _, _, _) in &variants {
+            print!(" {name:>8}");
+        }
+        println!();
+        for &ty in &types {
+            let ws = weights(&g, &mut r, ty, rows, cols)?;
+            let nb = ws.len();
+            let total = rows * ty.row_bytes(cols)?;
+            let t1 = timer.time(|i| Ok(g.matmul(&ws[i % nb], None, &gx, &mut out)?))?;
+            let t8 = timer.time(|i| Ok(g.matmul(&ws[i % nb], None, &gx8, &mut out8)?))?;
+            let gbs = total as f64 / t1 / 1e9;
+            print!("{:>7} {:>8.1} {:>8.2} {:>8.0} {:>5.0}% {:>9.1}", ty.name(), total as f64 / (1 << 20) as f64, t1 * 1e6, gbs, 100.0 * gbs / copy_gbs, t8 * 1e6);
+            // Each variant's output (last launch: buffer LAUNCHES - 1) against the shipped kernel's
+            // on the same buffer; "!" marks a normalized difference over 1e-5.
+            let last = &ws[(LAUNCHES - 1) % nb];
+            let (mut want1, mut want8) = (Vec::new(), Vec::new());
+            g.matmul(last, None, &gx, &mut out)?;
+            g.download(&out, &mut want1)?;
+            g.matmul(last, None, &gx8, &mut out8)?;
+            g.download(&out8, &mut want8)?;
+            for (name, nt, warps, ring, module) in &variants {
+                let f: CudaFunction = module.load_function(&format!("{name}_{}", ty.name()))?;
+                let smem = ring.map_or(0, |(bytes, stages)| async_smem(cols, warps.0, warps.1, bytes, stages));
+                if smem > 227 << 10 {
+                    print!(" {:>8}", "-");
+                    continue;
+                }
+                if smem > 48 << 10 {
+                    f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)?;
+                }
+                let (x, o, want) = if *nt == 1 { (&gx, &mut out, &want1) } else { (&gx8, &mut out8, &want8) };
+                let t = timer.time(|i| Ok(ops::matvec::launch(dev, &f, *warps, *nt, smem as u32, &ws[i % nb], None, x, o)?))?;
+                let mut got = Vec::new();
+                g.download(o, &mut got)?;
+                let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+                let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs() / scale).fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
+                print!(" {:>7.2}{}", t * 1e6, if diff > 1e-5 { "!" } else { " " });
+            }
+            println!();
+        }
     }
     Ok(())
 }

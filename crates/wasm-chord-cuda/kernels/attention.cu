@@ -2,15 +2,29 @@
 // block of ATT_WARPS warps per (head, query row); each warp walks every ATT_WARPS-th visible key
 // with an online softmax (running max, sum and weighted values in registers), and the warps'
 // partial results are merged at the end. Head dimensions are multiples of 32, at most 256.
+// The cache is f16 (attention) or q8_0 kept as int8 values plus one f16 scale per 32 values
+// (attention_q8_0; the layout of the CUDA backend's q8_0 cache).
 #include "common.cuh"
+
+// Value `i` of a cache: f16, or int8 times its block's scale.
+template <bool Q8>
+__device__ __forceinline__ float kv_at(const void* __restrict__ data, const __half* __restrict__ scales, u64 i) {
+    if constexpr (Q8) {
+        return (float)reinterpret_cast<const signed char*>(data)[i] * __half2float(scales[i / 32]);
+    } else {
+        return __half2float(reinterpret_cast<const __half*>(data)[i]);
+    }
+}
 
 constexpr int ATT_WARPS = 4;
 constexpr int ATT_MAX_PER_LANE = 8;  // head_dim / 32
 
-extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)
-    attention(const float* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
-              float* __restrict__ out, int n_head, int n_head_kv, int dk, int dv, int kv_len, int q_pos0,
-              int window, float scale, float softcap) {
+template <bool Q8>
+__device__ __forceinline__ void attention_impl(const float* __restrict__ q, const void* __restrict__ k,
+                                               const void* __restrict__ v, const __half* __restrict__ ks,
+                                               const __half* __restrict__ vs, float* __restrict__ out, int n_head,
+                                               int n_head_kv, int dk, int dv, int kv_len, int q_pos0, int window,
+                                               float scale, float softcap) {
     __shared__ float part_m[ATT_WARPS], part_l[ATT_WARPS];
     __shared__ float part_o[ATT_WARPS][32 * ATT_MAX_PER_LANE];
     const int h = blockIdx.x, qi = blockIdx.y;
@@ -31,21 +45,21 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)
     for (int i = 0; i < ATT_MAX_PER_LANE; i++) o[i] = 0.0f;
 
     for (int j = first + warp; j <= last; j += ATT_WARPS) {
-        const __half* kr = k + (u64)j * n_head_kv * dk + (u64)hk * dk;
+        const u64 kr = (u64)j * n_head_kv * dk + (u64)hk * dk;
         float s = 0.0f;
 #pragma unroll
         for (int i = 0; i < ATT_MAX_PER_LANE; i++)
-            if (i < nk) s += qv[i] * __half2float(kr[lane + 32 * i]);
+            if (i < nk) s += qv[i] * kv_at<Q8>(k, ks, kr + lane + 32 * i);
         s = warp_sum(s);
         if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
         s *= scale;
         const float m_new = fmaxf(m, s);
         const float corr = expf(m - m_new), p = expf(s - m_new);
         l = l * corr + p;
-        const __half* vr = v + (u64)j * n_head_kv * dv + (u64)hk * dv;
+        const u64 vr = (u64)j * n_head_kv * dv + (u64)hk * dv;
 #pragma unroll
         for (int i = 0; i < ATT_MAX_PER_LANE; i++)
-            if (i < nv) o[i] = o[i] * corr + p * __half2float(vr[lane + 32 * i]);
+            if (i < nv) o[i] = o[i] * corr + p * kv_at<Q8>(v, vs, vr + lane + 32 * i);
         m = m_new;
     }
 
@@ -75,4 +89,19 @@ extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32)
         for (int w = 0; w < ATT_WARPS; w++) acc += part_o[w][lane + 32 * i] * f[w];
         orow[lane + 32 * i] = acc / ll;
     }
+}
+
+#define ATTENTION_ARGS                                                                                          \
+    const float *__restrict__ q, const void *__restrict__ k, const void *__restrict__ v,                         \
+        const __half *__restrict__ ks, const __half *__restrict__ vs, float *__restrict__ out, int n_head,      \
+        int n_head_kv, int dk, int dv, int kv_len, int q_pos0, int window, float scale, float softcap
+#define ATTENTION_PASS q, k, v, ks, vs, out, n_head, n_head_kv, dk, dv, kv_len, q_pos0, window, scale, softcap
+
+// ks/vs (the q8_0 scales) are unused by the f16 kernel.
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention(ATTENTION_ARGS) {
+    attention_impl<false>(ATTENTION_PASS);
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_WARPS * 32) attention_q8_0(ATTENTION_ARGS) {
+    attention_impl<true>(ATTENTION_PASS);
 }

@@ -3,6 +3,13 @@
 // a 256-weight k-quant block. `b` points at the block start, which is aligned to `ALIGN` bytes
 // (the block size's largest power-of-two divisor up to 16): loads use the widest access that
 // alignment allows. Each item writes its weights in file order to w[0..32).
+//
+// Types with SPLIT = true also have decode(b, item, q, s, m): the item's quantized values as
+// exact small-integer floats q[0..32) and a scale and offset per half item (16 weights), with
+// w[j] = s[j / 16] * q[j] + m[j / 16]. The matvec multiplies q by the activations and applies
+// s and m once per half (m times the activations' half sums), which takes the per-weight scale
+// arithmetic out of its inner loop; q comes from the packed bits with one byte permute and one
+// add per weight (byte_f).
 #pragma once
 #include "common.cuh"
 
@@ -15,6 +22,17 @@ __device__ __forceinline__ float small_u2f(u32 u, int bias) {
     return __int_as_float(0x4B000000u | u) - (float)(8388608 + bias);
 }
 
+// Byte i (0..3) of v as a float minus `bias`, exactly: the permute builds the bits
+// 0x4B0000vv, the float 2^23 + vv.
+__device__ __forceinline__ float byte_f(u32 v, int i, int bias) {
+    return __int_as_float(__byte_perm(v, 0x4B000000u, 0x7440u | (u32)i)) - (float)(8388608 + bias);
+}
+
+// The four low bits of x (< 16) moved to bit 4 of bytes 0..3.
+__device__ __forceinline__ u32 bits_to_byte_bit4(u32 x) {
+    return (x * 0x02040810u) & 0x10101010u;
+}
+
 // The IQ4_NL grid plus 128, packed four values a word, looked up with byte permutes so the
 // table stays in registers (a __constant__ table would serialize on divergent indices).
 __device__ __forceinline__ float iq4_value(u32 q) {
@@ -24,15 +42,45 @@ __device__ __forceinline__ float iq4_value(u32 q) {
     return small_u2f(v & 0xffu, 128);
 }
 
-template <int BYTES_, int QK_, int ITEMS_>
+// The IQ4 grid values (plus 128) of four 4-bit indices held in the bytes of `idx`, as bytes in
+// the order of indices 0, 2, 1, 3 (iq4_byte maps an index's position to its byte): two byte
+// permutes look up the low and the high half of the table and a mask built from bit 3 of each
+// index picks between them (9 integer operations for 4 weights instead of ~5 per weight).
+__host__ __device__ constexpr int iq4_byte(int j) { return j == 1 ? 2 : j == 2 ? 1 : j; }
+__device__ __forceinline__ u32 iq4_lookup4(u32 idx) {
+    const u32 sel = (idx | (idx >> 12)) & 0x7777u;  // selector nibbles: indices 0, 2, 1, 3 (mod 8)
+    const u32 lo = __byte_perm(0x3F2D1801u, 0x766A5D4Fu, sel);
+    const u32 hi = __byte_perm(0xA6998D81u, 0xF1D9C5B5u, sel);
+    const u32 high = __byte_perm(idx & 0x08080808u, 0u, 0x3120u);  // bit 3 per index, same order
+    const u32 mask = (high >> 3) * 0xFFu;
+    return (hi & mask) | (lo & ~mask);
+}
+
+template <int BYTES_, int QK_, int ITEMS_, bool SPLIT_ = false>
 struct BlockType {
+    static constexpr bool SPLIT = SPLIT_;
     static constexpr int BYTES = BYTES_;
     static constexpr int QK = QK_;
     static constexpr int ITEMS = ITEMS_;
     static constexpr int ALIGN = gcd_c(BYTES_, 16);
 };
 
-struct Q4_0 : BlockType<18, 32, 1> {
+struct Q4_0 : BlockType<18, 32, 1, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
+        const float d = load_half(b);
+        s[0] = s[1] = d;
+        m[0] = m[1] = -8.0f * d;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<2>(b + 2 + 4 * k);
+            const u32 lo = x & 0x0F0F0F0Fu, hi = (x >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                q[4 * k + j] = byte_f(lo, j, 0);
+                q[16 + 4 * k + j] = byte_f(hi, j, 0);
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b);
 #pragma unroll
@@ -48,7 +96,21 @@ struct Q4_0 : BlockType<18, 32, 1> {
     }
 };
 
-struct Q4_1 : BlockType<20, 32, 1> {
+struct Q4_1 : BlockType<20, 32, 1, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = load_half(b + 2);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<4>(b + 4 + 4 * k);
+            const u32 lo = x & 0x0F0F0F0Fu, hi = (x >> 4) & 0x0F0F0F0Fu;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                q[4 * k + j] = byte_f(lo, j, 0);
+                q[16 + 4 * k + j] = byte_f(hi, j, 0);
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b), m = load_half(b + 2);
 #pragma unroll
@@ -64,7 +126,24 @@ struct Q4_1 : BlockType<20, 32, 1> {
     }
 };
 
-struct Q5_0 : BlockType<22, 32, 1> {
+struct Q5_0 : BlockType<22, 32, 1, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
+        const float d = load_half(b);
+        s[0] = s[1] = d;
+        m[0] = m[1] = -16.0f * d;
+        const u32 qh = load_u32<2>(b + 2);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<2>(b + 6 + 4 * k);
+            const u32 lo = (x & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (4 * k)) & 15);
+            const u32 hi = ((x >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (16 + 4 * k)) & 15);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                q[4 * k + j] = byte_f(lo, j, 0);
+                q[16 + 4 * k + j] = byte_f(hi, j, 0);
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b);
         const u32 qh = load_u32<2>(b + 2);
@@ -82,7 +161,23 @@ struct Q5_0 : BlockType<22, 32, 1> {
     }
 };
 
-struct Q5_1 : BlockType<24, 32, 1> {
+struct Q5_1 : BlockType<24, 32, 1, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = load_half(b + 2);
+        const u32 qh = load_u32<4>(b + 4);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<8>(b + 8 + 4 * k);
+            const u32 lo = (x & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (4 * k)) & 15);
+            const u32 hi = ((x >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (16 + 4 * k)) & 15);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                q[4 * k + j] = byte_f(lo, j, 0);
+                q[16 + 4 * k + j] = byte_f(hi, j, 0);
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b), m = load_half(b + 2);
         const u32 qh = load_u32<4>(b + 4);
@@ -100,7 +195,17 @@ struct Q5_1 : BlockType<24, 32, 1> {
     }
 };
 
-struct Q8_0 : BlockType<34, 32, 1> {
+struct Q8_0 : BlockType<34, 32, 1, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const u32 x = load_u32<2>(b + 2 + 4 * k) ^ 0x80808080u;  // two's complement -> offset 128
+#pragma unroll
+            for (int j = 0; j < 4; j++) q[4 * k + j] = byte_f(x, j, 128);
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b);
 #pragma unroll
@@ -112,7 +217,21 @@ struct Q8_0 : BlockType<34, 32, 1> {
     }
 };
 
-struct IQ4_NL : BlockType<18, 32, 1> {
+struct IQ4_NL : BlockType<18, 32, 1, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<2>(b + 2 + 4 * k);
+            const u32 lo = iq4_lookup4(x & 0x0F0F0F0Fu), hi = iq4_lookup4((x >> 4) & 0x0F0F0F0Fu);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                q[4 * k + j] = byte_f(lo, iq4_byte(j), 128);
+                q[16 + 4 * k + j] = byte_f(hi, iq4_byte(j), 128);
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b);
 #pragma unroll
@@ -130,7 +249,24 @@ struct IQ4_NL : BlockType<18, 32, 1> {
 
 // Item `it` of a k-quant block covers weights 32*it .. 32*it+32.
 
-struct Q2_K : BlockType<84, QK_K, 8> {
+struct Q2_K : BlockType<84, QK_K, 8, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
+        const float d = load_half(b + 80), dmin = load_half(b + 82);
+        const int shift = 2 * (it % 4);
+        const u8* qs = b + 16 + 32 * (it / 4);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            const u32 sc = b[2 * it + g];
+            s[g] = d * (float)(sc & 15);
+            m[g] = -dmin * (float)(sc >> 4);
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const u32 x = (load_u32<4>(qs + 16 * g + 4 * k) >> shift) & 0x03030303u;
+#pragma unroll
+                for (int j = 0; j < 4; j++) q[16 * g + 4 * k + j] = byte_f(x, j, 0);
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         const float d = load_half(b + 80), dmin = load_half(b + 82);
         const int shift = 2 * (it % 4);
@@ -149,10 +285,28 @@ struct Q2_K : BlockType<84, QK_K, 8> {
     }
 };
 
-struct Q3_K : BlockType<110, QK_K, 8> {
+struct Q3_K : BlockType<110, QK_K, 8, true> {
     static __device__ __forceinline__ int scale6(const u8* sc, int j) {
         const int low = j < 8 ? (sc[j] & 15) : (sc[j - 8] >> 4);
         return low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
+    }
+    static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
+        const float d = load_half(b + 108);
+        const int shift = 2 * (it % 4);
+        const u8* qs = b + 32 + 32 * (it / 4);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            s[g] = d * (float)(scale6(b + 96, 2 * it + g) - 32);
+            m[g] = -4.0f * s[g];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const u32 low = (load_u32<2>(qs + 16 * g + 4 * k) >> shift) & 0x03030303u;
+                const u32 high = (load_u32<2>(b + 16 * g + 4 * k) >> it) & 0x01010101u;
+                const u32 x = low | (high << 2);
+#pragma unroll
+                for (int j = 0; j < 4; j++) q[16 * g + 4 * k + j] = byte_f(x, j, 0);
+            }
+        }
     }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         const float d = load_half(b + 108);
@@ -188,7 +342,26 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, floa
     }
 }
 
-struct Q4_K : BlockType<144, QK_K, 8> {
+struct Q4_K : BlockType<144, QK_K, 8, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
+        float sc, mn;
+        scale_min_k4(it, b + 4, &sc, &mn);
+        s[0] = s[1] = load_half(b) * sc;
+        m[0] = m[1] = -(load_half(b + 2) * mn);
+        const int shift = 4 * (it % 2);
+        const uint4* qs = reinterpret_cast<const uint4*>(b + 16 + 32 * (it / 2));
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint4 q4 = qs[v];
+            const u32 qw[4] = {q4.x, q4.y, q4.z, q4.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const u32 x = (qw[k] >> shift) & 0x0F0F0F0Fu;
+#pragma unroll
+                for (int j = 0; j < 4; j++) q[16 * v + 4 * k + j] = byte_f(x, j, 0);
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         float sc, m;
         scale_min_k4(it, b + 4, &sc, &m);
@@ -207,7 +380,28 @@ struct Q4_K : BlockType<144, QK_K, 8> {
     }
 };
 
-struct Q5_K : BlockType<176, QK_K, 8> {
+struct Q5_K : BlockType<176, QK_K, 8, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
+        float sc, mn;
+        scale_min_k4(it, b + 4, &sc, &mn);
+        s[0] = s[1] = load_half(b) * sc;
+        m[0] = m[1] = -(load_half(b + 2) * mn);
+        const int shift = 4 * (it % 2);
+        const uint4* qs = reinterpret_cast<const uint4*>(b + 48 + 32 * (it / 2));
+        const uint4* qh = reinterpret_cast<const uint4*>(b + 16);
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint4 q4 = qs[v], h4 = qh[v];
+            const u32 qw[4] = {q4.x, q4.y, q4.z, q4.w};
+            const u32 hw[4] = {h4.x, h4.y, h4.z, h4.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const u32 x = ((qw[k] >> shift) & 0x0F0F0F0Fu) | (((hw[k] >> it) & 0x01010101u) << 4);
+#pragma unroll
+                for (int j = 0; j < 4; j++) q[16 * v + 4 * k + j] = byte_f(x, j, 0);
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         float sc, m;
         scale_min_k4(it, b + 4, &sc, &m);
@@ -231,7 +425,28 @@ struct Q5_K : BlockType<176, QK_K, 8> {
     }
 };
 
-struct Q6_K : BlockType<210, QK_K, 8> {
+struct Q6_K : BlockType<210, QK_K, 8, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
+        const float d = load_half(b + 208);
+        const int h = it / 4, k = it % 4;
+        const u8* ql = b + 64 * h + 32 * (k & 1);
+        const u8* qh = b + 128 + 32 * h;
+        const int lshift = 4 * (k >> 1), hshift = 2 * k;
+        const i8* scales = reinterpret_cast<const i8*>(b + 192 + 8 * h + 2 * k);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            s[g] = d * (float)scales[g];
+            m[g] = -32.0f * s[g];
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const u32 l = (load_u32<2>(ql + 16 * g + 4 * c) >> lshift) & 0x0F0F0F0Fu;
+                const u32 hb = (load_u32<2>(qh + 16 * g + 4 * c) >> hshift) & 0x03030303u;
+                const u32 x = l | (hb << 4);
+#pragma unroll
+                for (int j = 0; j < 4; j++) q[16 * g + 4 * c + j] = byte_f(x, j, 0);
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         const float d = load_half(b + 208);
         const int h = it / 4, k = it % 4;
@@ -256,7 +471,28 @@ struct Q6_K : BlockType<210, QK_K, 8> {
     }
 };
 
-struct IQ4_XS : BlockType<136, QK_K, 8> {
+struct IQ4_XS : BlockType<136, QK_K, 8, true> {
+    static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
+        const u32 scales_h = *reinterpret_cast<const u16*>(b + 2);
+        const int ls = ((b[4 + it / 2] >> (4 * (it % 2))) & 15) | (((scales_h >> (2 * it)) & 3) << 4);
+        s[0] = s[1] = load_half(b) * (float)(ls - 32);
+        m[0] = m[1] = 0.0f;
+        const uint2* qs = reinterpret_cast<const uint2*>(b + 8 + 16 * it);
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint2 q2 = qs[v];
+            const u32 qw[2] = {q2.x, q2.y};
+#pragma unroll
+            for (int k = 0; k < 2; k++) {
+                const u32 lo = iq4_lookup4(qw[k] & 0x0F0F0F0Fu), hi = iq4_lookup4((qw[k] >> 4) & 0x0F0F0F0Fu);
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    q[8 * v + 4 * k + j] = byte_f(lo, iq4_byte(j), 128);
+                    q[16 + 8 * v + 4 * k + j] = byte_f(hi, iq4_byte(j), 128);
+                }
+            }
+        }
+    }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         const u32 scales_h = *reinterpret_cast<const u16*>(b + 2);
         const int ls = ((b[4 + it / 2] >> (4 * (it % 2))) & 15) | (((scales_h >> (2 * it)) & 3) << 4);

@@ -1,12 +1,13 @@
 //! [`Backend`] for CUDA: activations are f32 device buffers, weights stay in their file type on
-//! the device (rows padded to 16 bytes for the matvec's 16-byte loads), the cache is f16.
+//! the device (rows padded to 16 bytes for the matvec's 16-byte loads), the cache is f16 or q8_0
+//! ([`CudaOptions`]), and attention is flash attention unless standard is asked for.
 //! Single-token decode steps run from an arena and are replayed as a CUDA graph (`step.rs`).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use wasm_chord_core::backend::{
-    Activation, AttentionParams, Backend, BackendError, DeviceMemory, KvType, Op, RopeParams, WeightData,
+    Activation, AttentionKind, AttentionParams, Backend, BackendError, DeviceMemory, KvType, Op, RopeParams, WeightData,
 };
 use wasm_chord_core::{quant, TensorType};
 
@@ -14,6 +15,7 @@ use crate::buffer::DeviceBuf;
 use crate::device::CudaDevice;
 use crate::error::CudaError;
 use crate::ops;
+use crate::ops::flash::{FlashOptions, FlashWorkspace, KvData, KvView};
 use crate::step::{address, Mode, StepState, StepStats};
 
 /// An f32 activation matrix `[rows, cols]` on the device, row-major.
@@ -48,16 +50,56 @@ pub struct CudaWeight {
     pub values: Option<CudaSlice<f32>>,
 }
 
-/// Key or value rows of one layer as f16 bits, `capacity` rows of `cols` values.
+/// Key or value rows of one layer.
+pub enum CacheData {
+    /// f16 bits, `capacity * cols` values.
+    F16(CudaSlice<u16>),
+    /// q8_0 as two arrays (so rows of values stay 16-byte aligned for the flash kernels'
+    /// copies): `capacity * cols` int8 values and `capacity * cols / 32` f16 scales.
+    Q8_0 { qs: CudaSlice<i8>, d: CudaSlice<u16> },
+}
+
+/// Key or value storage of one layer: `capacity` rows of `cols` values.
 pub struct CudaCache {
     pub cols: usize,
     pub capacity: usize,
-    pub data: CudaSlice<u16>,
+    pub data: CacheData,
+}
+
+impl CudaCache {
+    pub fn kv_type(&self) -> KvType {
+        match self.data {
+            CacheData::F16(_) => KvType::F16,
+            CacheData::Q8_0 { .. } => KvType::Q8_0,
+        }
+    }
+
+    /// The rows as the flash kernels read them.
+    pub fn view(&self) -> KvView<'_> {
+        let data = match &self.data {
+            CacheData::F16(d) => KvData::F16(d),
+            CacheData::Q8_0 { qs, d } => KvData::Q8_0 { qs, d },
+        };
+        KvView { data, cols: self.cols, capacity: self.capacity }
+    }
+}
+
+/// CUDA backend settings.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CudaOptions {
+    /// Flash (tensor cores, split keys for decode) or standard (one block per query row).
+    pub attention: AttentionKind,
+    /// How cache rows are stored.
+    pub kv_type: KvType,
 }
 
 /// The CUDA backend on one device.
 pub struct CudaBackend {
     dev: CudaDevice,
+    opts: CudaOptions,
+    flash: FlashWorkspace,
+    /// cuBLAS for prompts, created on the first matmul of many tokens; `None` if that failed.
+    gemm: OnceLock<Option<ops::gemm::Gemm>>,
     step: Mutex<StepState>,
     /// Where `argmax` leaves its answer.
     argmax_out: Mutex<CudaSlice<u32>>,
@@ -66,14 +108,27 @@ pub struct CudaBackend {
 }
 
 impl CudaBackend {
-    /// Opens GPU `ordinal`; a clear error if there is no driver or no GPU. Decode steps are
-    /// captured as CUDA graphs unless `WASM_CHORD_CUDA_GRAPH=0`.
+    /// Opens GPU `ordinal`; a clear error if there is no driver or no GPU.
     pub fn new(ordinal: usize) -> Result<Self, CudaError> {
+        Self::with_options(ordinal, CudaOptions::default())
+    }
+
+    /// Opens GPU `ordinal` with the given attention kind and cache type. Decode steps are
+    /// captured as CUDA graphs unless `WASM_CHORD_CUDA_GRAPH=0`.
+    pub fn with_options(ordinal: usize, opts: CudaOptions) -> Result<Self, CudaError> {
         let dev = CudaDevice::new(ordinal)?;
         let graphs = std::env::var("WASM_CHORD_CUDA_GRAPH").map_or(true, |v| v != "0");
         let step = StepState::new(dev.stream(), graphs).map_err(|e| CudaError::NoDevice { detail: format!("allocating the step buffers: {e}") })?;
         let argmax_out = dev.stream().alloc_zeros::<u32>(1).map_err(crate::error::driver("allocating the argmax buffer"))?;
-        Ok(Self { dev, step: Mutex::new(step), argmax_out: Mutex::new(argmax_out), freq_factors: Mutex::new(Vec::new()) })
+        Ok(Self {
+            dev,
+            opts,
+            flash: FlashWorkspace::default(),
+            gemm: OnceLock::new(),
+            step: Mutex::new(step),
+            argmax_out: Mutex::new(argmax_out),
+            freq_factors: Mutex::new(Vec::new()),
+        })
     }
 
     /// Turns CUDA graphs of the decode step on or off (steps still run from the arena).
@@ -92,10 +147,6 @@ impl CudaBackend {
         self.step().stats
     }
 
-    pub fn device(&self) -> &CudaDevice {
-        &self.dev
-    }
-
     fn step(&self) -> MutexGuard<'_, StepState> {
         self.step.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -111,6 +162,13 @@ impl CudaBackend {
         address(s, self.dev.stream())
     }
 
+    fn cache_addr(&self, c: &CudaCache) -> u64 {
+        match &c.data {
+            CacheData::F16(d) => self.addr(d),
+            CacheData::Q8_0 { qs, .. } => self.addr(qs),
+        }
+    }
+
     /// Index into `freq_factors` of these factors, uploaded the first time they are seen.
     fn freq_factors_index(&self, f: &[f32], cache: &mut Vec<(Vec<f32>, CudaSlice<f32>)>) -> Result<usize, BackendError> {
         if let Some(i) = cache.iter().position(|(host, _)| host == f) {
@@ -121,6 +179,27 @@ impl CudaBackend {
         }
         cache.push((f.to_vec(), self.upload_vec(Op::Rope, f)?));
         Ok(cache.len() - 1)
+    }
+
+    pub fn options(&self) -> CudaOptions {
+        self.opts
+    }
+
+    /// The tensor-core matmul, if cuBLAS could be loaded (once; a warning otherwise).
+    fn gemm(&self) -> Option<&ops::gemm::Gemm> {
+        self.gemm
+            .get_or_init(|| match ops::gemm::Gemm::new(&self.dev) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    pub fn device(&self) -> &CudaDevice {
+        &self.dev
     }
 
     fn upload_vec<T: DeviceRepr>(&self, op: Op, host: &[T]) -> Result<CudaSlice<T>, BackendError> {
@@ -149,9 +228,8 @@ impl Backend for CudaBackend {
         "cuda"
     }
 
-    /// The device cache stores f16 rows only, for now; a q8_0 cache is flash-attention work.
     fn kv_type(&self) -> KvType {
-        KvType::F16
+        self.opts.kv_type
     }
 
     fn supports_weight(&self, ty: TensorType) -> bool {
@@ -229,8 +307,27 @@ impl Backend for CudaBackend {
     }
 
     fn cache(&self, capacity: usize, cols: usize) -> Result<CudaCache, BackendError> {
-        let n = checked_len(Op::Alloc, capacity, cols)?;
-        Ok(CudaCache { cols, capacity, data: self.zeros(n)? })
+        let ty = self.opts.kv_type;
+        // The error names the bytes the cache needs, so a user can pick a smaller context.
+        let fail = |why: String| {
+            let need = ty.row_bytes(cols).and_then(|r| r.checked_mul(capacity));
+            let need = need.map_or("more than the address space".to_string(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64));
+            BackendError::Other { op: Op::Alloc, detail: format!("{} cache of {capacity} x {cols} on the GPU: {why} (needs {need})", ty.name()) }
+        };
+        let n = capacity.checked_mul(cols).ok_or_else(|| fail("size overflows".into()))?;
+        let stream = self.dev.stream();
+        let data = match ty {
+            KvType::F16 => CacheData::F16(stream.alloc_zeros::<u16>(n.max(1)).map_err(|e| fail(e.to_string()))?),
+            KvType::Q8_0 => {
+                if cols % 32 != 0 {
+                    return Err(fail("rows must be whole blocks of 32 values".into()));
+                }
+                let qs = stream.alloc_zeros::<i8>(n.max(1)).map_err(|e| fail(e.to_string()))?;
+                let d = stream.alloc_zeros::<u16>((n / 32).max(1)).map_err(|e| fail(e.to_string()))?;
+                CacheData::Q8_0 { qs, d }
+            }
+        };
+        Ok(CudaCache { cols, capacity, data })
     }
 
     fn matmul(&self, w: &CudaWeight, bias: Option<&CudaWeight>, x: &CudaTensor, out: &mut CudaTensor) -> Result<(), BackendError> {
@@ -245,6 +342,12 @@ impl Backend for CudaBackend {
             Some(b) => Some(values(b, Op::MatMul)?),
             None => None,
         };
+        ops::matvec::check(w, x, out)?;
+        if x.rows >= ops::gemm::MIN_TOKENS {
+            if let Some(gemm) = self.gemm() {
+                return gemm.matmul(&self.dev, w, bias, x, out);
+            }
+        }
         ops::matvec::matmul(&self.dev, w, bias, x, out)
     }
 
@@ -319,29 +422,38 @@ impl Backend for CudaBackend {
     fn store_kv(&self, cache: &mut CudaCache, start: usize, x: &CudaTensor) -> Result<(), BackendError> {
         let op = Op::StoreKv;
         let mut st = self.step();
-        st.note(op, &[self.addr(&cache.data), self.addr(&x.data), x.rows as u64]);
+        st.note(op, &[self.cache_addr(cache), self.addr(&x.data), x.rows as u64]);
         if st.mode().device_position() {
-            if start != st.token_pos().1 || start + x.rows > cache.capacity {
+            // Decode steps write f16 rows at the device-side position (kernels/step.cu).
+            let CacheData::F16(data) = &mut cache.data else {
+                return Err(st.refuse(op, "into a q8_0 cache (no step kernel yet)"));
+            };
+            if start != st.token_pos().1 || start + x.rows > cache.capacity || x.cols != cache.cols {
                 let why = format!("of {} rows at {start} into a cache of {} (step position {})", x.rows, cache.capacity, st.token_pos().1);
                 return Err(st.refuse(op, &why));
             }
             if !st.mode().launches() {
                 return Ok(());
             }
-            return ops::step::store_f16_at(&self.dev, cache, st.pos_dev(), x);
+            return ops::step::store_f16_at(&self.dev, data, st.pos_dev(), x);
         }
         drop(st);
         ops::elementwise::store_kv(&self.dev, cache, start, x)
     }
 
+    /// Flash attention for head sizes 64, 128 and 256 (keys and values alike); other shapes,
+    /// and `AttentionKind::Standard`, use the one-block-per-query-row kernel.
     fn attention(&self, q: &CudaTensor, k: &CudaCache, v: &CudaCache, kv_len: usize, p: &AttentionParams, out: &mut CudaTensor) -> Result<(), BackendError> {
-        // Decode steps read the position from device memory (kernels/step.cu).
+        // Decode steps read the position from device memory (kernels/step.cu, f16 caches).
         {
             let op = Op::Attention;
             let mut st = self.step();
             let (nh, window, scale) = (p.n_head as u64, p.window.unwrap_or(0) as u64, p.scale.to_bits() as u64);
-            st.note(op, &[self.addr(&q.data), self.addr(&k.data), self.addr(&v.data), self.addr(&out.data), nh, window, scale]);
+            st.note(op, &[self.addr(&q.data), self.cache_addr(k), self.cache_addr(v), self.addr(&out.data), nh, window, scale]);
             if st.mode().device_position() {
+                let (CacheData::F16(kd), CacheData::F16(vd)) = (&k.data, &v.data) else {
+                    return Err(st.refuse(op, "over a q8_0 cache (no step kernel yet)"));
+                };
                 let pos = st.token_pos().1;
                 if p.q_pos0 != pos || kv_len != pos + q.rows || kv_len > k.capacity || kv_len > v.capacity {
                     return Err(st.refuse(op, &format!("at q_pos0 {} over {kv_len} keys (step position {pos})", p.q_pos0)));
@@ -349,8 +461,18 @@ impl Backend for CudaBackend {
                 if !st.mode().launches() {
                     return Ok(());
                 }
-                return ops::step::attention_at(&self.dev, q, k, v, st.pos_dev(), p, out);
+                return ops::step::attention_at(&self.dev, q, (kd, k.cols), (vd, v.cols), st.pos_dev(), p, out);
             }
+        }
+        if self.opts.attention == AttentionKind::Flash && ops::flash::supports(p) {
+            if q.cols != p.n_head * p.head_dim_k || out.cols != p.n_head * p.head_dim_v || out.rows != q.rows {
+                return Err(BackendError::Shape {
+                    op: Op::Attention,
+                    detail: format!("q [{}, {}] and out [{}, {}] for {p:?}", q.rows, q.cols, out.rows, out.cols),
+                });
+            }
+            let (kv, vv) = (k.view(), v.view());
+            return ops::flash::flash_attention(&self.dev, &self.flash, &q.data, q.rows, &kv, &vv, kv_len, p, FlashOptions::default(), &mut out.data);
         }
         ops::attention::attention(&self.dev, q, k, v, kv_len, p, out)
     }

@@ -15,6 +15,7 @@ pub struct CudaDevice {
     stream: Arc<CudaStream>,
     name: String,
     arch: String,
+    sm_count: usize,
     modules: Vec<Arc<CudaModule>>,
     /// Every kernel of every module, resolved once at start-up (read without a lock).
     functions: HashMap<String, CudaFunction>,
@@ -46,6 +47,10 @@ impl CudaDevice {
         let name = ctx.name().map_err(driver("reading the device name"))?;
         let (major, minor) = ctx.compute_capability().map_err(driver("reading the compute capability"))?;
         let arch = format!("sm_{major}{minor}");
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(driver("reading the multiprocessor count"))?
+            .max(1) as usize;
         // The files compile in parallel on a cold cache (NVRTC programs are independent).
         let files = kernels::all();
         let cubins: Vec<Result<Vec<u8>, CudaError>> = std::thread::scope(|s| {
@@ -74,7 +79,7 @@ impl CudaDevice {
             modules.push(module);
         }
         tracing::info!(device = %name, arch = %arch, kernels = functions.len(), "CUDA device ready");
-        Ok(Self { ctx, stream, name, arch, modules, functions })
+        Ok(Self { ctx, stream, name, arch, sm_count, modules, functions })
     }
 
     pub fn name(&self) -> &str {
@@ -84,6 +89,11 @@ impl CudaDevice {
     /// The architecture kernels are compiled for ("sm_90").
     pub fn arch(&self) -> &str {
         &self.arch
+    }
+
+    /// Streaming multiprocessors: how many blocks fill the GPU.
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

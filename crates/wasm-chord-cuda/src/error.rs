@@ -20,6 +20,10 @@ pub enum CudaError {
     Driver { context: String, source: cudarc::driver::DriverError },
     #[error("kernel {name} is not in any compiled kernel file")]
     MissingKernel { name: String },
+    #[error("cuBLAS not found (libcublas.so.13): prompts use the slower matmul kernels; add the CUDA toolkit's lib64 to LD_LIBRARY_PATH")]
+    NoCublas,
+    #[error("cuBLAS: {context}: {detail}")]
+    Cublas { context: String, detail: String },
     #[error("kernel cache {path}: {source}")]
     Cache { path: PathBuf, source: std::io::Error },
 }

@@ -11,19 +11,22 @@ pub struct KernelFile {
 }
 
 /// Headers the kernel files include, by the name they include them under.
-pub const HEADERS: [(&str, &str); 2] = [
+pub const HEADERS: [(&str, &str); 3] = [
     ("common.cuh", include_str!("../kernels/common.cuh")),
     ("dequant.cuh", include_str!("../kernels/dequant.cuh")),
+    ("matvec.cuh", include_str!("../kernels/matvec.cuh")),
 ];
 
 /// Every kernel file.
-pub fn all() -> [KernelFile; 6] {
+pub fn all() -> [KernelFile; 8] {
     [
         crate::ops::matvec::SOURCE,
         crate::ops::norm::SOURCE,
         crate::ops::rope::SOURCE,
         crate::ops::elementwise::SOURCE,
         crate::ops::attention::SOURCE,
+        crate::ops::gemm::SOURCE,
+        crate::ops::flash::SOURCE,
         crate::ops::step::SOURCE,
     ]
 }

@@ -14,7 +14,7 @@ pub mod nvrtc;
 pub mod ops;
 pub mod step;
 
-pub use backend::{CudaBackend, CudaCache, CudaTensor, CudaWeight};
+pub use backend::{CacheData, CudaBackend, CudaCache, CudaOptions, CudaTensor, CudaWeight};
 pub use buffer::DeviceBuf;
 pub use device::CudaDevice;
 pub use error::CudaError;

@@ -16,8 +16,10 @@
 //! (another KV cache: a second session) launches nothing and asks the caller to run the step
 //! again without the hooks; the next step is recorded too, so up to `MAX_GRAPHS` sessions
 //! alternate without re-recording. A tensor of another size empties the arena and the graphs
-//! (warm-up again). A failed capture turns graphs off for the backend (with a warning) and
-//! steps run eagerly from then on, still from the arena.
+//! (warm-up again). A failed capture, or an op with no device-position kernel (a q8_0 cache),
+//! turns steps off for the backend (with a warning): plain passes from then on, as with graphs
+//! off (`WASM_CHORD_CUDA_GRAPH=0`) and at positions past `MAX_STEP_POS`, where the
+//! flash-decoding kernels (host-side positions) beat the step's one-block-per-head attention.
 
 use std::sync::Arc;
 
@@ -35,8 +37,6 @@ pub enum Mode {
     Off,
     /// First step: run eagerly, growing the arena.
     Warmup,
-    /// Graphs are off: run eagerly from the arena with device-side positions.
-    Eager,
     /// Ops are recorded into a graph, not executed; the graph is launched at the end.
     Capture,
     /// The recorded graph will be launched at the end: ops only check their arguments.
@@ -74,6 +74,11 @@ unsafe impl Send for Recorded {}
 pub struct StepState {
     mode: Mode,
     graphs: bool,
+    /// Something in the step cannot read its position from the device (a q8_0 cache, say), or
+    /// a capture failed: steps run as plain passes from then on.
+    disabled: bool,
+    /// The current step runs as a plain pass (graphs off, or a position past `MAX_STEP_POS`).
+    plain: bool,
     arena: Vec<Slot>,
     arena_ready: bool,
     next_slot: usize,
@@ -114,6 +119,9 @@ const SEED: u64 = 0xcbf2_9ce4_8422_2325;
 /// Recorded graphs kept at once (one per KV cache in use, in practice).
 const MAX_GRAPHS: usize = 8;
 
+/// Positions past this run as plain passes (see `begin`).
+pub const MAX_STEP_POS: usize = 1024;
+
 /// The device address of a slice.
 pub fn address<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     let (ptr, _sync) = s.device_ptr(stream);
@@ -131,6 +139,8 @@ impl StepState {
         Ok(Self {
             mode: Mode::Off,
             graphs,
+            disabled: false,
+            plain: false,
             arena: Vec::new(),
             arena_ready: false,
             next_slot: 0,
@@ -152,7 +162,7 @@ impl StepState {
     }
 
     pub fn graphs(&self) -> bool {
-        self.graphs
+        self.graphs && !self.disabled
     }
 
     /// Turns graph capture on or off (the recorded graph is dropped).
@@ -211,7 +221,7 @@ impl StepState {
         if let Some(slot) = self.arena.get(i).filter(|s| s.bytes == bytes) {
             return Ok(Some(address(&slot.buf, stream)));
         }
-        if !matches!(self.mode, Mode::Warmup | Mode::Eager) {
+        if self.mode != Mode::Warmup {
             let why = format!("tensor {i} of the decode step has {bytes} bytes, the recorded one {:?}", self.arena.get(i).map(|s| s.bytes));
             self.break_step(why.clone());
             return Err(BackendError::Other { op: Op::Alloc, detail: why });
@@ -235,6 +245,13 @@ impl StepState {
         if self.mode != Mode::Off {
             return Err(BackendError::Other { op, detail: "a decode step began inside another one".into() });
         }
+        // Plain passes when graphs are off, and at long contexts, where attention dominates and
+        // the flash-decoding kernels (host-side positions, not capturable yet) beat the step's
+        // one-block-per-head attention.
+        self.plain = self.disabled || !self.graphs || pos > MAX_STEP_POS;
+        if self.plain {
+            return Ok(());
+        }
         let pos32 = i32::try_from(pos).map_err(|_| BackendError::Shape { op, detail: format!("position {pos} exceeds i32") })?;
         let token32 = i32::from_ne_bytes(token.to_ne_bytes());
         stream.memcpy_htod(&[token32, pos32], &mut self.params).map_err(launch_err(op))?;
@@ -244,17 +261,16 @@ impl StepState {
         self.fingerprint = SEED;
         self.broken = None;
         self.stats.steps += 1;
-        self.mode = if !self.graphs {
-            Mode::Eager
-        } else if !self.recorded.is_empty() && !self.capture_next {
+        self.mode = if !self.recorded.is_empty() && !self.capture_next {
             Mode::Replay
         } else if self.arena_ready {
             match stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) {
                 Ok(()) => Mode::Capture,
                 Err(e) => {
                     tracing::warn!("CUDA graph capture could not start ({e}); decode steps run without graphs");
-                    self.graphs = false;
-                    Mode::Eager
+                    self.disabled = true;
+                    self.plain = true;
+                    return Ok(());
                 }
             }
         } else {
@@ -269,10 +285,21 @@ impl StepState {
         let mode = std::mem::replace(&mut self.mode, Mode::Off);
         let slots = self.next_slot;
         match mode {
+            Mode::Off if self.plain => {
+                self.plain = false;
+                Ok(true)
+            }
             Mode::Off => Err(BackendError::Other { op, detail: "a decode step ended without beginning".into() }),
-            Mode::Eager => Ok(true),
             Mode::Warmup => {
-                self.arena_ready = forward_ok && self.broken.is_none();
+                if let Some(why) = self.broken.take() {
+                    // An op that cannot take its position from the device: plain passes from now on.
+                    tracing::warn!("decode steps run as plain passes ({why})");
+                    self.disabled = true;
+                    self.recorded.clear();
+                    self.stats.reruns += 1;
+                    return Ok(false);
+                }
+                self.arena_ready = forward_ok;
                 Ok(true)
             }
             Mode::Capture => {
@@ -295,7 +322,7 @@ impl StepState {
                             (Ok(_), None) => "the capture recorded nothing".into(),
                         };
                         tracing::warn!("CUDA graph capture of the decode step failed ({why}); decode steps run without graphs");
-                        self.graphs = false;
+                        self.disabled = true;
                         self.stats.reruns += 1;
                         return Ok(false);
                     }

@@ -126,11 +126,8 @@ fn load_model(file: Arc<GgufFile>, opts: &EngineOptions) -> Result<Loaded, Strin
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
-            use wasm_chord_core::backend::Backend;
-            let backend = CudaBackend::new(0).map_err(|e| format!("the cuda backend is not available: {e}"))?;
-            if backend.kv_type() != opts.kv_type {
-                return Err(format!("the cuda backend keeps its KV cache as {}, not {}", backend.kv_type().name(), opts.kv_type.name()));
-            }
+            let cuda = wasm_chord_cuda::CudaOptions { attention: opts.attention, kv_type: opts.kv_type };
+            let backend = CudaBackend::with_options(0, cuda).map_err(|e| format!("the cuda backend is not available: {e}"))?;
             Model::load_on(backend, &crate::GgufSource::new(file)).map(Loaded::Cuda).map_err(|e| e.to_string())
         }
         #[cfg(not(feature = "cuda"))]

@@ -1,10 +1,11 @@
-//! Causal attention over the f16 cache with an online softmax; see `kernels/attention.cu`.
+//! Causal attention over the cache (f16 or q8_0) with an online softmax, one block per query row
+//! and head: the `AttentionKind::Standard` path; see `kernels/attention.cu`.
 
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
 
 use super::{i32_of, launch_err, op_err};
-use crate::backend::{CudaCache, CudaTensor};
+use crate::backend::{CacheData, CudaCache, CudaTensor};
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
 
@@ -41,7 +42,8 @@ pub fn attention(
         && kv_len <= k.capacity
         && kv_len <= v.capacity
         && p.q_pos0 + q.rows <= kv_len
-        && p.window != Some(0);
+        && p.window != Some(0)
+        && k.kv_type() == v.kv_type();
     if !ok {
         return Err(BackendError::Shape {
             op,
@@ -54,7 +56,11 @@ pub fn attention(
     if q.rows == 0 {
         return Ok(());
     }
-    let f = dev.function("attention").map_err(op_err(op))?;
+    let name = match k.data {
+        CacheData::F16(_) => "attention",
+        CacheData::Q8_0 { .. } => "attention_q8_0",
+    };
+    let f = dev.function(name).map_err(op_err(op))?;
     let cfg = LaunchConfig {
         grid_dim: (i32_of(op, "n_head", p.n_head)? as u32, i32_of(op, "rows", q.rows)? as u32, 1),
         block_dim: (128, 1, 1),
@@ -65,9 +71,15 @@ pub fn attention(
     let window = i32_of(op, "window", p.window.unwrap_or(0))?;
     let softcap = p.softcap.unwrap_or(0.0);
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(&q.data).arg(&k.data).arg(&v.data).arg(&mut out.data);
+    b.arg(&q.data);
+    match (&k.data, &v.data) {
+        (CacheData::F16(kd), CacheData::F16(vd)) => b.arg(kd).arg(vd).arg(kd).arg(vd),
+        (CacheData::Q8_0 { qs: kq, d: kd }, CacheData::Q8_0 { qs: vq, d: vd }) => b.arg(kq).arg(vq).arg(kd).arg(vd),
+        _ => return Err(BackendError::Shape { op, detail: "keys and values of different cache types".into() }),
+    };
+    b.arg(&mut out.data);
     b.arg(&nh).arg(&nkv).arg(&dk).arg(&dv).arg(&kvl).arg(&qp).arg(&window).arg(&p.scale).arg(&softcap);
-    // SAFETY: matches `attention`; shapes checked above, so keys 0..kv_len lie in the caches.
+    // SAFETY: matches ATTENTION_ARGS; shapes checked above, so keys 0..kv_len lie in the caches.
     unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
     Ok(())
 }

@@ -1,11 +1,11 @@
-//! Gated activations, add, scale, row gather, the f16 cache store and the row softmax; see
+//! Gated activations, add, scale, row gather, the cache store (f16 or q8_0) and the row softmax; see
 //! `kernels/elementwise.cu`.
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use wasm_chord_core::backend::{Activation, BackendError, Op};
 
 use super::{i32_of, launch_err, linear, op_err};
-use crate::backend::{CudaCache, CudaTensor};
+use crate::backend::{CacheData, CudaCache, CudaTensor};
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
 
@@ -92,13 +92,29 @@ pub fn store_kv(dev: &CudaDevice, cache: &mut CudaCache, start: usize, x: &CudaT
     if n == 0 {
         return Ok(());
     }
-    let f = dev.function("store_f16").map_err(op_err(op))?;
-    let mut dst = cache.data.slice_mut(start * cache.cols..start * cache.cols + n);
-    let n64 = n as u64;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&x.data).arg(&mut dst).arg(&n64);
-    // SAFETY: matches `store_f16`; `dst` holds exactly `n` values.
-    unsafe { b.launch(linear(n)?) }.map_err(launch_err(op))?;
+    let first = start * cache.cols;
+    match &mut cache.data {
+        CacheData::F16(data) => {
+            let f = dev.function("store_f16").map_err(op_err(op))?;
+            let mut dst = data.slice_mut(first..first + n);
+            let n64 = n as u64;
+            let mut b = dev.stream().launch_builder(&f);
+            b.arg(&x.data).arg(&mut dst).arg(&n64);
+            // SAFETY: matches `store_f16`; `dst` holds exactly `n` values.
+            unsafe { b.launch(linear(n)?) }.map_err(launch_err(op))?;
+        }
+        CacheData::Q8_0 { qs, d } => {
+            // Rows are whole blocks of 32 (checked when the cache was made), one warp per block.
+            let f = dev.function("store_q8_0").map_err(op_err(op))?;
+            let mut qs = qs.slice_mut(first..first + n);
+            let mut d = d.slice_mut(first / 32..(first + n) / 32);
+            let blocks = (n / 32) as u64;
+            let mut b = dev.stream().launch_builder(&f);
+            b.arg(&x.data).arg(&mut qs).arg(&mut d).arg(&blocks);
+            // SAFETY: matches `store_q8_0` (flash.cu); `qs` holds n values and `d` n / 32 scales.
+            unsafe { b.launch(linear(n)?) }.map_err(launch_err(op))?;
+        }
+    }
     Ok(())
 }
 

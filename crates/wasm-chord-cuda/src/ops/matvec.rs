@@ -1,7 +1,7 @@
 //! Quantized matmul (a matvec per token for decoding, up to 8 tokens per weight pass for
 //! batches) and the embedding gather, for every weight type; see `kernels/matvec.cu`.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use wasm_chord_core::backend::{BackendError, Op};
 use wasm_chord_core::TensorType;
 
@@ -12,12 +12,19 @@ use crate::kernels::KernelFile;
 
 pub const SOURCE: KernelFile = KernelFile { name: "matvec", source: include_str!("../../kernels/matvec.cu") };
 
-/// Warps (rows) per block of the one-token and the 8-token kernel (`MATVEC_WARPS`,
-/// `MATMUL8_WARPS` in the kernel).
-const MATVEC_WARPS: usize = 8;
-const MATMUL8_WARPS: usize = 4;
+/// (Warps per block, rows per warp) of `matvec_<ty>` (one token) or, with `batch`, of
+/// `matmul8_<ty>`: `MatvecCfg` / `Matmul8Cfg` in kernels/matvec.cu, which this must mirror.
+pub fn config(ty: TensorType, batch: bool) -> (usize, usize) {
+    use TensorType as T;
+    match (batch, ty) {
+        (false, T::Q8_0 | T::F16 | T::BF16) => (8, 1),
+        (false, _) => (4, 2),
+        (true, T::Q8_0 | T::Q4_K | T::Q5_K | T::IQ4_NL) => (4, 1),
+        (true, _) => (4, 2),
+    }
+}
 /// Tokens per weight pass of the batched kernel; `matmul8` in the kernel.
-const BATCH: usize = 8;
+pub const BATCH: usize = 8;
 
 /// Whether the kernels handle weights of type `ty`.
 pub fn supports(ty: TensorType) -> bool {
@@ -47,14 +54,8 @@ pub fn min_cols(ty: TensorType) -> usize {
     ty.block_len().max(32)
 }
 
-/// `out[t, o] = sum_k w[o, k] * x[t, k] (+ bias[o])`.
-pub fn matmul(
-    dev: &CudaDevice,
-    w: &CudaWeight,
-    bias: Option<&CudaSlice<f32>>,
-    x: &CudaTensor,
-    out: &mut CudaTensor,
-) -> Result<(), BackendError> {
+/// Checks `w [rows, cols] x [n, cols] -> out [n, rows]` and that the kernels handle `w`'s type.
+pub fn check(w: &CudaWeight, x: &CudaTensor, out: &CudaTensor) -> Result<(), BackendError> {
     let op = Op::MatMul;
     if w.cols != x.cols || out.rows != x.rows || out.cols != w.rows {
         return Err(BackendError::Shape {
@@ -65,18 +66,52 @@ pub fn matmul(
     if !supports(w.ty) || w.cols % min_cols(w.ty) != 0 {
         return Err(BackendError::UnsupportedType { backend: "cuda", op, ty: w.ty });
     }
+    Ok(())
+}
+
+/// `out[t, o] = sum_k w[o, k] * x[t, k] (+ bias[o])`: the one-token kernel for one token, the
+/// 8-token kernel (one weight pass per 8 tokens) otherwise.
+pub fn matmul(
+    dev: &CudaDevice,
+    w: &CudaWeight,
+    bias: Option<&CudaSlice<f32>>,
+    x: &CudaTensor,
+    out: &mut CudaTensor,
+) -> Result<(), BackendError> {
+    let batch = x.rows > 1;
+    let (kernel, per_pass) = if batch { ("matmul8", BATCH) } else { ("matvec", 1) };
+    let f = dev.function(&format!("{kernel}_{}", w.ty.name())).map_err(op_err(Op::MatMul))?;
+    launch(dev, &f, config(w.ty, batch), per_pass, 0, w, bias, x, out)
+}
+
+/// Launches `f`, a kernel with the signature of `matvec_<type>` whose blocks have `warps.0`
+/// warps of `warps.1` rows each, `per_pass` tokens and `shared_mem_bytes` of dynamic shared
+/// memory, over `w` and `x` (the bench launches other configurations through this).
+#[allow(clippy::too_many_arguments)]
+pub fn launch(
+    dev: &CudaDevice,
+    f: &CudaFunction,
+    warps: (usize, usize),
+    per_pass: usize,
+    shared_mem_bytes: u32,
+    w: &CudaWeight,
+    bias: Option<&CudaSlice<f32>>,
+    x: &CudaTensor,
+    out: &mut CudaTensor,
+) -> Result<(), BackendError> {
+    let op = Op::MatMul;
+    check(w, x, out)?;
     if x.rows == 0 || w.rows == 0 {
         return Ok(());
     }
-    let (kernel, per_pass, warps) = if x.rows == 1 { ("matvec", 1, MATVEC_WARPS) } else { ("matmul8", BATCH, MATMUL8_WARPS) };
-    let f = dev.function(&format!("{kernel}_{}", w.ty.name())).map_err(op_err(op))?;
-    let grid_x = u32::try_from(w.rows.div_ceil(warps)).map_err(|_| BackendError::Shape { op, detail: format!("{} rows", w.rows) })?;
+    let (warps, rows_per_warp) = warps;
+    let grid_x = u32::try_from(w.rows.div_ceil(warps * rows_per_warp)).map_err(|_| BackendError::Shape { op, detail: format!("{} rows", w.rows) })?;
     let grid_y = u32::try_from(x.rows.div_ceil(per_pass)).map_err(|_| BackendError::Shape { op, detail: format!("{} tokens", x.rows) })?;
-    let cfg = LaunchConfig { grid_dim: (grid_x, grid_y, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes: 0 };
+    let cfg = LaunchConfig { grid_dim: (grid_x, grid_y, 1), block_dim: (32 * warps as u32, 1, 1), shared_mem_bytes };
     let (rows, cols, n_tok) = (i32_of(op, "rows", w.rows)?, i32_of(op, "cols", w.cols)?, i32_of(op, "tokens", x.rows)?);
     let row_stride = w.row_stride as u64;
     let null = 0u64;
-    let mut b = dev.stream().launch_builder(&f);
+    let mut b = dev.stream().launch_builder(f);
     b.arg(&w.bytes).arg(&row_stride).arg(&x.data);
     match bias {
         Some(bias) => b.arg(bias),

@@ -3,6 +3,8 @@
 
 pub mod attention;
 pub mod elementwise;
+pub mod flash;
+pub mod gemm;
 pub mod matvec;
 pub mod norm;
 pub mod rope;

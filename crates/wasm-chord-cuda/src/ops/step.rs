@@ -5,7 +5,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
 
 use super::{i32_of, launch_err, linear, op_err};
-use crate::backend::{CudaCache, CudaTensor};
+use crate::backend::CudaTensor;
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
 
@@ -14,12 +14,12 @@ pub const SOURCE: KernelFile = KernelFile { name: "step", source: include_str!("
 /// Head dimensions up to this fit the step attention's registers (`32 * STEP_ATT_MAX_PER_LANE`).
 const MAX_HEAD_DIM: usize = 256;
 
-/// Writes the rows of `x` into the cache rows starting at `pos[0]`; the caller checked that
-/// they fit (`pos[0] + x.rows <= cache.capacity`).
-pub fn store_f16_at(dev: &CudaDevice, cache: &mut CudaCache, pos: &CudaSlice<i32>, x: &CudaTensor) -> Result<(), BackendError> {
+/// Writes the rows of `x` into the f16 cache rows (of `x.cols` values) starting at `pos[0]`;
+/// the caller checked that they fit.
+pub fn store_f16_at(dev: &CudaDevice, cache: &mut CudaSlice<u16>, pos: &CudaSlice<i32>, x: &CudaTensor) -> Result<(), BackendError> {
     let op = Op::StoreKv;
-    if x.cols != cache.cols || x.rows > cache.capacity {
-        return Err(BackendError::Shape { op, detail: format!("{} rows of {} into a cache of {} rows of {}", x.rows, x.cols, cache.capacity, cache.cols) });
+    if x.rows * x.cols > cache.len() {
+        return Err(BackendError::Shape { op, detail: format!("{} rows of {} into a cache of {} values", x.rows, x.cols, cache.len()) });
     }
     let n = x.rows * x.cols;
     if n == 0 {
@@ -28,18 +28,19 @@ pub fn store_f16_at(dev: &CudaDevice, cache: &mut CudaCache, pos: &CudaSlice<i32
     let f = dev.function("store_f16_at").map_err(op_err(op))?;
     let (cols, n64) = (i32_of(op, "cols", x.cols)?, n as u64);
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(&x.data).arg(&mut cache.data).arg(pos).arg(&cols).arg(&n64);
+    b.arg(&x.data).arg(cache).arg(pos).arg(&cols).arg(&n64);
     // SAFETY: matches `store_f16_at`; the position was checked on the host when it was set.
     unsafe { b.launch(linear(n)?) }.map_err(launch_err(op))?;
     Ok(())
 }
 
-/// Attention of the query rows at positions `pos[0]..` over the cache rows up to them.
+/// Attention of the query rows at positions `pos[0]..` over the f16 cache rows up to them;
+/// `k` and `v` are the caches with their row widths. The caller checked that the rows fit.
 pub fn attention_at(
     dev: &CudaDevice,
     q: &CudaTensor,
-    k: &CudaCache,
-    v: &CudaCache,
+    k: (&CudaSlice<u16>, usize),
+    v: (&CudaSlice<u16>, usize),
     pos: &CudaSlice<i32>,
     p: &AttentionParams,
     out: &mut CudaTensor,
@@ -58,13 +59,13 @@ pub fn attention_at(
         && q.cols == p.n_head * dk
         && out.cols == p.n_head * dv
         && out.rows == q.rows
-        && k.cols == p.n_head_kv * dk
-        && v.cols == p.n_head_kv * dv
+        && k.1 == p.n_head_kv * dk
+        && v.1 == p.n_head_kv * dv
         && p.window != Some(0);
     if !ok {
         return Err(BackendError::Shape {
             op,
-            detail: format!("q [{}, {}], k/v caches of {}/{} cols, out [{}, {}], {p:?}", q.rows, q.cols, k.cols, v.cols, out.rows, out.cols),
+            detail: format!("q [{}, {}], k/v caches of {}/{} cols, out [{}, {}], {p:?}", q.rows, q.cols, k.1, v.1, out.rows, out.cols),
         });
     }
     if q.rows == 0 {
@@ -80,7 +81,7 @@ pub fn attention_at(
     let window = i32_of(op, "window", p.window.unwrap_or(0))?;
     let softcap = p.softcap.unwrap_or(0.0);
     let mut b = dev.stream().launch_builder(&f);
-    b.arg(&q.data).arg(&k.data).arg(&v.data).arg(&mut out.data).arg(pos);
+    b.arg(&q.data).arg(k.0).arg(v.0).arg(&mut out.data).arg(pos);
     b.arg(&nh).arg(&nkv).arg(&dk).arg(&dv).arg(&window).arg(&p.scale).arg(&softcap);
     // SAFETY: matches `attention_at`; shapes checked above and the position on the host when
     // it was set, so keys 0..=pos lie in the caches.

@@ -2,7 +2,9 @@
 // block decoding of every weight type is checked against core's dequantizers without a GPU
 // (tests/dequant_host.rs). Usage: dequant_host TYPE IN OUT: IN holds whole blocks of TYPE,
 // OUT receives their weights as little-endian f32.
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -55,6 +57,24 @@ static unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
 
 #include "dequant.cuh"
 
+// The split decoding (q, scale and offset per half item) of the types that have it must give
+// the same weights as dequant, up to the rounding of s * q + m; a mismatch exits with 6.
+template <class T>
+static void check_decode(const u8* b, int it, const float* w) {
+    if constexpr (T::SPLIT) {
+        float q[32], s[2], m[2];
+        T::decode(b, it, q, s, m);
+        for (int j = 0; j < 32; j++) {
+            const float r = s[j / 16] * q[j] + m[j / 16];
+            const float scale = std::fabs(s[j / 16]) * 64.0f + std::fabs(m[j / 16]) + 1e-30f;
+            if (q[j] != (float)(int)q[j] || std::fabs(r - w[j]) > 1e-6f * scale) {
+                std::fprintf(stderr, "decode item %d weight %d: q %g s %g m %g -> %g, dequant %g\n", it, j, q[j], s[j / 16], m[j / 16], r, w[j]);
+                std::exit(6);
+            }
+        }
+    }
+}
+
 template <class T>
 static std::vector<float> dequantize(const std::vector<u8>& in) {
     const size_t n_blocks = in.size() / T::BYTES;
@@ -63,6 +83,7 @@ static std::vector<float> dequantize(const std::vector<u8>& in) {
         for (int it = 0; it < T::ITEMS; it++) {
             float w[32];
             T::dequant(in.data() + b * T::BYTES, it, w);
+            check_decode<T>(in.data() + b * T::BYTES, it, w);
             std::memcpy(&out[b * T::QK + 32 * it], w, sizeof w);
         }
     return out;
