@@ -19,7 +19,7 @@
 # For each file it runs
 #   llama-bench -m FILE -ngl 99 -fa 1 -p P -n N -r R [-d D] -o json
 #   wasm-chord bench -m FILE --backend cuda -p P -n N -r R [-d D] --json
-#   WASM_CHORD_CUDA_GRAPH=0 wasm-chord bench ... -p 0          (tg without the CUDA graph)
+#   WASM_CHORD_CUDA_GRAPH=0 wasm-chord bench ... -p 0          (tg as plain passes: no graph)
 # measures the card's read bandwidth (PyTorch: a sum over 4 GiB, bytes read; and a copy, bytes
 # read + written), and prints a table with wasm-chord / llama.cpp ratios and the fraction of
 # the tg roofline (weights read per token / read bandwidth) each reaches.
