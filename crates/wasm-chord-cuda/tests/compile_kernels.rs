@@ -35,6 +35,11 @@ fn every_kernel_compiles_for_sm80_and_sm90a() {
                     // An ELF image with code in it.
                     assert_eq!(&cubin[..4], b"\x7fELF", "{}.cu for {arch}: not a CUBIN", file.name);
                     assert!(cubin.len() > 1000, "{}.cu for {arch}: {} bytes", file.name, cubin.len());
+                    // The device resolves kernels once at start-up by the names in the cubin.
+                    let names = wasm_chord_cuda::device::kernel_names(&cubin);
+                    for kernel in literal_kernels(file.source) {
+                        assert!(names.contains(&kernel), "{}.cu for {arch}: kernel {kernel} not among {names:?}", file.name);
+                    }
                 }
                 Err(e) => failures.push(e.to_string()),
             }
@@ -105,25 +110,35 @@ fn no_kernel_uses_local_memory_on_sm90a() {
     assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
 
-/// The device resolves kernels once at start-up from the cubins' `.text.<name>` sections:
-/// every entry function ptxas reports must be found that way.
-#[test]
-fn kernel_names_are_read_from_the_cubins() {
-    if !nvrtc_available() {
-        return;
-    }
-    for file in kernels::all() {
-        let cubin = nvrtc::compile_uncached(&file, "sm_90a").unwrap();
-        let names = wasm_chord_cuda::device::kernel_names(&cubin);
-        let report = nvrtc::resource_report(&file, "sm_90a").unwrap();
-        let entries: Vec<&str> = report
-            .lines()
-            .filter_map(|l| l.split("Compiling entry function '").nth(1))
-            .filter_map(|rest| rest.split('\'').next())
-            .collect();
-        assert!(!entries.is_empty(), "{}.cu: no entry functions in the report", file.name);
-        for e in entries {
-            assert!(names.iter().any(|n| n == e), "{}.cu: kernel {e} not among {names:?}", file.name);
+/// Kernels the source declares outside macros (`extern "C" __global__ void [__launch_bounds__(..)] name(`).
+fn literal_kernels(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = source.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim_end().ends_with('\\') || !line.contains("extern \"C\" __global__ void") {
+            continue;
+        }
+        // The name may follow on the next line (after __launch_bounds__).
+        let mut text = line.split("__global__ void").nth(1).unwrap_or_default().to_string();
+        if let Some(next) = lines.peek() {
+            text.push(' ');
+            text.push_str(next);
+        }
+        let mut rest = text.trim_start();
+        if let Some(after) = rest.strip_prefix("__launch_bounds__") {
+            let close = after.find(')').map_or(after.len(), |i| i + 1);
+            rest = after[close..].trim_start();
+        }
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if !name.is_empty() {
+            out.push(name);
         }
     }
+    out
+}
+
+#[test]
+fn literal_kernel_names_are_found_in_sources() {
+    let step = literal_kernels(wasm_chord_cuda::ops::step::SOURCE.source);
+    assert_eq!(step, ["store_f16_at", "attention_at", "argmax_row"]);
 }
