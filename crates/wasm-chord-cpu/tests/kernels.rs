@@ -195,11 +195,12 @@ fn simd_matches_scalar_for_every_type() {
     }
 }
 
-/// A large product through the tiled walk (several token chunks) agrees with row-by-row dots.
+/// A large product through the tiled walk (several token chunks) agrees with row-by-row dots
+/// bit for bit, for the types whose summation order does not depend on the batch size.
 #[test]
 fn tiled_matmul_matches_vec_dot_on_many_tokens() {
     let kernels = Kernels::detect();
-    for ty in [TensorType::Q4_1, TensorType::Q4_K] {
+    for ty in [TensorType::Q4_1, TensorType::Q8_0] {
         let mut r = rng(7);
         let (k, n_rows, n_tok) = (512, 6, 300);
         let w = weights(ty, &values(&mut r, n_rows * k));
@@ -216,6 +217,30 @@ fn tiled_matmul_matches_vec_dot_on_many_tokens() {
                     .unwrap();
                 assert_eq!(out[row * n_tok + t], one, "{ty} row {row} token {t}");
             }
+        }
+    }
+}
+
+/// K-quants follow llama.cpp's order for the batch size (per-super-block FMA steps: tiled for 8
+/// tokens or more, repacked gemm/gemv for Q4_K), where every float step is the same in the
+/// scalar and SIMD kernels: they must agree bit for bit, tails of the 4-token groups included.
+#[test]
+fn k_quant_batch_orders_match_scalar_bitwise() {
+    let scalar = Kernels::scalar();
+    let simd = Kernels::detect();
+    for ty in [TensorType::Q4_K, TensorType::Q6_K, TensorType::Q5_K, TensorType::Q2_K, TensorType::Q3_K, TensorType::IQ4_XS] {
+        let mut r = rng(11);
+        let (k, n_rows) = (512, 9);
+        let w = weights(ty, &values(&mut r, n_rows * k));
+        for n_tok in [1, 5, 8, 13, 300] {
+            if ty != TensorType::Q4_K && n_tok < 8 {
+                continue; // the vec_dot order: lanes, compared to tolerance above
+            }
+            let a = acts(ty, &values(&mut r, n_tok * k), k);
+            let (mut want, mut got) = (vec![0.0f32; n_rows * n_tok], vec![0.0f32; n_rows * n_tok]);
+            scalar.matmul(ty, k, &w, n_rows, &a, n_tok, &mut want).unwrap();
+            simd.matmul(ty, k, &w, n_rows, &a, n_tok, &mut got).unwrap();
+            assert_eq!(got, want, "{ty}, {n_tok} tokens ({:?})", simd.isa);
         }
     }
 }

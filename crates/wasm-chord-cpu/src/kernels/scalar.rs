@@ -39,12 +39,12 @@ pub fn matmul_fn(ty: TensorType) -> Option<MatmulFn> {
         Q5_1 => matmul::<Q5_1Dot>,
         Q8_0 => matmul::<Q8_0Dot>,
         IQ4_NL => matmul::<Iq4NlDot>,
-        Q2_K => matmul::<Q2KDot>,
-        Q3_K => matmul::<Q3KDot>,
-        Q4_K => matmul::<Q4KDot>,
-        Q5_K => matmul::<Q5KDot>,
-        Q6_K => matmul::<Q6KDot>,
-        IQ4_XS => matmul::<Iq4XsDot>,
+        Q2_K => matmul_k::<Q2KDot>,
+        Q3_K => matmul_k::<Q3KDot>,
+        Q4_K => matmul_k::<Q4KDot>,
+        Q5_K => matmul_k::<Q5KDot>,
+        Q6_K => matmul_k::<Q6KDot>,
+        IQ4_XS => matmul_k::<Iq4XsDot>,
         Q8_K => return None,
     })
 }
@@ -160,9 +160,155 @@ pub(crate) fn scales_q3_k(packed: &[u8; 12]) -> [i8; 16] {
     s
 }
 
-row_dot!(Q2KDot, |w, a| pairs::<BlockQ2K, BlockQ8K>(w, a)
-    .map(|(x, y)| {
-        let summs: i32 = y.bsums.iter().zip(&x.scales).map(|(&b, &s)| b as i32 * (s >> 4) as i32).sum();
+/// One k-quant super-block dotted with its Q8_K activations, in integers (`isum`: the scaled
+/// quant products with any stored offset removed; `imin`: the mins times the group sums), and
+/// the scales that turn them into floats.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KParts {
+    pub d: f32,
+    pub dmin: f32,
+    pub dy: f32,
+    pub isum: i32,
+    pub imin: i32,
+}
+
+/// The order in which llama.cpp's AVX2 build scales and sums a k-quant row's super-blocks. All
+/// three agree to f32 rounding; which one runs decides the last bits, and those bits decide
+/// later 8-bit roundings, so ggml-rounding mode follows llama.cpp's choice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KOrder {
+    /// `ggml_vec_dot_*_q8_K` (one token or a few): 8-lane float accumulators, summed at the end.
+    VecDot,
+    /// The tiled k-quant matmul (`ggml-cpu/tiled`, batches of 8 tokens or more):
+    /// `res = d·isum − dmin·imin` (one FMA), then `acc = fma(res, dy, acc)` per super-block.
+    Tiled,
+    /// The repacked 8-row gemv (`CPU_REPACK`; Q4_K on AVX2), for the tokens past the last
+    /// whole group of 4: `acc = fma(isum, d·dy, acc)` and `mins = fma(imin, dmin·dy, mins)`
+    /// per super-block, then `acc − mins`.
+    Repacked,
+    /// The repacked gemm, for the tokens in whole groups of 4: the same steps per 64 weights
+    /// (two sub-blocks) instead of per super-block.
+    RepackedGemm,
+}
+
+impl KOrder {
+    /// The runs of tokens of a product of `n_tok` tokens and the order llama.cpp sums each in,
+    /// for a weight type it repacks (or not): `(order, first token, tokens)`.
+    pub fn runs(repacked: bool, n_tok: usize) -> impl Iterator<Item = (KOrder, usize, usize)> {
+        let n4 = n_tok / 4 * 4;
+        let runs = if repacked {
+            [(Self::RepackedGemm, 0, n4), (Self::Repacked, n4, n_tok - n4)]
+        } else if n_tok >= 8 {
+            [(Self::Tiled, 0, n_tok), (Self::Tiled, n_tok, 0)]
+        } else {
+            [(Self::VecDot, 0, n_tok), (Self::VecDot, n_tok, 0)]
+        };
+        runs.into_iter().filter(|r| r.2 > 0)
+    }
+}
+
+/// Runs `run(order, activations, tokens, out)` over the token runs of [`KOrder::runs`]; a run
+/// that is not the whole product writes into a scratch block that is then spread into `out`
+/// (`[n_rows, n_tok]`, token fastest).
+#[cfg_attr(not(any(target_arch = "x86_64", target_feature = "simd128")), allow(dead_code))]
+pub(crate) fn k_runs(repacked: bool, n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32], mut run: impl FnMut(KOrder, &[u8], usize, &mut [f32])) {
+    if n_tok == 0 {
+        return;
+    }
+    let ar = a.len() / n_tok;
+    for (order, t0, nt) in KOrder::runs(repacked, n_tok) {
+        if nt == n_tok {
+            run(order, a, n_tok, out);
+        } else {
+            let mut part = vec![0.0f32; n_rows * nt];
+            run(order, &a[t0 * ar..(t0 + nt) * ar], nt, &mut part);
+            for (o, p) in out.chunks_exact_mut(n_tok).zip(part.chunks_exact(nt)) {
+                o[t0..t0 + nt].copy_from_slice(p);
+            }
+        }
+    }
+}
+
+/// The running sums of one output in a [`KOrder`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct KAcc {
+    acc: f32,
+    mins: f32,
+}
+
+impl KAcc {
+    /// Adds one super-block; `has_mins` for the types whose `imin` is subtracted as floats.
+    #[inline(always)]
+    pub(crate) fn add(&mut self, order: KOrder, p: KParts, has_mins: bool) {
+        match order {
+            KOrder::Tiled => {
+                let mut res = p.d * p.isum as f32;
+                if has_mins {
+                    res = (-p.dmin).mul_add(p.imin as f32, res);
+                }
+                self.acc = res.mul_add(p.dy, self.acc);
+            }
+            KOrder::Repacked | KOrder::RepackedGemm => {
+                self.acc = (p.isum as f32).mul_add(p.d * p.dy, self.acc);
+                if has_mins {
+                    self.mins = (p.imin as f32).mul_add(p.dmin * p.dy, self.mins);
+                }
+            }
+            // The SIMD kernels keep this order's lanes; the scalar reference sums in block order.
+            KOrder::VecDot => self.acc += p.d * p.dy * p.isum as f32 - p.dmin * p.dy * p.imin as f32,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn total(self) -> f32 {
+        self.acc - self.mins
+    }
+}
+
+/// A k-quant weight type: its block and the integer parts of one block's dot product.
+pub(crate) trait KDot {
+    type W: bytemuck::Pod;
+    /// Whether `imin` is a float-scaled min term (Q2_K, Q4_K, Q5_K).
+    const MINS: bool;
+    /// Whether llama.cpp's AVX2 build repacks these weights (Q4_K).
+    const REPACKED: bool = false;
+    fn parts(x: &Self::W, y: &BlockQ8K) -> KParts;
+    /// The parts of each 64 weights, for [`KOrder::RepackedGemm`] (only repacked types need it).
+    fn parts_64(x: &Self::W, y: &BlockQ8K) -> [KParts; 4] {
+        let p = Self::parts(x, y);
+        let zero = KParts { isum: 0, imin: 0, ..p };
+        [p, zero, zero, zero]
+    }
+}
+
+fn matmul_k<D: KDot>(_k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    if n_rows == 0 || n_tok == 0 {
+        return;
+    }
+    let (wr, ar) = (w.len() / n_rows, a.len() / n_tok);
+    for (order, t0, nt) in KOrder::runs(D::REPACKED, n_tok) {
+        for (wrow, o) in w.chunks_exact(wr).zip(out.chunks_exact_mut(n_tok)) {
+            for (arow, o) in a.chunks_exact(ar).zip(o.iter_mut()).skip(t0).take(nt) {
+                let mut acc = KAcc::default();
+                for (x, y) in pairs::<D::W, BlockQ8K>(wrow, arow) {
+                    if order == KOrder::RepackedGemm {
+                        D::parts_64(&x, &y).into_iter().for_each(|p| acc.add(order, p, D::MINS));
+                    } else {
+                        acc.add(order, D::parts(&x, &y), D::MINS);
+                    }
+                }
+                *o = acc.total();
+            }
+        }
+    }
+}
+
+pub(crate) struct Q2KDot;
+impl KDot for Q2KDot {
+    type W = BlockQ2K;
+    const MINS: bool = true;
+    fn parts(x: &BlockQ2K, y: &BlockQ8K) -> KParts {
+        let imin: i32 = y.bsums.iter().zip(&x.scales).map(|(&b, &s)| b as i32 * (s >> 4) as i32).sum();
         let mut isum = 0i32;
         for g in 0..16 {
             // Group g: 16 quants at bits 2*(g/2 % 4) of qs[32*(g/8) + 16*(g%2) ..].
@@ -172,12 +318,15 @@ row_dot!(Q2KDot, |w, a| pairs::<BlockQ2K, BlockQ8K>(w, a)
             let s: i32 = q2.iter().zip(q8).map(|(&q, &v)| ((q >> shift) & 3) as i32 * v as i32).sum();
             isum += (x.scales[g] & 0x0F) as i32 * s;
         }
-        y.d * x.d.to_f32() * isum as f32 - y.d * x.dmin.to_f32() * summs as f32
-    })
-    .sum());
+        KParts { d: x.d.to_f32(), dmin: x.dmin.to_f32(), dy: y.d, isum, imin }
+    }
+}
 
-row_dot!(Q3KDot, |w, a| pairs::<BlockQ3K, BlockQ8K>(w, a)
-    .map(|(x, y)| {
+pub(crate) struct Q3KDot;
+impl KDot for Q3KDot {
+    type W = BlockQ3K;
+    const MINS: bool = false;
+    fn parts(x: &BlockQ3K, y: &BlockQ8K) -> KParts {
         let scales = scales_q3_k(&x.scales);
         let mut q = [0i8; QK_K];
         for (i, q) in q.iter_mut().enumerate() {
@@ -187,45 +336,72 @@ row_dot!(Q3KDot, |w, a| pairs::<BlockQ3K, BlockQ8K>(w, a)
             *q = low as i8 - if high == 0 { 4 } else { 0 };
         }
         let isum: i32 = (0..16).map(|g| scales[g] as i32 * dot_i8(&q[16 * g..][..16], &y.qs[16 * g..][..16])).sum();
-        x.d.to_f32() * y.d * isum as f32
-    })
-    .sum());
-
-/// A Q4_K/Q5_K super-block: `d·Σ scale_g·(q·y)_g − dmin·Σ min_g·bsum_g` over 8 groups of 32.
-fn k4_dot(q: &[u8; QK_K], packed: &[u8; 12], d: f16, dmin: f16, y: &BlockQ8K) -> f32 {
-    let (sc, mn) = scales_mins_k4(packed);
-    let mins: i32 = (0..16).map(|j| y.bsums[j] as i32 * mn[j / 2] as i32).sum();
-    let isum: i32 = (0..8)
-        .map(|g| {
-            let s: i32 = q[32 * g..][..32].iter().zip(&y.qs[32 * g..][..32]).map(|(&q, &v)| q as i32 * v as i32).sum();
-            sc[g] as i32 * s
-        })
-        .sum();
-    d.to_f32() * y.d * isum as f32 - dmin.to_f32() * y.d * mins as f32
+        KParts { d: x.d.to_f32(), dmin: 0.0, dy: y.d, isum, imin: 0 }
+    }
 }
 
-row_dot!(Q4KDot, |w, a| pairs::<BlockQ4K, BlockQ8K>(w, a)
-    .map(|(x, y)| {
-        let mut q = [0u8; QK_K];
-        for (i, q) in q.iter_mut().enumerate() {
-            *q = (x.qs[32 * (i / 64) + i % 32] >> (4 * ((i / 32) % 2))) & 0x0F;
-        }
-        k4_dot(&q, &x.scales, x.d, x.dmin, &y)
+/// A Q4_K/Q5_K super-block in runs of 64 weights: `Σ scale_g·(q·y)_g` and `Σ min_g·bsum_g`
+/// over its two groups of 32.
+fn k4_parts_64(q: &[u8; QK_K], packed: &[u8; 12], d: f16, dmin: f16, y: &BlockQ8K) -> [KParts; 4] {
+    let (sc, mn) = scales_mins_k4(packed);
+    std::array::from_fn(|sb| {
+        let imin: i32 = (4 * sb..4 * sb + 4).map(|j| y.bsums[j] as i32 * mn[j / 2] as i32).sum();
+        let isum: i32 = (2 * sb..2 * sb + 2)
+            .map(|g| {
+                let s: i32 = q[32 * g..][..32].iter().zip(&y.qs[32 * g..][..32]).map(|(&q, &v)| q as i32 * v as i32).sum();
+                sc[g] as i32 * s
+            })
+            .sum();
+        KParts { d: d.to_f32(), dmin: dmin.to_f32(), dy: y.d, isum, imin }
     })
-    .sum());
-row_dot!(Q5KDot, |w, a| pairs::<BlockQ5K, BlockQ8K>(w, a)
-    .map(|(x, y)| {
+}
+
+/// The whole super-block's parts from its runs of 64 (integer sums, so exact).
+fn k4_parts(q: &[u8; QK_K], packed: &[u8; 12], d: f16, dmin: f16, y: &BlockQ8K) -> KParts {
+    let p = k4_parts_64(q, packed, d, dmin, y);
+    KParts { isum: p.iter().map(|p| p.isum).sum(), imin: p.iter().map(|p| p.imin).sum(), ..p[0] }
+}
+
+pub(crate) struct Q4KDot;
+impl KDot for Q4KDot {
+    type W = BlockQ4K;
+    const MINS: bool = true;
+    const REPACKED: bool = true;
+    fn parts(x: &BlockQ4K, y: &BlockQ8K) -> KParts {
+        k4_parts(&q4_k_quants(x), &x.scales, x.d, x.dmin, y)
+    }
+    fn parts_64(x: &BlockQ4K, y: &BlockQ8K) -> [KParts; 4] {
+        k4_parts_64(&q4_k_quants(x), &x.scales, x.d, x.dmin, y)
+    }
+}
+
+fn q4_k_quants(x: &BlockQ4K) -> [u8; QK_K] {
+    let mut q = [0u8; QK_K];
+    for (i, q) in q.iter_mut().enumerate() {
+        *q = (x.qs[32 * (i / 64) + i % 32] >> (4 * ((i / 32) % 2))) & 0x0F;
+    }
+    q
+}
+
+pub(crate) struct Q5KDot;
+impl KDot for Q5KDot {
+    type W = BlockQ5K;
+    const MINS: bool = true;
+    fn parts(x: &BlockQ5K, y: &BlockQ8K) -> KParts {
         let mut q = [0u8; QK_K];
         for (i, q) in q.iter_mut().enumerate() {
             let low = (x.qs[32 * (i / 64) + i % 32] >> (4 * ((i / 32) % 2))) & 0x0F;
             *q = low | (((x.qh[i % 32] >> (i / 32)) & 1) << 4);
         }
-        k4_dot(&q, &x.scales, x.d, x.dmin, &y)
-    })
-    .sum());
+        k4_parts(&q, &x.scales, x.d, x.dmin, y)
+    }
+}
 
-row_dot!(Q6KDot, |w, a| pairs::<BlockQ6K, BlockQ8K>(w, a)
-    .map(|(x, y)| {
+pub(crate) struct Q6KDot;
+impl KDot for Q6KDot {
+    type W = BlockQ6K;
+    const MINS: bool = false;
+    fn parts(x: &BlockQ6K, y: &BlockQ8K) -> KParts {
         let mut q = [0i8; QK_K];
         for (i, q) in q.iter_mut().enumerate() {
             // Element i: chunk i/128; quarter (i/32)%4 picks the ql half and nibble, qh shift.
@@ -236,20 +412,22 @@ row_dot!(Q6KDot, |w, a| pairs::<BlockQ6K, BlockQ8K>(w, a)
             *q = (low | (high << 4)) as i8 - 32;
         }
         let isum: i32 = (0..16).map(|g| x.scales[g] as i32 * dot_i8(&q[16 * g..][..16], &y.qs[16 * g..][..16])).sum();
-        x.d.to_f32() * y.d * isum as f32
-    })
-    .sum());
+        KParts { d: x.d.to_f32(), dmin: 0.0, dy: y.d, isum, imin: 0 }
+    }
+}
 
-row_dot!(Iq4XsDot, |w, a| pairs::<BlockIQ4XS, BlockQ8K>(w, a)
-    .map(|(x, y)| {
-        let d4d8 = x.d.to_f32() * y.d;
-        let mut sumf = 0.0f32;
+pub(crate) struct Iq4XsDot;
+impl KDot for Iq4XsDot {
+    type W = BlockIQ4XS;
+    const MINS: bool = false;
+    fn parts(x: &BlockIQ4XS, y: &BlockQ8K) -> KParts {
+        let mut isum = 0i32;
         for ib in 0..8 {
             let ls = ((x.scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F) | ((((x.scales_h >> (2 * ib)) & 3) as u8) << 4);
             let qs: &[u8; 16] = x.qs[16 * ib..][..16].try_into().unwrap_or(&[0; 16]);
             let q = nibbles(qs).map(|v| KVALUES_IQ4NL[v as usize]);
-            sumf += d4d8 * (ls as i32 - 32) as f32 * dot_i8(&q, &y.qs[32 * ib..][..32]) as f32;
+            isum += (ls as i32 - 32) * dot_i8(&q, &y.qs[32 * ib..][..32]);
         }
-        sumf
-    })
-    .sum());
+        KParts { d: x.d.to_f32(), dmin: 0.0, dy: y.d, isum, imin: 0 }
+    }
+}

@@ -8,6 +8,7 @@ use half::f16;
 use wasm_chord_core::quant::KVALUES_IQ4NL;
 use wasm_chord_core::TensorType;
 
+use super::scalar::{k_runs, KAcc, KOrder, KParts};
 use super::{for_each_tile, MatmulFn};
 
 /// The simd128 matmul for weights of type `ty`, where one exists.
@@ -263,6 +264,8 @@ struct KPrep {
 
 trait KQuant {
     const BYTES: usize;
+    /// Whether llama.cpp's AVX2 build repacks these weights (see `KOrder::Repacked`).
+    const REPACKED: bool = false;
     /// The correction is an offset of the quants (taken with `d`), not mins (with `dmin`).
     const OFFSET: bool = false;
     unsafe fn prep(p: *const u8) -> KPrep;
@@ -273,6 +276,7 @@ trait KQuant {
 struct Q4KW;
 impl KQuant for Q4KW {
     const BYTES: usize = 144;
+    const REPACKED: bool = true;
     unsafe fn prep(p: *const u8) -> KPrep {
         let (sc, mn) = super::scalar::scales_mins_k4(&*(p.add(4) as *const [u8; 12]));
         KPrep {
@@ -343,11 +347,42 @@ impl KQuant for Q6KW {
 }
 
 fn matmul_k<W: KQuant>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
-    drive!(tile_k, W, k, w, n_rows, a, n_tok, out, 256, W::BYTES, 292)
+    // llama.cpp's summation order for the whole product (see `KOrder`).
+    k_runs(W::REPACKED, n_rows, a, n_tok, out, |order, a, n, out| match order {
+        KOrder::VecDot => drive!(tile_k_vec, W, k, w, n_rows, a, n, out, 256, W::BYTES, 292),
+        KOrder::Tiled => drive!(tile_k_tiled, W, k, w, n_rows, a, n, out, 256, W::BYTES, 292),
+        KOrder::Repacked => drive!(tile_k_repacked, W, k, w, n_rows, a, n, out, 256, W::BYTES, 292),
+        KOrder::RepackedGemm => drive!(tile_k_gemm, W, k, w, n_rows, a, n, out, 256, W::BYTES, 292),
+    })
 }
 
+macro_rules! tile_k_order {
+    ($name:ident, $order:expr) => {
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<W: KQuant, const R: usize, const T: usize>(
+            nb: usize,
+            w: *const u8,
+            ws: usize,
+            nr: usize,
+            a: *const u8,
+            as_: usize,
+            nt: usize,
+            out: *mut f32,
+            os: usize,
+        ) {
+            tile_k::<W, R, T>($order, nb, w, ws, nr, a, as_, nt, out, os)
+        }
+    };
+}
+tile_k_order!(tile_k_vec, KOrder::VecDot);
+tile_k_order!(tile_k_tiled, KOrder::Tiled);
+tile_k_order!(tile_k_repacked, KOrder::Repacked);
+tile_k_order!(tile_k_gemm, KOrder::RepackedGemm);
+
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
+    order: KOrder,
     nb: usize,
     w: *const u8,
     ws: usize,
@@ -360,34 +395,46 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
 ) {
     let wr: [*const u8; R] = row_ptrs(w, ws, nr);
     let ar: [*const u8; T] = row_ptrs(a, as_, nt);
-    let mut acc = [[0.0f32; T]; R];
+    let mut acc = [[KAcc::default(); T]; R];
     for b in 0..nb {
         let wb: [*const u8; R] = std::array::from_fn(|r| wr[r].add(b * W::BYTES));
         let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
         for r in 0..R {
             let prep = W::prep(wb[r]);
-            let mut isum = [i32x4_splat(0); T];
-            for j in 0..8 {
-                let (ql, qh) = W::quants(wb[r], j);
-                let (s0, s1) = (i32x4_splat(prep.scales[2 * j]), i32x4_splat(prep.scales[2 * j + 1]));
+            // Integer sums per 64 weights (the repacked gemm scales each; the others add them).
+            let mut isb = [[0i32; 4]; T];
+            for sb in 0..4 {
+                let mut isum = [i32x4_splat(0); T];
+                for j in 2 * sb..2 * sb + 2 {
+                    let (ql, qh) = W::quants(wb[r], j);
+                    let (s0, s1) = (i32x4_splat(prep.scales[2 * j]), i32x4_splat(prep.scales[2 * j + 1]));
+                    for t in 0..T {
+                        let y = ab[t].add(4 + 32 * j);
+                        let p = i32x4_add(i32x4_mul(dot16(ql, load(y)), s0), i32x4_mul(dot16(qh, load(y.add(16))), s1));
+                        isum[t] = i32x4_add(isum[t], p);
+                    }
+                }
                 for t in 0..T {
-                    let y = ab[t].add(4 + 32 * j);
-                    let p = i32x4_add(i32x4_mul(dot16(ql, load(y)), s0), i32x4_mul(dot16(qh, load(y.add(16))), s1));
-                    isum[t] = i32x4_add(isum[t], p);
+                    isb[t][sb] = hsum_i32(isum[t]);
                 }
             }
             for t in 0..T {
                 let dy = (ab[t] as *const f32).read_unaligned();
                 let bsums = ab[t].add(260) as *const i16;
-                let corr: i32 = (0..16).map(|g| prep.mins[g] * bsums.add(g).read_unaligned() as i32).sum();
-                let s = hsum_i32(isum[t]);
-                acc[r][t] += if W::OFFSET {
-                    prep.d * dy * (s - corr) as f32
-                } else {
-                    prep.d * dy * s as f32 - prep.dmin * dy * corr as f32
+                let corr = |g0: usize, g1: usize| -> i32 { (g0..g1).map(|g| prep.mins[g] * bsums.add(g).read_unaligned() as i32).sum() };
+                let parts = |s: i32, c: i32| {
+                    let (isum, imin) = if W::OFFSET { (s - c, 0) } else { (s, c) };
+                    KParts { d: prep.d, dmin: prep.dmin, dy, isum, imin }
                 };
+                if order == KOrder::RepackedGemm {
+                    for sb in 0..4 {
+                        acc[r][t].add(order, parts(isb[t][sb], corr(4 * sb, 4 * sb + 4)), !W::OFFSET);
+                    }
+                } else {
+                    acc[r][t].add(order, parts(isb[t].iter().sum(), corr(0, 16)), !W::OFFSET);
+                }
             }
         }
     }
-    store(acc, nr, nt, out, os);
+    store(acc.map(|row| row.map(KAcc::total)), nr, nt, out, os);
 }

@@ -9,6 +9,7 @@ use std::arch::x86_64::*;
 
 use wasm_chord_core::TensorType;
 
+use super::scalar::{k_runs, KAcc, KOrder, KParts};
 use super::{for_each_tile, MatmulFn};
 
 /// The AVX2 matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
@@ -372,6 +373,8 @@ struct KPrep {
 trait KQuant {
     const LEN: usize = 256;
     const BYTES: usize;
+    /// Whether llama.cpp's AVX2 build repacks these weights (see `KOrder::Repacked`).
+    const REPACKED: bool = false;
     const SIGNED: bool;
     const CORR: Correction;
     unsafe fn prep(p: *const u8) -> KPrep;
@@ -389,6 +392,7 @@ unsafe fn dup8(s: [u8; 8]) -> __m128i {
 struct Q4KW;
 impl KQuant for Q4KW {
     const BYTES: usize = 144;
+    const REPACKED: bool = true;
     const SIGNED: bool = false;
     const CORR: Correction = Correction::Mins;
     #[inline(always)]
@@ -516,12 +520,69 @@ impl KQuant for Iq4XsW {
 }
 
 fn matmul_k<W: KQuant>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
-    drive!(tile_k, W, 4 x 2, k, w, n_rows, a, n_tok, out, W::BYTES, 292)
+    // The summation order follows llama.cpp's choice for the whole product (see `KOrder`), so
+    // this must see every token of the batch in one call.
+    k_runs(W::REPACKED, n_rows, a, n_tok, out, |order, a, n, out| match order {
+        KOrder::VecDot => drive!(tile_k_vec, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
+        KOrder::Tiled => drive!(tile_k_tiled, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
+        KOrder::Repacked => drive!(tile_k_repacked, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
+        KOrder::RepackedGemm => drive!(tile_k_gemm, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
+    })
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+macro_rules! tile_k_order {
+    ($name:ident, $order:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name<W: KQuant, const R: usize, const T: usize>(
+            nb: usize,
+            w: *const u8,
+            ws: usize,
+            nr: usize,
+            a: *const u8,
+            as_: usize,
+            nt: usize,
+            out: *mut f32,
+            os: usize,
+        ) {
+            tile_k::<W, R, T>($order, nb, w, ws, nr, a, as_, nt, out, os)
+        }
+    };
+}
+tile_k_order!(tile_k_vec, KOrder::VecDot);
+tile_k_order!(tile_k_tiled, KOrder::Tiled);
+tile_k_order!(tile_k_repacked, KOrder::Repacked);
+tile_k_order!(tile_k_gemm, KOrder::RepackedGemm);
+
+/// Sum of the eight i32 lanes (exact).
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The lane sums of up to 8 vectors at once (exact): a transposing reduction, a few shuffles
+/// for all of them instead of a reduction each.
+#[inline(always)]
+unsafe fn hsum_i32_tile<const R: usize, const T: usize>(v: &[[__m256i; T]; R]) -> [i32; 8] {
+    let z = _mm256_setzero_si256();
+    let x: [__m256i; 8] = std::array::from_fn(|i| if i < R * T { v[i / T][i % T] } else { z });
+    let (h01, h23) = (_mm256_hadd_epi32(x[0], x[1]), _mm256_hadd_epi32(x[2], x[3]));
+    let (h45, h67) = (_mm256_hadd_epi32(x[4], x[5]), _mm256_hadd_epi32(x[6], x[7]));
+    let (h0123, h4567) = (_mm256_hadd_epi32(h01, h23), _mm256_hadd_epi32(h45, h67));
+    let lo = _mm256_permute2x128_si256(h0123, h4567, 0x20);
+    let hi = _mm256_permute2x128_si256(h0123, h4567, 0x31);
+    std::mem::transmute(_mm256_add_epi32(lo, hi))
+}
+
+/// One `R x T` tile of super-blocks, summed in `order`; inlined into wrappers that enable the
+/// features. The integer products are the same in every order; only the float steps differ.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
+    order: KOrder,
     nb: usize,
     w: *const u8,
     ws: usize,
@@ -540,11 +601,27 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     let wr: [*const u8; R] = row_ptrs(w, ws, nr);
     let ar: [*const u8; T] = row_ptrs(a, as_, nt);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut sacc = [[KAcc::default(); T]; R];
     for b in 0..nb {
         let wb: [*const u8; R] = std::array::from_fn(|r| wr[r].add(b * W::BYTES));
         let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
         let prep: [KPrep; R] = std::array::from_fn(|r| W::prep(wb[r]));
         let mut isum = [[_mm256_setzero_si256(); T]; R];
+        // Per 64 weights, for the repacked gemm's order.
+        let mut isb = [[[0i32; 4]; T]; R];
+        macro_rules! snapshot {
+            ($sb:literal) => {
+                if order == KOrder::RepackedGemm {
+                    let sums = hsum_i32_tile(&isum);
+                    for r in 0..R {
+                        for t in 0..T {
+                            isb[r][t][$sb] = sums[r * T + t];
+                            isum[r][t] = _mm256_setzero_si256();
+                        }
+                    }
+                }
+            };
+        }
         // Unrolled by hand so each step's `j` is a constant inside `W::quants`.
         macro_rules! step {
             ($j:literal) => {
@@ -563,33 +640,53 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
         }
         step!(0);
         step!(1);
+        snapshot!(0);
         step!(2);
         step!(3);
+        snapshot!(1);
         step!(4);
         step!(5);
+        snapshot!(2);
         step!(6);
         step!(7);
+        snapshot!(3);
         for t in 0..T {
             let dy = f32_at(ab[t]);
             let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
             for r in 0..R {
                 let mut s = isum[r][t];
+                let mut mins = _mm256_setzero_si256();
                 match W::CORR {
                     Correction::None => {}
                     Correction::Offset(sh) => {
                         let c = _mm256_madd_epi16(bsums, prep[r].corr);
                         s = _mm256_sub_epi32(s, _mm256_sllv_epi32(c, _mm256_set1_epi32(sh)));
                     }
-                    Correction::Mins => {
-                        let c = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, prep[r].corr));
+                    Correction::Mins => mins = _mm256_madd_epi16(bsums, prep[r].corr),
+                }
+                if order == KOrder::VecDot {
+                    if W::CORR == Correction::Mins {
+                        let c = _mm256_cvtepi32_ps(mins);
                         acc[r][t] = _mm256_fnmadd_ps(_mm256_set1_ps(prep[r].dmin * dy), c, acc[r][t]);
                     }
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prep[r].d * dy), _mm256_cvtepi32_ps(s), acc[r][t]);
+                } else if order == KOrder::RepackedGemm {
+                    // Lane k of the mins holds sub-block k (32 weights); 64 weights are two lanes.
+                    let m: [i32; 8] = std::mem::transmute(mins);
+                    for sb in 0..4 {
+                        let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: isb[r][t][sb], imin: m[2 * sb] + m[2 * sb + 1] };
+                        sacc[r][t].add(order, p, W::CORR == Correction::Mins);
+                    }
+                } else {
+                    let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: hsum_i32(s), imin: hsum_i32(mins) };
+                    sacc[r][t].add(order, p, W::CORR == Correction::Mins);
                 }
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prep[r].d * dy), _mm256_cvtepi32_ps(s), acc[r][t]);
             }
         }
     }
-    let sums: [[f32; T]; R] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t])));
+    let sums: [[f32; T]; R] = std::array::from_fn(|r| {
+        std::array::from_fn(|t| if order == KOrder::VecDot { hsum(acc[r][t]) } else { sacc[r][t].total() })
+    });
     store(sums, nr, nt, out, os);
 }
 

@@ -21,7 +21,8 @@ pub fn act_mul(act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuT
     match act {
         Activation::Silu if ggml_rounding => it.for_each(|(o, (g, u))| *o = g / (1.0 + ggml_expf(0.0 - g)) * u),
         Activation::Silu => it.for_each(|(o, (g, u))| *o = g / (1.0 + (-g).exp()) * u),
-        Activation::GeluTanh if ggml_rounding => it.for_each(|(o, (g, u))| *o = gelu_ggml(*g) * u),
+        // ggml writes a plain 0 below -10 (not 0 * up, which may be -0).
+        Activation::GeluTanh if ggml_rounding => it.for_each(|(o, (g, u))| *o = if *g <= -10.0 { 0.0 } else { gelu_ggml(*g) * u }),
         Activation::GeluTanh => it.for_each(|(o, (g, u))| *o = gelu(*g) * u),
     }
     Ok(())
@@ -40,7 +41,12 @@ fn gelu_ggml(x: f32) -> f32 {
     if x >= 10.0 {
         return x;
     }
-    let table = TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_f32(gelu(f16::from_bits(b).to_f32())).to_f32()).collect());
+    // ggml fills its table with GCC's contraction of `1 + a x x` into one multiply-add.
+    let gelu_fused = |x: f32| {
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (0.044715 * x).mul_add(x, 1.0)).tanh())
+    };
+    let table = TABLE.get_or_init(|| (0..=u16::MAX).map(|b| f16::from_f32(gelu_fused(f16::from_bits(b).to_f32())).to_f32()).collect());
     table[f16::from_f32(x).to_bits() as usize]
 }
 

@@ -9,7 +9,7 @@
 use half::f16;
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
 
-use super::dot::{axpy_f32, dot_f32};
+use super::dot::{axpy_f32, dot_f32, fma_axpy, F16Dot};
 use super::expf::ggml_expf;
 use crate::tensor::{CpuCache, CpuTensor};
 use crate::threads::Threads;
@@ -51,6 +51,12 @@ pub fn attention(
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
     let group = p.n_head / p.n_head_kv;
     let (k, v) = (k.rows(), v.rows());
+    // llama.cpp multiplies a batch of queries with tinyBLAS, a single one with ggml_vec_dot_f16
+    // (see `F16Dot`); which one decides the summation order of q·k and of the weighted values.
+    // tinyBLAS needs the dot length a multiple of 8 (q·k: the head size) and the rows of its
+    // first operand a multiple of 4 (weights·values: the value head size).
+    let kq_order = if n >= 2 && dk % 8 == 0 { F16Dot::TinyBlas } else { F16Dot::VecDot };
+    let kqv_order = if n >= 2 && dv % 4 == 0 { F16Dot::TinyBlas } else { F16Dot::VecDot };
     threads.for_each_chunk(&mut out.data, dv, |task, dst| {
         let (i, h) = (task / p.n_head, task % p.n_head);
         let kv_h = h / group;
@@ -64,7 +70,7 @@ pub fn attention(
         let mut scores = Vec::with_capacity(pos + 1 - first);
         for j in first..=pos {
             k.load(j, kv_h * dk, dk, &mut row[..dk]);
-            let mut s = dot_f32(&row[..dk], &qh);
+            let mut s = if ggml_rounding { kq_order.dot(&row[..dk], &qh) } else { dot_f32(&row[..dk], &qh) };
             if let Some(cap) = p.softcap {
                 s = cap * (s / cap).tanh();
             }
@@ -91,14 +97,22 @@ pub fn attention(
             }
         }
         let inv = (1.0 / sum) as f32;
-        dst.fill(0.0);
-        for (j, s) in (first..=pos).zip(&scores) {
-            let mut w = s * inv;
-            if ggml_rounding {
-                w = f16::from_f32(w).to_f32();
+        if ggml_rounding {
+            // The weights go to f16 and meet the f16 values in llama.cpp's order: one partial
+            // sum per lane position of the cache index, reduced at the end.
+            let mut partial = vec![0.0f32; kqv_order.lanes() * dv];
+            for (j, s) in (first..=pos).zip(&scores) {
+                let w = f16::from_f32(s * inv).to_f32();
+                v.load(j, kv_h * dv, dv, &mut row[..dv]);
+                fma_axpy(&mut partial[(j % kqv_order.lanes()) * dv..][..dv], w, &row[..dv]);
             }
-            v.load(j, kv_h * dv, dv, &mut row[..dv]);
-            axpy_f32(dst, w, &row[..dv]);
+            kqv_order.reduce_rows(&mut partial, dst);
+        } else {
+            dst.fill(0.0);
+            for (j, s) in (first..=pos).zip(&scores) {
+                v.load(j, kv_h * dv, dv, &mut row[..dv]);
+                axpy_f32(dst, s * inv, &row[..dv]);
+            }
         }
     });
     Ok(())
