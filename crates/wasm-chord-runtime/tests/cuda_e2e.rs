@@ -8,7 +8,7 @@
 //!   machine): 32 greedy tokens equal the CPU backend's.
 //! - The real models of the golden files (tests/golden/logits) when present in the model cache:
 //!   greedy 32 tokens equal the CPU backend's, and the logits along llama.cpp's greedy
-//!   continuation stay within tests/fidelity.rs's bounds.
+//!   continuation stay within the bounds fidelity.rs used for an unrounded f32 engine (below).
 //!
 //! The CPU reference runs with `ggml_rounding: false` (plain f32, as the CUDA kernels compute).
 //! A greedy divergence is accepted only where the CPU's top-2 logits are within `NEAR_TIE`.
@@ -34,7 +34,10 @@ use wasm_chord_runtime::{AttentionKind, GgufSource, LoadOptions, Model, ModelSou
 const NEAR_TIE: f32 = 1e-3;
 /// Largest |CUDA - CPU| logit difference, relative to the largest |CPU logit| of the row.
 const MAX_REL_DIFF: f32 = 1e-3;
-/// tests/fidelity.rs's bounds against llama.cpp.
+/// Bounds against llama.cpp: those tests/fidelity.rs held before the CPU backend emulated
+/// ggml's roundings op by op (it is now bit-identical and asserts 0.05 / 1e-3 / 0.01). The CUDA
+/// kernels compute in f32 without that emulation, like the CPU with `ggml_rounding: false`, so
+/// they sit at llama.cpp's own batch-vs-sequential noise (KL up to 8e-3, top-10 up to 1.6).
 const TIE_GAP: f64 = 0.5;
 const MAX_KL: f64 = 2e-2;
 const MAX_TOP10_DIFF: f64 = 2.5;
