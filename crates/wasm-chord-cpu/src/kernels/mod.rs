@@ -13,6 +13,8 @@
 //! vector product for decoding is the one-token case of the same loop.
 
 pub mod act;
+#[cfg(target_arch = "x86_64")]
+pub mod act_x86;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
@@ -189,6 +191,16 @@ impl Kernels {
             out.fill(0.0);
         }
         Ok(())
+    }
+
+    /// Quantizes one activation row as [`quantize_act`] does (the same bytes), with this
+    /// set's instructions where it has them. Returns `false` if the lengths do not fit.
+    pub fn quantize_act(&self, act: ActType, src: &[f32], dst: &mut [u8]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self.isa, Isa::Avx2 | Isa::Avx512Vnni) && act_x86::quantize_act(act, src, dst) {
+            return true;
+        }
+        quantize_act(act, src, dst)
     }
 
     /// One weight row dotted with one quantized activation row.
