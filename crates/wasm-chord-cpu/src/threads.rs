@@ -50,6 +50,8 @@ impl Threads {
         if let Some(pool) = &self.pool {
             if n_tasks > 1 {
                 let next = AtomicUsize::new(0);
+                // Each thread claims tasks until none is left, so the caller alone finishes
+                // the job if no worker turns up.
                 pool.run(&|_| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= n_tasks {
@@ -100,14 +102,20 @@ impl<T> SendPtr<T> {
 #[cfg(not(target_arch = "wasm32"))]
 mod pool {
     use std::cell::UnsafeCell;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::thread::{JoinHandle, Thread};
     use std::time::{Duration, Instant};
 
     /// How long an idle worker spins before it parks: longer than the gaps between the ops of
     /// one token, shorter than anything a person would notice as a busy core.
-    const SPIN: Duration = Duration::from_micros(500);
+    const SPIN: Duration = Duration::from_micros(300);
+    /// How long the caller spins on workers still inside a job before it yields its core.
+    const WAIT_SPIN: Duration = Duration::from_micros(50);
+    /// `Shared::state`: set once the caller has finished its share (no new worker may join).
+    const CLOSED: u64 = 1 << 31;
+    /// `Shared::state`: the number of workers inside the job.
+    const ACTIVE: u64 = CLOSED - 1;
 
     /// One job: `f(thread index)` on every thread. Lifetime erased; see [`Pool::run`].
     type Job = *const (dyn Fn(usize) + Sync);
@@ -122,16 +130,18 @@ mod pool {
         /// Bumped once per job (and once to stop); workers compare it with the last one seen.
         generation: AtomicUsize,
         job: UnsafeCell<Option<Job>>,
-        /// Workers that have not finished the current job.
-        pending: AtomicUsize,
+        /// The current job's generation tag, whether it is closed to newcomers, and how many
+        /// workers are inside it (see [`tag`], [`CLOSED`], [`ACTIVE`]).
+        state: AtomicU64,
         stop: AtomicBool,
         panicked: AtomicBool,
         workers: Mutex<Vec<Arc<Worker>>>,
     }
 
-    // SAFETY: `job` is written only by the dispatching thread while no job runs (it holds
-    // `Pool::dispatch` and `pending` is 0) and read by workers only between their observing a
-    // new generation (Acquire, after the Release write) and their decrement of `pending`.
+    // SAFETY: `job` is written only by the dispatching thread while no worker is inside a job
+    // (it holds `Pool::dispatch`, and the last job was closed and emptied) and read by workers
+    // only between joining the current job (a CAS on `state` that fails once it is closed or
+    // re-tagged) and leaving it.
     unsafe impl Sync for Shared {}
     unsafe impl Send for Shared {}
 
@@ -152,7 +162,7 @@ mod pool {
             let shared = Arc::new(Shared {
                 generation: AtomicUsize::new(0),
                 job: UnsafeCell::new(None),
-                pending: AtomicUsize::new(0),
+                state: AtomicU64::new(0),
                 stop: AtomicBool::new(false),
                 panicked: AtomicBool::new(false),
                 workers: Mutex::new(Vec::new()),
@@ -181,31 +191,34 @@ mod pool {
             self.handles.len() + 1
         }
 
-        /// Runs `f(i)` for every thread index `i` in `0..n_threads()`, the caller taking index 0,
-        /// and returns when all have finished.
+        /// Runs `f(i)` on the calling thread (`i == 0`) and on every worker that joins before the
+        /// caller's call returns, then waits for those. `f` must finish the whole job when run by
+        /// the caller alone (workers only help): a worker the OS has not scheduled yet is not
+        /// waited for, which on a busy machine is the difference between a stall and none.
         pub(super) fn run(&self, f: &(dyn Fn(usize) + Sync)) {
             let Ok(_guard) = self.dispatch.try_lock() else {
-                // Busy (a concurrent caller or a nested call): do every share here.
-                (0..self.n_threads()).for_each(f);
+                // Busy (a concurrent caller or a nested call): the caller does it all.
+                f(0);
                 return;
             };
             let s = &*self.shared;
             // SAFETY: the lifetime is erased only until this function returns, and it returns
-            // only after every worker has finished with the job (`pending` reaches 0).
+            // only after the job is closed to newcomers and every worker that joined has left.
             let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f) };
             unsafe { *s.job.get() = Some(job) };
-            s.pending.store(self.workers.len(), Ordering::Relaxed);
-            s.generation.fetch_add(1, Ordering::SeqCst);
+            let generation = s.generation.load(Ordering::Relaxed).wrapping_add(1);
+            s.state.store(tag(generation), Ordering::Relaxed);
+            s.generation.store(generation, Ordering::SeqCst);
             for w in &self.workers {
                 if w.sleeping.swap(false, Ordering::SeqCst) {
                     w.thread.unpark();
                 }
             }
             let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
-            let mut spins = 0u32;
-            while s.pending.load(Ordering::Acquire) != 0 {
-                spins += 1;
-                if spins < 1 << 16 {
+            s.state.fetch_or(CLOSED, Ordering::AcqRel);
+            let start = Instant::now();
+            while s.state.load(Ordering::Acquire) & ACTIVE != 0 {
+                if start.elapsed() < WAIT_SPIN {
                     std::hint::spin_loop();
                 } else {
                     std::thread::yield_now();
@@ -218,6 +231,11 @@ mod pool {
                 panic!("a wasm-chord-cpu worker thread panicked");
             }
         }
+    }
+
+    /// The low 32 bits of a generation in the high half of `Shared::state`.
+    fn tag(generation: usize) -> u64 {
+        (generation as u32 as u64) << 32
     }
 
     impl Drop for Pool {
@@ -269,14 +287,28 @@ mod pool {
             if s.stop.load(Ordering::SeqCst) {
                 return;
             }
-            // SAFETY: see `Shared`: the job stays valid until `pending` is decremented below.
+            // Join the job unless the caller has closed it (or moved on to a newer one).
+            let mut st = s.state.load(Ordering::Acquire);
+            let joined = loop {
+                if st & !(CLOSED | ACTIVE) != tag(seen) || st & CLOSED != 0 {
+                    break false;
+                }
+                match s.state.compare_exchange_weak(st, st + 1, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break true,
+                    Err(now) => st = now,
+                }
+            };
+            if !joined {
+                continue;
+            }
+            // SAFETY: see `Shared`: the job stays valid until this worker leaves it below.
             if let Some(job) = unsafe { *s.job.get() } {
                 let job = unsafe { &*job };
                 if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(index))).is_err() {
                     s.panicked.store(true, Ordering::Relaxed);
                 }
             }
-            s.pending.fetch_sub(1, Ordering::AcqRel);
+            s.state.fetch_sub(1, Ordering::Release);
         }
     }
 }
