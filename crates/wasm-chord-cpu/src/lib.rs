@@ -147,7 +147,7 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &CpuTensor, weight: &CpuWeight, eps: f32, out: &mut CpuTensor) -> Result<(), BackendError> {
-        ops::rms_norm::rms_norm(x, &f32_weight(weight, Op::RmsNorm)?, eps, out)
+        ops::rms_norm::rms_norm(&self.threads, x, &f32_weight(weight, Op::RmsNorm)?, eps, out)
     }
 
     fn rope(&self, x: &mut CpuTensor, head_dim: usize, positions: &[usize], p: &RopeParams) -> Result<(), BackendError> {
@@ -176,7 +176,7 @@ impl Backend for CpuBackend {
     }
 
     fn act_mul(&self, act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuTensor) -> Result<(), BackendError> {
-        ops::act_mul::act_mul(act, gate, up, out, self.ggml_rounding)
+        ops::act_mul::act_mul(&self.threads, act, gate, up, out, self.ggml_rounding)
     }
 
     fn add(&self, acc: &mut CpuTensor, x: &CpuTensor) -> Result<(), BackendError> {
