@@ -127,7 +127,9 @@ impl Backend for CpuBackend {
         }
         w.validate()?;
         let row_bytes = w.ty.row_bytes(w.cols).map_err(|e| BackendError::Other { op: Op::LoadWeight, detail: e.to_string() })?;
-        Ok(CpuWeight { ty: w.ty, rows: w.rows, cols: w.cols, row_bytes, bytes: w.bytes })
+        let w = CpuWeight { ty: w.ty, rows: w.rows, cols: w.cols, row_bytes, bytes: w.bytes, packed: None };
+        // Only the fused path (llama.cpp's rounding) reads packed rows.
+        Ok(if self.ggml_rounding { w.packed_for(kernels::Kernels::get()) } else { w })
     }
 
     fn weight_shape(&self, w: &CpuWeight) -> (usize, usize, TensorType) {

@@ -26,7 +26,7 @@ fn weight(ty: TensorType, rows: usize, cols: usize, values: &[f32]) -> CpuWeight
     let row_bytes = ty.row_bytes(cols).unwrap();
     let mut bytes = vec![0u8; row_bytes * rows];
     quant::quantize(ty, values, &mut bytes).unwrap();
-    CpuWeight { ty, rows, cols, row_bytes, bytes: SharedBytes::from_vec(bytes) }
+    CpuWeight { ty, rows, cols, row_bytes, bytes: SharedBytes::from_vec(bytes), packed: None }
 }
 
 #[test]
@@ -66,6 +66,12 @@ fn matmul_is_bit_identical_for_every_split() {
         };
         for n_out in [37, 300] {
             let w = weight(ty, n_out, k, &values(&mut r, n_out * k));
+            let packed = w.clone().packed_for(kernels);
+            // Every 32-weight block type packs on x86 with AVX2.
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") && ty.block_len() == 32 {
+                assert!(packed.packed.is_some(), "{ty} did not pack");
+            }
             let act = ActType::for_weight(ty);
             let rb = act.row_bytes(k).unwrap();
             for n_tok in [1, 2, 3, 5, 8, 33] {
@@ -78,11 +84,13 @@ fn matmul_is_bit_identical_for_every_split() {
                     .flat_map(|t| (0..n_out).map(move |o| (t, o)))
                     .map(|(t, o)| kernels.vec_dot(ty, k, w.row(o), &a[t * rb..][..rb]).unwrap())
                     .collect();
-                for threads in &thread_sets {
-                    let mut out = CpuTensor::zeros(n_tok, n_out);
-                    matmul(threads, &w, None, &x, &mut out, true).unwrap();
-                    let same = out.data.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(same, "{ty}: {n_out} rows, {n_tok} tokens, {} threads", threads.count());
+                for (w, layout) in [(&w, "file"), (&packed, "packed")] {
+                    for threads in &thread_sets {
+                        let mut out = CpuTensor::zeros(n_tok, n_out);
+                        matmul(threads, w, None, &x, &mut out, true).unwrap();
+                        let same = out.data.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{ty} ({layout} rows): {n_out} rows, {n_tok} tokens, {} threads", threads.count());
+                    }
                 }
             }
         }

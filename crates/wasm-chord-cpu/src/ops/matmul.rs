@@ -173,6 +173,12 @@ fn fused(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, out
         });
         let acts: &[u8] = acts;
         let all = w.bytes.bytes();
+        // Rows `r0..r0 + nr` against every token, from the packed copy where there is one
+        // (task starts are multiples of 4, a packed group).
+        let rows = |r0: usize, nr: usize, out: &mut [f32]| match w.packed.as_deref() {
+            Some(p) => kernels.matmul_packed(p, r0, nr, acts, n_tok, out),
+            None => kernels.matmul(w.ty, k, &all[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], nr, acts, n_tok, out),
+        };
         let per = rows_per_task(n_out, n_tok, threads.count());
         // Lengths were checked when the weight was loaded and above; NaN would make a broken
         // invariant visible rather than silently wrong.
@@ -180,7 +186,7 @@ fn fused(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, out
             // One token: `[n_tok, n_out]` is `[n_out, 1]`, so each task writes its own span.
             threads.for_each_chunk(out, per, |task, span| {
                 let (r0, nr) = (task * per, span.len());
-                if kernels.matmul(w.ty, k, &all[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], nr, acts, 1, span).is_err() {
+                if rows(r0, nr, span).is_err() {
                     span.fill(f32::NAN);
                 }
             });
@@ -191,7 +197,7 @@ fn fused(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, out
             let r0 = task * per;
             let nr = per.min(n_out - r0);
             with_scratch(&TILE_OUT, nr * n_tok, |tile| {
-                if kernels.matmul(w.ty, k, &all[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], nr, acts, n_tok, tile).is_err() {
+                if rows(r0, nr, tile).is_err() {
                     tile.fill(f32::NAN);
                 }
                 for t in 0..n_tok {
@@ -225,7 +231,7 @@ mod tests {
         let row_bytes = ty.row_bytes(cols).unwrap();
         let mut bytes = vec![0u8; row_bytes * rows];
         quant::quantize(ty, values, &mut bytes).unwrap();
-        CpuWeight { ty, rows, cols, row_bytes, bytes: SharedBytes::from_vec(bytes) }
+        CpuWeight { ty, rows, cols, row_bytes, bytes: SharedBytes::from_vec(bytes), packed: None }
     }
 
     fn reference(w: &CpuWeight, x: &[f32], n_tok: usize, rounding: ActRounding) -> Vec<f64> {

@@ -1,0 +1,83 @@
+//! Weights repacked at load for the SIMD kernels: the 32-weight block types with four rows
+//! interleaved block by block, their f16 scales gathered in front.
+//!
+//! In a file, each block carries its own scale `d` (and offset `m` for Q4_1/Q5_1), so a kernel
+//! converts one or two f16 scalars per block and weight row, about as much work as the integer
+//! dot product itself when decoding. Packed, the four rows' block `b` is one run of bytes
+//!
+//! ```text
+//! d[4] (f16) | m[4] (f16, Q4_1/Q5_1 only) | quants of row 0 | ... | quants of row 3
+//! ```
+//!
+//! so one conversion yields four scales and one multiply four `d · d_y` products. Each output is
+//! computed with exactly the operations of the unpacked kernel (tests assert equal bits); the
+//! packed copy is the same size as the rows it holds (plus zero rows padding the last group).
+
+use wasm_chord_core::TensorType;
+
+/// Rows interleaved in one group.
+pub const GROUP: usize = 4;
+
+/// `w` holds the groups of the rows asked for (from a group boundary), `n_rows` of them valid;
+/// otherwise as [`super::MatmulFn`].
+pub type PackedFn = fn(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]);
+
+/// A weight matrix in the packed layout.
+#[derive(Debug)]
+pub struct PackedWeight {
+    pub ty: TensorType,
+    pub rows: usize,
+    pub cols: usize,
+    bytes: Vec<u8>,
+}
+
+/// Bytes of f16 scales at the start of a block of `ty`, for the types that pack.
+pub fn scale_bytes(ty: TensorType) -> Option<usize> {
+    use TensorType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Some(2),
+        Q4_1 | Q5_1 => Some(4),
+        _ => None,
+    }
+}
+
+impl PackedWeight {
+    /// `rows` rows of `cols` weights of type `ty` (the file's bytes) repacked; `None` for a type
+    /// that does not pack or lengths that do not describe the shape.
+    pub fn pack(ty: TensorType, rows: usize, cols: usize, src: &[u8]) -> Option<Self> {
+        let sb = scale_bytes(ty)?;
+        let bb = ty.block_bytes();
+        if cols % 32 != 0 || cols == 0 || src.len() != rows.checked_mul(cols / 32 * bb)? {
+            return None;
+        }
+        let (nb, qb) = (cols / 32, bb - sb);
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(rows.div_ceil(GROUP) * GROUP * nb * bb).ok()?;
+        bytes.resize(rows.div_ceil(GROUP) * GROUP * nb * bb, 0);
+        for (g, dst) in bytes.chunks_exact_mut(GROUP * nb * bb).enumerate() {
+            for (b, dst) in dst.chunks_exact_mut(GROUP * bb).enumerate() {
+                let (scales, quants) = dst.split_at_mut(GROUP * sb);
+                for r in 0..GROUP.min(rows - g * GROUP) {
+                    let block = &src[((g * GROUP + r) * nb + b) * bb..][..bb];
+                    scales[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
+                    if sb == 4 {
+                        scales[2 * GROUP + 2 * r..][..2].copy_from_slice(&block[2..4]);
+                    }
+                    quants[r * qb..(r + 1) * qb].copy_from_slice(&block[sb..]);
+                }
+            }
+        }
+        Some(Self { ty, rows, cols, bytes })
+    }
+
+    /// Bytes of one group of [`GROUP`] rows.
+    pub fn group_bytes(&self) -> usize {
+        GROUP * self.cols / 32 * self.ty.block_bytes()
+    }
+
+    /// The groups holding rows `r0..r0 + n` (`r0` a multiple of [`GROUP`], checked by the caller).
+    pub fn groups(&self, r0: usize, n: usize) -> &[u8] {
+        let gb = self.group_bytes();
+        &self.bytes[r0 / GROUP * gb..(r0 + n).div_ceil(GROUP) * gb]
+    }
+}
