@@ -231,7 +231,7 @@ impl Legacy for Q8_0W {
 }
 
 #[inline(always)]
-unsafe fn iq4nl_table() -> __m256i {
+pub(super) unsafe fn iq4nl_table() -> __m256i {
     let t = _mm_loadu_si128(wasm_chord_core::quant::KVALUES_IQ4NL.as_ptr() as *const __m128i);
     _mm256_set_m128i(t, t)
 }
