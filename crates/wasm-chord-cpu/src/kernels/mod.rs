@@ -211,7 +211,7 @@ impl Kernels {
     /// `rows x cols` weights of type `ty` (the file's bytes) repacked for this set's packed
     /// kernel, if it has one for `ty` and the shape has a whole group of rows.
     pub fn pack(&self, ty: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Option<PackedWeight> {
-        self.packed[type_index(ty)]?;
+        self.packed[type_index(packed::layout(ty)?)]?;
         if rows < packed::GROUP {
             return None;
         }
@@ -223,7 +223,7 @@ impl Kernels {
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_packed(&self, w: &PackedWeight, r0: usize, n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) -> Result<(), KernelError> {
         let (ty, k) = (w.ty, w.cols);
-        let f = self.packed[type_index(ty)].ok_or(KernelError::Unsupported(ty))?;
+        let f = self.packed[type_index(w.layout)].ok_or(KernelError::Unsupported(ty))?;
         let a_row = ActType::for_weight(ty).row_bytes(k).ok_or(KernelError::PartialBlock { ty, k })?;
         if r0 % packed::GROUP != 0 || r0 + n_rows > w.rows {
             return Err(KernelError::BadLength { what: "packed rows", ty, k, expected: w.rows, got: r0 + n_rows });
