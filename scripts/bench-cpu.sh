@@ -66,7 +66,8 @@ if [ "$SYNTH" = 1 ]; then
     MODELS+=("$SYNTH_MODEL")
 fi
 
-OUT="$REPO/bench/runs/$(date -u +%Y-%m-%d)-$(hostname -s 2>/dev/null || hostname)"
+# BENCH_RUN names a second run of the same day apart from the first (bench/runs/<date>-<host>-<name>).
+OUT="$REPO/bench/runs/$(date -u +%Y-%m-%d)-$(hostname -s 2>/dev/null || hostname)${BENCH_RUN:+-$BENCH_RUN}"
 mkdir -p "$OUT"
 {
     echo "date: $(date -u +%FT%TZ)"
