@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # CPU throughput of wasm-chord against llama.cpp on the real models.
 #
-#   scripts/bench-cpu.sh [-p 512] [-n 128] [-t 2] [-r 3] [MODEL.gguf ...]
+#   scripts/bench-cpu.sh [-p 512] [-n 128] [-t 2] [-r 3] [-s] [MODEL.gguf ...]
+#
+# -s adds the synthetic 1B Q4_K_M model (TinyLlama-1.1B's shape, seeded random weights), made
+# once with `wasm-chord gen-model --shape 1b --quant q4_k_m` into the models directory; it takes
+# about 8x as long as the two real models together, so it is off by default.
 #
 # For each model it runs
 #   llama-bench -m MODEL -p P -n N -t T -r R -fa 0,1 -o json
-#   wasm-chord bench -m MODEL -p P -n N -t T --json      (skipped when the binary is missing)
+#   wasm-chord bench -m MODEL -p P -n N -t T -r R --json (skipped when the binary is missing)
 # and prints a table of prompt-processing (pp) and generation (tg) tokens/s with wasm-chord's
 # ratio to llama.cpp. Raw outputs and the table go to bench/runs/<UTC date>-<host>/.
 #
@@ -15,11 +19,11 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
-P=512 N=128 T=2 R=3
-while getopts "p:n:t:r:h" opt; do
+P=512 N=128 T=2 R=3 SYNTH=0
+while getopts "p:n:t:r:sh" opt; do
     case "$opt" in
-        p) P="$OPTARG" ;; n) N="$OPTARG" ;; t) T="$OPTARG" ;; r) R="$OPTARG" ;;
-        *) sed -n '2,14p' "$0"; exit 2 ;;
+        p) P="$OPTARG" ;; n) N="$OPTARG" ;; t) T="$OPTARG" ;; r) R="$OPTARG" ;; s) SYNTH=1 ;;
+        *) sed -n '2,19p' "$0"; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -51,7 +55,19 @@ if [ -n "$WC" ] && ! "$WC" bench --help >/dev/null 2>&1; then
 fi
 [ -z "$WC" ] && echo "wasm-chord binary not found (build with: cargo build --release -p wasm-chord-cli); llama.cpp only" >&2
 
-OUT="$REPO/bench/runs/$(date -u +%Y-%m-%d)-$(hostname -s 2>/dev/null || hostname)"
+if [ "$SYNTH" = 1 ]; then
+    SYNTH_MODEL="$MODELS_DIR/synthetic-1b-q4_k_m.gguf"
+    if [ ! -e "$SYNTH_MODEL" ]; then
+        if [ -z "$WC" ]; then echo "-s needs the wasm-chord binary to make $SYNTH_MODEL" >&2; exit 1; fi
+        echo "making $SYNTH_MODEL ..." >&2
+        mkdir -p "$MODELS_DIR"
+        "$WC" gen-model --shape 1b --quant q4_k_m -o "$SYNTH_MODEL.tmp" >&2 && mv "$SYNTH_MODEL.tmp" "$SYNTH_MODEL"
+    fi
+    MODELS+=("$SYNTH_MODEL")
+fi
+
+# BENCH_RUN names a second run of the same day apart from the first (bench/runs/<date>-<host>-<name>).
+OUT="$REPO/bench/runs/$(date -u +%Y-%m-%d)-$(hostname -s 2>/dev/null || hostname)${BENCH_RUN:+-$BENCH_RUN}"
 mkdir -p "$OUT"
 {
     echo "date: $(date -u +%FT%TZ)"
@@ -59,9 +75,15 @@ mkdir -p "$OUT"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ //')"
     echo "nproc: $(nproc)"
     echo "args: -p $P -n $N -t $T -r $R"
-    echo "git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo "git: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     [ -n "$WC" ] && echo "wasm-chord: $WC"
     [ -n "$LLAMA_BENCH" ] && echo "llama-bench: $LLAMA_BENCH"
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)"
+    echo "commands:"
+    for m in "${MODELS[@]}"; do
+        [ -n "$LLAMA_BENCH" ] && echo "  $LLAMA_BENCH -m $m -p $P -n $N -t $T -r $R -fa 0,1 -o json"
+        [ -n "$WC" ] && echo "  $WC bench -m $m -p $P -n $N -t $T -r $R --json"
+    done
 } > "$OUT/env.txt"
 
 for m in "${MODELS[@]}"; do
@@ -75,7 +97,7 @@ for m in "${MODELS[@]}"; do
     fi
     if [ -n "$WC" ]; then
         echo "wasm-chord bench $base ..." >&2
-        "$WC" bench -m "$m" -p "$P" -n "$N" -t "$T" --json \
+        "$WC" bench -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" --json \
             > "$OUT/$base.wasm-chord.json" 2> "$OUT/$base.wasm-chord.log" \
             || echo "wasm-chord bench failed on $m (see $OUT/$base.wasm-chord.log)" >&2
     fi
@@ -123,4 +145,5 @@ for lj in sorted(set(p.name.split(".llama.json")[0] for p in out.glob("*.llama.j
         ratio = f"{w / best:.2f}x" if (w is not None and best) else "-"
         print(f"| {lj} | {kind}{n} | {fmt(l0)} | {fmt(l1)} | {fmt(w)} | {ratio} |")
 EOF
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >> "$OUT/env.txt"
 echo "results in $OUT" >&2

@@ -4,7 +4,8 @@
 //! cache in `Cache`) and the model graph only calls ops on them, so a CUDA or WebGPU backend
 //! keeps everything in device memory. Backends never see model names: an op is described by
 //! its shapes and parameters alone. Every op is a required method, so adding one is a
-//! compile error in every backend until it is implemented there.
+//! compile error in every backend until it is implemented there; the optional hooks at the end
+//! (argmax, device memory, decode steps) have defaults built from the ops.
 //!
 //! Conventions: an activation tensor is an f32 matrix `[rows, cols]`, row-major, one row per
 //! token. A weight of `rows` output features and `cols` input features stays in its file
@@ -322,4 +323,44 @@ pub trait Backend: Send + Sync {
     /// The `k` largest values of row `row` with their column indices, largest first (ties:
     /// lower index first).
     fn top_k(&self, x: &Self::Tensor, row: usize, k: usize) -> Result<Vec<(u32, f32)>, BackendError>;
+
+    // Optional hooks, with defaults in terms of the ops above.
+
+    /// The column of the largest value of row `row` (ties: lower index), for greedy sampling
+    /// without copying the row out.
+    fn argmax(&self, x: &Self::Tensor, row: usize) -> Result<u32, BackendError> {
+        let top = self.top_k(x, row, 1)?;
+        top.first().map(|&(id, _)| id).ok_or_else(|| BackendError::Shape { op: Op::TopK, detail: "argmax of an empty row".into() })
+    }
+
+    /// Memory of the device this backend computes on, when it has its own (a GPU); `None`
+    /// means host memory.
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        None
+    }
+
+    /// Announces a single-token decode step: the next ops, up to [`Backend::end_decode_step`],
+    /// are one forward pass over `token` at cache position `pos`, and the sequence of ops and
+    /// tensor shapes is the same at every position. A backend may record them once and replay
+    /// them (a CUDA graph), reading `token` and `pos` from its own memory. Default: nothing.
+    fn begin_decode_step(&self, token: u32, pos: usize) -> Result<(), BackendError> {
+        let _ = (token, pos);
+        Ok(())
+    }
+
+    /// Ends the step begun by [`Backend::begin_decode_step`]; `forward_ok` says whether the
+    /// model's forward pass returned without error. `Ok(false)` means the step's ops did not
+    /// run (a recording failed or no longer matches) and the caller must run the pass again
+    /// without the hooks. Default: `Ok(true)`.
+    fn end_decode_step(&self, forward_ok: bool) -> Result<bool, BackendError> {
+        let _ = forward_ok;
+        Ok(true)
+    }
+}
+
+/// Free and total bytes of a device's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceMemory {
+    pub free: u64,
+    pub total: u64,
 }

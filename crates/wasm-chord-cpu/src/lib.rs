@@ -127,7 +127,9 @@ impl Backend for CpuBackend {
         }
         w.validate()?;
         let row_bytes = w.ty.row_bytes(w.cols).map_err(|e| BackendError::Other { op: Op::LoadWeight, detail: e.to_string() })?;
-        Ok(CpuWeight { ty: w.ty, rows: w.rows, cols: w.cols, row_bytes, bytes: w.bytes })
+        let w = CpuWeight { ty: w.ty, rows: w.rows, cols: w.cols, row_bytes, bytes: w.bytes, packed: None };
+        // Only the fused path (llama.cpp's rounding) reads packed rows.
+        Ok(if self.ggml_rounding { w.packed_for(kernels::Kernels::get()) } else { w })
     }
 
     fn weight_shape(&self, w: &CpuWeight) -> (usize, usize, TensorType) {
@@ -147,7 +149,7 @@ impl Backend for CpuBackend {
     }
 
     fn rms_norm(&self, x: &CpuTensor, weight: &CpuWeight, eps: f32, out: &mut CpuTensor) -> Result<(), BackendError> {
-        ops::rms_norm::rms_norm(x, &f32_weight(weight, Op::RmsNorm)?, eps, out)
+        ops::rms_norm::rms_norm(&self.threads, x, &f32_weight(weight, Op::RmsNorm)?, eps, out)
     }
 
     fn rope(&self, x: &mut CpuTensor, head_dim: usize, positions: &[usize], p: &RopeParams) -> Result<(), BackendError> {
@@ -176,7 +178,7 @@ impl Backend for CpuBackend {
     }
 
     fn act_mul(&self, act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuTensor) -> Result<(), BackendError> {
-        ops::act_mul::act_mul(act, gate, up, out, self.ggml_rounding)
+        ops::act_mul::act_mul(&self.threads, act, gate, up, out, self.ggml_rounding)
     }
 
     fn add(&self, acc: &mut CpuTensor, x: &CpuTensor) -> Result<(), BackendError> {

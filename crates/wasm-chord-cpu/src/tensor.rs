@@ -5,7 +5,9 @@ use wasm_chord_core::backend::{BackendError, KvType, Op, SharedBytes};
 use wasm_chord_core::quant::BlockQ8_0;
 use wasm_chord_core::TensorType;
 
+use crate::kernels::{Kernels, PackedWeight};
 use crate::ops::flash_attention::KvRows;
+use std::sync::Arc;
 
 /// An f32 activation matrix `[rows, cols]`, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,9 +36,24 @@ pub struct CpuWeight {
     /// Bytes per row.
     pub row_bytes: usize,
     pub bytes: SharedBytes,
+    /// The same rows repacked for the chosen kernels, where they have a packed layout for `ty`.
+    pub packed: Option<Arc<PackedWeight>>,
 }
 
 impl CpuWeight {
+    /// A view of `rows` rows of `cols` weights of type `ty` in `bytes`, not packed; `None` if
+    /// the lengths do not describe that shape.
+    pub fn new(ty: TensorType, rows: usize, cols: usize, bytes: SharedBytes) -> Option<Self> {
+        let row_bytes = ty.row_bytes(cols).ok()?;
+        (row_bytes.checked_mul(rows)? == bytes.bytes().len()).then_some(Self { ty, rows, cols, row_bytes, bytes, packed: None })
+    }
+
+    /// This weight with its rows also repacked for `kernels`, where they have a layout for it.
+    pub fn packed_for(mut self, kernels: &Kernels) -> Self {
+        self.packed = kernels.pack(self.ty, self.rows, self.cols, self.bytes.bytes()).map(Arc::new);
+        self
+    }
+
     /// The bytes of row `r`.
     pub fn row(&self, r: usize) -> &[u8] {
         &self.bytes.bytes()[r * self.row_bytes..(r + 1) * self.row_bytes]

@@ -7,15 +7,15 @@
 //! is queued behind a 512 MiB copy, so launches wait on the GPU, not the host: small matrices
 //! are timed as back-to-back kernels (what a CUDA graph of the decode step would run).
 //! GB/s counts the weight bytes a launch must read. `--variants` also times other
-//! configurations of the same kernel template (compiled here from matvec.cuh), one column per
-//! variant, each checked against the shipped kernel's output ("!": they differ), and the
-//! experimental barrier-free kernel (`as_*` columns, `matvec_async` in matvec.cuh).
+//! configurations of the same kernel template (`ops::matvec::VARIANTS`, compiled here from
+//! matvec.cuh), one column per variant, each checked against the shipped kernel's output ("!":
+//! they differ by more than 1e-5 of the largest output).
 //! `--precompile ARCH` fills the kernel cache for ARCH without a GPU.
 
 use std::error::Error;
 use std::sync::Arc;
 
-use cudarc::driver::sys::{CUevent_flags, CUfunction_attribute};
+use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaFunction, CudaSlice};
 use cudarc::nvrtc::Ptx;
 use rand::{Rng, SeedableRng};
@@ -29,47 +29,11 @@ use wasm_chord_cuda::{nvrtc, ops, CudaBackend, CudaWeight};
 const LAUNCHES: usize = 20;
 const REPEATS: usize = 7;
 
-/// Other configurations of `matvec<T, NT, WARPS, ROWS, STEP_COLS, STEP_BYTES>`: (kernel prefix,
-/// tokens per pass (1, or 8 for the 8-token kernel), warps per block, rows per warp, step
-/// columns, step bytes).
-const VARIANTS: [(&str, usize, usize, usize, usize, usize); 5] = [
-    ("mv_v2", 1, 8, 1, 1024, 2048),
-    ("mv_r1", 1, 8, 1, 4096, 2048),
-    ("mv_r2w8", 1, 8, 2, 2048, 1024),
-    ("mv_r4", 1, 2, 4, 4096, 2048),
-    ("m8_r2", 8, 4, 2, 1024, 1024),
-];
+/// The variant modules: (module name, whether built with the biased decoding).
+const MODULES: [(&str, bool); 2] = [("matvec_variants", false), ("matvec_variants_b", true)];
 
-/// The experimental barrier-free one-token kernel (`matvec_async` in matvec.cuh): (kernel
-/// prefix, warps per block, rows per warp, step bytes, stages in the per-warp ring).
-const ASYNC_VARIANTS: [(&str, usize, usize, usize, usize); 3] =
-    [("as_w4r2s3", 4, 2, 2048, 3), ("as_w8r1s4", 8, 1, 2048, 4), ("as_w4r1s4", 4, 1, 2048, 4)];
-
-/// Dynamic shared memory of `matvec_async` (an upper bound: the whole activation row as
-/// 36-float items, and every warp's ring of step slots of at most `step_bytes` rounded to 512).
-fn async_smem(cols: usize, warps: usize, rows: usize, step_bytes: usize, stages: usize) -> usize {
-    cols / 32 * 36 * 4 + warps * stages * rows * step_bytes.next_multiple_of(512)
-}
-
-fn variant_source() -> String {
-    let mut s = String::from("#include \"matvec.cuh\"\n");
-    for (name, warps, rows, step_bytes, stages) in ASYNC_VARIANTS {
-        s += &format!(
-            "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({threads}) {name}_##n(const u8* w, u64 rs, \
-             const float* x, const float* b, float* y, int rows, int cols, int n_tok) {{ matvec_async<T, {warps}, {rows}, \
-             {step_bytes}, {stages}>(w, rs, x, b, y, rows, cols); }}\nFOR_EACH_WEIGHT_TYPE(V_{name})\n",
-            threads = 32 * warps
-        );
-    }
-    for (name, nt, warps, rows, step_cols, step_bytes) in VARIANTS {
-        s += &format!(
-            "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({threads}) {name}_##n(const u8* w, u64 rs, \
-             const float* x, const float* b, float* y, int rows, int cols, int n_tok) {{ matvec<T, {nt}, {warps}, {rows}, \
-             {step_cols}, {step_bytes}>(w, rs, x, b, y, rows, cols, n_tok); }}\nFOR_EACH_WEIGHT_TYPE(V_{name})\n",
-            threads = 32 * warps
-        );
-    }
-    s
+fn variant_file(name: &'static str, biased: bool) -> KernelFile {
+    KernelFile { name, source: Box::leak(ops::matvec::variant_source(biased).into_boxed_str()) }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -148,8 +112,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         for file in wasm_chord_cuda::kernels::all() {
             nvrtc::compile(&file, arch)?;
         }
-        let source: &'static str = Box::leak(variant_source().into_boxed_str());
-        nvrtc::compile(&KernelFile { name: "matvec_variants", source }, arch)?;
+        for (name, biased) in MODULES {
+            nvrtc::compile(&variant_file(name, biased), arch)?;
+        }
         return Ok(());
     }
     let g = Arc::new(CudaBackend::new(0)?);
@@ -167,17 +132,14 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("device-to-device copy: {copy_gbs:.0} GB/s (read + write)");
     drop((src, dst));
 
-    #[allow(clippy::type_complexity)]
-    let variants: Vec<(&str, usize, (usize, usize), Option<(usize, usize)>, Arc<cudarc::driver::CudaModule>)> = if with_variants {
-        let source: &'static str = Box::leak(variant_source().into_boxed_str());
-        let cubin = nvrtc::compile(&KernelFile { name: "matvec_variants", source }, dev.arch())?;
-        let module = dev.context().load_module(Ptx::from_binary(cubin))?;
-        let mut v: Vec<_> = VARIANTS.iter().map(|&(name, nt, warps, rows, _, _)| (name, nt, (warps, rows), None, module.clone())).collect();
-        v.extend(ASYNC_VARIANTS.iter().map(|&(name, warps, rows, bytes, stages)| (name, 1, (warps, rows), Some((bytes, stages)), module.clone())));
-        v
-    } else {
-        Vec::new()
-    };
+    let mut variants: Vec<(ops::matvec::Variant, Arc<cudarc::driver::CudaModule>)> = Vec::new();
+    if with_variants {
+        for (name, biased) in MODULES {
+            let cubin = nvrtc::compile(&variant_file(name, biased), dev.arch())?;
+            let module = dev.context().load_module(Ptx::from_binary(cubin))?;
+            variants.extend(ops::matvec::VARIANTS.iter().filter(|v| v.biased == biased).map(|v| (*v, module.clone())));
+        }
+    }
 
     let mut r = ChaCha8Rng::seed_from_u64(1);
     for (rows, cols) in shapes {
@@ -189,8 +151,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut out8 = g.tensor(8, rows)?;
         println!("\nmatrix {rows} x {cols}, one token (shipped kernel), 8 tokens (matmul8){}", if with_variants { ", other configurations (us; m8_: 8 tokens)" } else { "" });
         print!("{:>7} {:>8} {:>8} {:>8} {:>6} {:>9}", "type", "MiB", "us", "GB/s", "%copy", "8-tok us");
-        for (name, _, _, _, _) in &variants {
-            print!(" {name:>8}");
+        for (v, _) in &variants {
+            print!(" {:>8}", v.name);
         }
         println!();
         for &ty in &types {
@@ -209,18 +171,14 @@ fn main() -> Result<(), Box<dyn Error>> {
             g.download(&out, &mut want1)?;
             g.matmul(last, None, &gx8, &mut out8)?;
             g.download(&out8, &mut want8)?;
-            for (name, nt, warps, ring, module) in &variants {
-                let f: CudaFunction = module.load_function(&format!("{name}_{}", ty.name()))?;
-                let smem = ring.map_or(0, |(bytes, stages)| async_smem(cols, warps.0, warps.1, bytes, stages));
-                if smem > 227 << 10 {
-                    print!(" {:>8}", "-");
-                    continue;
-                }
-                if smem > 48 << 10 {
-                    f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)?;
-                }
-                let (x, o, want) = if *nt == 1 { (&gx, &mut out, &want1) } else { (&gx8, &mut out8, &want8) };
-                let t = timer.time(|i| Ok(ops::matvec::launch(dev, &f, *warps, *nt, smem as u32, &ws[i % nb], None, x, o)?))?;
+            for (v, module) in &variants {
+                let f: CudaFunction = module.load_function(&format!("{}_{}", v.name, ty.name()))?;
+                let (x, o, want) = if v.tokens == 1 { (&gx, &mut out, &want1) } else { (&gx8, &mut out8, &want8) };
+                let t = if v.stream {
+                    timer.time(|i| Ok(ops::matvec::launch_stream(dev, &f, v, &ws[i % nb], x, o)?))?
+                } else {
+                    timer.time(|i| Ok(ops::matvec::launch(dev, &f, (v.warps, v.rows), v.tokens, 0, &ws[i % nb], None, x, o)?))?
+                };
                 let mut got = Vec::new();
                 g.download(o, &mut got)?;
                 let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));

@@ -1,15 +1,23 @@
 //! Prints ptxas' resource report (registers, shared memory, spills) of each kernel file for an
 //! architecture, without a GPU: `cargo run -p wasm-chord-cuda --example kernel_report [sm_90a]
 //! [file] [--cubin DIR]`; with `--cubin DIR` it also writes each file's CUBIN to DIR, for a
-//! disassembler (`nvdisasm -c`, pip package nvidia-cuda-nvdisasm).
+//! disassembler (`nvdisasm -c`, pip package nvidia-cuda-nvdisasm). With `--variants`, the
+//! matvec candidates of `ops::matvec::VARIANTS` (both decoding modes) instead.
 
 use wasm_chord_cuda::{kernels, nvrtc};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arch = args.first().map_or("sm_90a", String::as_str);
-    for file in kernels::all() {
-        if args.get(1).is_some_and(|only| only != file.name) {
+    let mut files = kernels::all().to_vec();
+    if args.iter().any(|a| a == "--variants") {
+        files = [("matvec_variants", false), ("matvec_variants_b", true)]
+            .into_iter()
+            .map(|(name, biased)| kernels::KernelFile { name, source: Box::leak(wasm_chord_cuda::ops::matvec::variant_source(biased).into_boxed_str()) })
+            .collect();
+    }
+    for file in files {
+        if args.get(1).is_some_and(|only| !only.starts_with("--") && only != file.name) {
             continue;
         }
         if let Some(dir) = args.iter().position(|a| a == "--cubin").and_then(|i| args.get(i + 1)) {

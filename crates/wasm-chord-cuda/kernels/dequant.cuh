@@ -28,6 +28,32 @@ __device__ __forceinline__ float byte_f(u32 v, int i, int bias) {
     return __int_as_float(__byte_perm(v, 0x4B000000u, 0x7440u | (u32)i)) - (float)(8388608 + bias);
 }
 
+// Biased decoding (decode<true>, the default where the includer defines WC_BIASED_DECODE=1):
+// the types whose q fits in 7 bits return q' = 0.5 + q / 256 instead of q, from one byte
+// permute and no add (the bits 0x3F00qq00 are the float 0.5 * (1 + q / 128)), with s' = 256 s
+// and m' = m - 128 s, so that s' q' + m' = s q + m still. The price is rounding: q' x carries
+// 0.5 x, which the half-item sums cancel, so a half item's dot loses a few of f32's 24 bits
+// (the fewer bits q has, the more: Q2_K measured 1.4e-5 of the largest output against the f32
+// reference, Q4 types ~3e-6; NOTES.md, matvec round 3). Q8_0 and IQ4 (8-bit q) ignore it.
+#ifndef WC_BIASED_DECODE
+#define WC_BIASED_DECODE 0
+#endif
+template <bool BIASED>
+__device__ __forceinline__ float byte_q(u32 v, int i) {
+    if constexpr (BIASED) return __int_as_float(__byte_perm(v, 0x3F000000u, 0x7054u | ((u32)i << 8)));
+    else return byte_f(v, i, 0);
+}
+template <bool BIASED>
+__device__ __forceinline__ void finish_decode(float* s, float* m) {
+    if constexpr (BIASED) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            m[h] -= 128.0f * s[h];
+            s[h] *= 256.0f;
+        }
+    }
+}
+
 // The four low bits of x (< 16) moved to bit 4 of bytes 0..3.
 __device__ __forceinline__ u32 bits_to_byte_bit4(u32 x) {
     return (x * 0x02040810u) & 0x10101010u;
@@ -66,6 +92,7 @@ struct BlockType {
 };
 
 struct Q4_0 : BlockType<18, 32, 1, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         const float d = load_half(b);
         s[0] = s[1] = d;
@@ -76,10 +103,11 @@ struct Q4_0 : BlockType<18, 32, 1, true> {
             const u32 lo = x & 0x0F0F0F0Fu, hi = (x >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                q[4 * k + j] = byte_f(lo, j, 0);
-                q[16 + 4 * k + j] = byte_f(hi, j, 0);
+                q[4 * k + j] = byte_q<BIASED>(lo, j);
+                q[16 + 4 * k + j] = byte_q<BIASED>(hi, j);
             }
         }
+        finish_decode<BIASED>(s, m);
     }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b);
@@ -97,6 +125,7 @@ struct Q4_0 : BlockType<18, 32, 1, true> {
 };
 
 struct Q4_1 : BlockType<20, 32, 1, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         s[0] = s[1] = load_half(b);
         m[0] = m[1] = load_half(b + 2);
@@ -106,10 +135,11 @@ struct Q4_1 : BlockType<20, 32, 1, true> {
             const u32 lo = x & 0x0F0F0F0Fu, hi = (x >> 4) & 0x0F0F0F0Fu;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                q[4 * k + j] = byte_f(lo, j, 0);
-                q[16 + 4 * k + j] = byte_f(hi, j, 0);
+                q[4 * k + j] = byte_q<BIASED>(lo, j);
+                q[16 + 4 * k + j] = byte_q<BIASED>(hi, j);
             }
         }
+        finish_decode<BIASED>(s, m);
     }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b), m = load_half(b + 2);
@@ -127,6 +157,7 @@ struct Q4_1 : BlockType<20, 32, 1, true> {
 };
 
 struct Q5_0 : BlockType<22, 32, 1, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         const float d = load_half(b);
         s[0] = s[1] = d;
@@ -139,10 +170,11 @@ struct Q5_0 : BlockType<22, 32, 1, true> {
             const u32 hi = ((x >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (16 + 4 * k)) & 15);
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                q[4 * k + j] = byte_f(lo, j, 0);
-                q[16 + 4 * k + j] = byte_f(hi, j, 0);
+                q[4 * k + j] = byte_q<BIASED>(lo, j);
+                q[16 + 4 * k + j] = byte_q<BIASED>(hi, j);
             }
         }
+        finish_decode<BIASED>(s, m);
     }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b);
@@ -162,6 +194,7 @@ struct Q5_0 : BlockType<22, 32, 1, true> {
 };
 
 struct Q5_1 : BlockType<24, 32, 1, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         s[0] = s[1] = load_half(b);
         m[0] = m[1] = load_half(b + 2);
@@ -173,10 +206,11 @@ struct Q5_1 : BlockType<24, 32, 1, true> {
             const u32 hi = ((x >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (16 + 4 * k)) & 15);
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                q[4 * k + j] = byte_f(lo, j, 0);
-                q[16 + 4 * k + j] = byte_f(hi, j, 0);
+                q[4 * k + j] = byte_q<BIASED>(lo, j);
+                q[16 + 4 * k + j] = byte_q<BIASED>(hi, j);
             }
         }
+        finish_decode<BIASED>(s, m);
     }
     static __device__ __forceinline__ void dequant(const u8* b, int, float* w) {
         const float d = load_half(b), m = load_half(b + 2);
@@ -196,6 +230,7 @@ struct Q5_1 : BlockType<24, 32, 1, true> {
 };
 
 struct Q8_0 : BlockType<34, 32, 1, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         s[0] = s[1] = load_half(b);
         m[0] = m[1] = 0.0f;
@@ -218,6 +253,7 @@ struct Q8_0 : BlockType<34, 32, 1, true> {
 };
 
 struct IQ4_NL : BlockType<18, 32, 1, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         s[0] = s[1] = load_half(b);
         m[0] = m[1] = 0.0f;
@@ -250,6 +286,7 @@ struct IQ4_NL : BlockType<18, 32, 1, true> {
 // Item `it` of a k-quant block covers weights 32*it .. 32*it+32.
 
 struct Q2_K : BlockType<84, QK_K, 8, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         const float d = load_half(b + 80), dmin = load_half(b + 82);
         const int shift = 2 * (it % 4);
@@ -263,9 +300,10 @@ struct Q2_K : BlockType<84, QK_K, 8, true> {
             for (int k = 0; k < 4; k++) {
                 const u32 x = (load_u32<4>(qs + 16 * g + 4 * k) >> shift) & 0x03030303u;
 #pragma unroll
-                for (int j = 0; j < 4; j++) q[16 * g + 4 * k + j] = byte_f(x, j, 0);
+                for (int j = 0; j < 4; j++) q[16 * g + 4 * k + j] = byte_q<BIASED>(x, j);
             }
         }
+        finish_decode<BIASED>(s, m);
     }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         const float d = load_half(b + 80), dmin = load_half(b + 82);
@@ -290,6 +328,7 @@ struct Q3_K : BlockType<110, QK_K, 8, true> {
         const int low = j < 8 ? (sc[j] & 15) : (sc[j - 8] >> 4);
         return low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
     }
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         const float d = load_half(b + 108);
         const int shift = 2 * (it % 4);
@@ -304,9 +343,10 @@ struct Q3_K : BlockType<110, QK_K, 8, true> {
                 const u32 high = (load_u32<2>(b + 16 * g + 4 * k) >> it) & 0x01010101u;
                 const u32 x = low | (high << 2);
 #pragma unroll
-                for (int j = 0; j < 4; j++) q[16 * g + 4 * k + j] = byte_f(x, j, 0);
+                for (int j = 0; j < 4; j++) q[16 * g + 4 * k + j] = byte_q<BIASED>(x, j);
             }
         }
+        finish_decode<BIASED>(s, m);
     }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         const float d = load_half(b + 108);
@@ -343,6 +383,7 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, floa
 }
 
 struct Q4_K : BlockType<144, QK_K, 8, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         float sc, mn;
         scale_min_k4(it, b + 4, &sc, &mn);
@@ -358,9 +399,10 @@ struct Q4_K : BlockType<144, QK_K, 8, true> {
             for (int k = 0; k < 4; k++) {
                 const u32 x = (qw[k] >> shift) & 0x0F0F0F0Fu;
 #pragma unroll
-                for (int j = 0; j < 4; j++) q[16 * v + 4 * k + j] = byte_f(x, j, 0);
+                for (int j = 0; j < 4; j++) q[16 * v + 4 * k + j] = byte_q<BIASED>(x, j);
             }
         }
+        finish_decode<BIASED>(s, m);
     }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         float sc, m;
@@ -381,6 +423,7 @@ struct Q4_K : BlockType<144, QK_K, 8, true> {
 };
 
 struct Q5_K : BlockType<176, QK_K, 8, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         float sc, mn;
         scale_min_k4(it, b + 4, &sc, &mn);
@@ -398,9 +441,10 @@ struct Q5_K : BlockType<176, QK_K, 8, true> {
             for (int k = 0; k < 4; k++) {
                 const u32 x = ((qw[k] >> shift) & 0x0F0F0F0Fu) | (((hw[k] >> it) & 0x01010101u) << 4);
 #pragma unroll
-                for (int j = 0; j < 4; j++) q[16 * v + 4 * k + j] = byte_f(x, j, 0);
+                for (int j = 0; j < 4; j++) q[16 * v + 4 * k + j] = byte_q<BIASED>(x, j);
             }
         }
+        finish_decode<BIASED>(s, m);
     }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         float sc, m;
@@ -426,6 +470,7 @@ struct Q5_K : BlockType<176, QK_K, 8, true> {
 };
 
 struct Q6_K : BlockType<210, QK_K, 8, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         const float d = load_half(b + 208);
         const int h = it / 4, k = it % 4;
@@ -443,9 +488,10 @@ struct Q6_K : BlockType<210, QK_K, 8, true> {
                 const u32 hb = (load_u32<2>(qh + 16 * g + 4 * c) >> hshift) & 0x03030303u;
                 const u32 x = l | (hb << 4);
 #pragma unroll
-                for (int j = 0; j < 4; j++) q[16 * g + 4 * c + j] = byte_f(x, j, 0);
+                for (int j = 0; j < 4; j++) q[16 * g + 4 * c + j] = byte_q<BIASED>(x, j);
             }
         }
+        finish_decode<BIASED>(s, m);
     }
     static __device__ __forceinline__ void dequant(const u8* b, int it, float* w) {
         const float d = load_half(b + 208);
@@ -472,6 +518,7 @@ struct Q6_K : BlockType<210, QK_K, 8, true> {
 };
 
 struct IQ4_XS : BlockType<136, QK_K, 8, true> {
+    template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         const u32 scales_h = *reinterpret_cast<const u16*>(b + 2);
         const int ls = ((b[4 + it / 2] >> (4 * (it % 2))) & 15) | (((scales_h >> (2 * it)) & 3) << 4);

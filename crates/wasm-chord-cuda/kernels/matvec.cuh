@@ -41,11 +41,11 @@ __device__ __forceinline__ void load_step(const u8* __restrict__ wr, int b0, int
 
 // The dot products of one 32-weight item (at `b`, item `it` of its block) with the staged
 // activations `xi` of NT tokens (item stride NT_STRIDE floats), added to acc[0..NT).
-template <class T, int NT, int NT_STRIDE>
+template <class T, int NT, int NT_STRIDE, bool BIASED>
 __device__ __forceinline__ void dot_item(const u8* b, int it, const float* xi, float* acc) {
     if constexpr (T::SPLIT) {
         float q[32], sc[2], mn[2];
-        T::decode(b, it, q, sc, mn);
+        T::template decode<BIASED>(b, it, q, sc, mn);
 #pragma unroll
         for (int t = 0; t < NT; t++) {
             const float* xt = xi + t * NT_STRIDE;
@@ -84,8 +84,9 @@ __device__ __forceinline__ void dot_item(const u8* b, int it, const float* xi, f
 // y[t, row] = sum_k w[row, k] * x[t, k] (+ bias[row]) for the tokens t0 .. t0 + NT of this block
 // row (blockIdx.y). Each warp has ROWS rows (their items share each activation read from shared
 // memory). `row_stride` is the padded byte length of a device row. A row's blocks are spread
-// evenly over its steps, so that no step is a short tail.
-template <class T, int NT, int WARPS, int ROWS, int STEP_COLS, int STEP_BYTES>
+// evenly over its steps, so that no step is a short tail. BIASED: the split types' biased
+// decoding (dequant.cuh), by default as the includer's WC_BIASED_DECODE says.
+template <class T, int NT, int WARPS, int ROWS, int STEP_COLS, int STEP_BYTES, bool BIASED = WC_BIASED_DECODE != 0>
 __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride, const float* __restrict__ x,
                                        const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
                                        int n_tok) {
@@ -129,7 +130,8 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
 #pragma unroll 4
         for (int f0 = 0; f0 < n4; f0 += WARPS * 32) {
             const int f = f0 + threadIdx.x;
-            const int t = f / (step_cols / 4), c4 = f % (step_cols / 4);
+            // One token: no integer division per float4.
+            const int t = NT == 1 ? 0 : f / (step_cols / 4), c4 = NT == 1 ? f : f % (step_cols / 4);
             float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             if (f < n4 && t0 + t < n_tok) a = __ldg(reinterpret_cast<const float4*>(x + (u64)(t0 + t) * cols + k0) + c4);
             float h = (a.x + a.y) + (a.z + a.w);
@@ -160,7 +162,7 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
 #pragma unroll
                 for (int r = 0; r < ROWS; r++) {
                     const u8* s = reinterpret_cast<const u8*>(wstage[warp][r]) + skew;
-                    dot_item<T, NT, XSTRIDE>(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, &xstage[it * X_ITEM], acc[r]);
+                    dot_item<T, NT, XSTRIDE, BIASED>(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, &xstage[it * X_ITEM], acc[r]);
                 }
             }
         }
@@ -176,121 +178,127 @@ __device__ __forceinline__ void matvec(const u8* __restrict__ w, u64 row_stride,
     }
 }
 
-// ---- Experimental, instantiated only by the bandwidth bench until measured (NOTES.md, round 2):
-// a one-token matvec without a block-wide barrier per step. The block stages the whole
-// activation row once (dynamic shared memory: cols / 32 items of X_ITEM floats), then each
-// warp walks its ROWS rows on its own, with STAGES - 1 steps of weights in flight through
-// cp.async into a per-warp ring of shared-memory stages (no registers held by loads in flight,
-// only __syncwarp between steps), so warps drift apart and memory stays busy while others
-// compute. Dynamic shared memory: matvec_async_smem() bytes.
+// ---- Experimental (round 3, NOTES.md), instantiated only by the bench and
+// tests/matvec_variants.rs until measured: a persistent one-token matvec. The grid is sized to
+// the GPU (ops::matvec::launch_stream), each warp walks a contiguous range of row groups and
+// their steps as one stream, with the next step's weights in flight (registers) while it
+// computes the current one from its own shared-memory stage: no block-wide barrier after the
+// start, and the load latency is paid once per warp instead of twice per row group. The
+// activations are read from global memory (L1-resident: every warp of the SM reads the same
+// row); only the half-item sums of the split types are staged, once per block (dynamic shared
+// memory: cols / 16 floats).
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-    const u32 s = (u32)__cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-// Copies blocks b0 .. b0 + nb of row `wr` (from the 16-byte boundary at or below block b0)
-// into `dst` with cp.async.
-template <class S, class T>
-__device__ __forceinline__ void async_step(const u8* __restrict__ wr, int b0, int nb, int lane, uint4* dst) {
-    const u64 first = (u64)b0 * T::BYTES;
-    const u64 aligned = first & ~(u64)15;
-    const int n_vec = (int)((first + (u64)nb * T::BYTES - aligned + 15) / 16);
-    const uint4* src = reinterpret_cast<const uint4*>(wr + aligned);
+// dot_item for activations in plain row order (`xv`, 32 values) and half sums `hs` (2 values).
+template <class T, bool BIASED>
+__device__ __forceinline__ void dot_item_flat(const u8* b, int it, const float* __restrict__ xv, const float* hs, float& acc) {
+    const float4* x4 = reinterpret_cast<const float4*>(xv);
+    if constexpr (T::SPLIT) {
+        float q[32], sc[2], mn[2];
+        T::template decode<BIASED>(b, it, q, sc, mn);
+        float p[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-    for (int i = 0; i < S::VECS_PER_LANE; i++)
-        if (lane + 32 * i < n_vec) cp_async16(dst + lane + 32 * i, src + lane + 32 * i);
+        for (int j = 0; j < 8; j++) {
+            const float4 a = __ldg(x4 + j);
+            float& r = p[(j / 4) * 2 + (j % 2)];
+            r = fmaf(q[4 * j], a.x, r);
+            r = fmaf(q[4 * j + 1], a.y, r);
+            r = fmaf(q[4 * j + 2], a.z, r);
+            r = fmaf(q[4 * j + 3], a.w, r);
+        }
+        acc += sc[0] * (p[0] + p[1]) + sc[1] * (p[2] + p[3]) + (mn[0] * hs[0] + mn[1] * hs[1]);
+    } else {
+        float wv[32];
+        T::dequant(b, it, wv);
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float4 a = __ldg(x4 + j);
+            sum += wv[4 * j] * a.x + wv[4 * j + 1] * a.y + wv[4 * j + 2] * a.z + wv[4 * j + 3] * a.w;
+        }
+        acc += sum;
+    }
 }
 
-template <class T, int WARPS, int ROWS, int STEP_BYTES, int STAGES>
-__device__ __forceinline__ void matvec_async(const u8* __restrict__ w, u64 row_stride, const float* __restrict__ x,
-                                             const float* __restrict__ bias, float* __restrict__ y, int rows,
-                                             int cols) {
-    using S = Step<T, 1 << 30, STEP_BYTES>;
-    constexpr int SLOT = S::VECS_PER_LANE * 32;  // uint4 per row per stage
-    extern __shared__ uint4 dyn[];
-    const int n_items = cols / 32;
-    float* xs = reinterpret_cast<float*>(dyn);
+template <class T, int WARPS, int ROWS, int STEP_COLS, int STEP_BYTES, bool BIASED = WC_BIASED_DECODE != 0>
+__device__ __forceinline__ void matvec_stream(const u8* __restrict__ w, u64 row_stride, const float* __restrict__ x,
+                                              const float* __restrict__ bias, float* __restrict__ y, int rows, int cols) {
+    using S = Step<T, STEP_COLS, STEP_BYTES>;
+    __shared__ uint4 wstage[WARPS][ROWS][S::VECS_PER_LANE * 32];
+    extern __shared__ float hsum[];  // cols / 16 half-item sums
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    uint4* ring = dyn + (n_items * X_ITEM) / 4 + warp * STAGES * ROWS * SLOT;
-    const int row0 = (blockIdx.x * WARPS + warp) * ROWS;
-    const bool active = row0 < rows;
+    if constexpr (T::SPLIT) {
+        for (int h = threadIdx.x; h < cols / 16; h += WARPS * 32) {
+            const float4* xh = reinterpret_cast<const float4*>(x + 16 * h);
+            float sum = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                const float4 a = __ldg(xh + j);
+                sum += (a.x + a.y) + (a.z + a.w);
+            }
+            hsum[h] = sum;
+        }
+        __syncthreads();  // the only block-wide barrier
+    }
     const int n_blocks = cols / T::QK;
     const int n_steps = (n_blocks + S::BLOCKS - 1) / S::BLOCKS;
     const int per_step = (n_blocks + n_steps - 1) / n_steps;
-    const u8* wr[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; r++) wr[r] = w + (u64)(row0 + r < rows ? row0 + r : 0) * row_stride;
+    // This warp's row groups: a contiguous share of all groups.
+    const int n_groups = (rows + ROWS - 1) / ROWS;
+    const int n_warps = gridDim.x * WARPS;
+    const int per_warp = (n_groups + n_warps - 1) / n_warps;
+    const int g0 = (blockIdx.x * WARPS + warp) * per_warp;
+    const int g1 = min(g0 + per_warp, n_groups);
+    if (g0 >= g1) return;
+    const int n_units = (g1 - g0) * n_steps;
 
-    // Prologue: the first STAGES - 1 steps in flight (one commit group per step, even if empty,
-    // so that wait_group counts steps).
+    uint4 v[ROWS][S::VECS_PER_LANE];
+    auto issue = [&](int u) {
+        const int g = g0 + u / n_steps, st = u % n_steps;
+        const int b0 = st * per_step;
 #pragma unroll
-    for (int st = 0; st < STAGES - 1; st++) {
-        if (active && st < n_steps)
-#pragma unroll
-            for (int r = 0; r < ROWS; r++)
-                async_step<S, T>(wr[r], st * per_step, min(per_step, n_blocks - st * per_step), lane,
-                                 ring + (st * ROWS + r) * SLOT);
-        cp_async_commit();
-    }
-
-    // The whole activation row, with the half-item sums, while the weights are on their way.
-    const int n4 = cols / 4;
-#pragma unroll 4
-    for (int f0 = 0; f0 < n4; f0 += WARPS * 32) {
-        const int f = f0 + threadIdx.x;
-        float4 a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (f < n4) a = __ldg(reinterpret_cast<const float4*>(x) + f);
-        float h = (a.x + a.y) + (a.z + a.w);
-        h += __shfl_xor_sync(0xffffffffu, h, 1);
-        h += __shfl_xor_sync(0xffffffffu, h, 2);
-        if (f < n4) {
-            float* item = &xs[(f / 8) * X_ITEM];
-            *reinterpret_cast<float4*>(item + (f % 8) * 4) = a;
-            if (f % 4 == 0) item[32 + (f / 4) % 2] = h;
+        for (int r = 0; r < ROWS; r++) {
+            const int row = min(g * ROWS + r, rows - 1);
+            load_step<S, T>(w + (u64)row * row_stride, b0, min(per_step, n_blocks - b0), lane, v[r]);
         }
-    }
-    __syncthreads();  // the only block-wide barrier
-    if (!active) return;
-
+    };
     float acc[ROWS];
 #pragma unroll
     for (int r = 0; r < ROWS; r++) acc[r] = 0.0f;
-    for (int step = 0; step < n_steps; step++) {
-        cp_async_wait<STAGES - 2>();  // this lane's copies of `step` are done...
-        __syncwarp();                 // ...and every lane's; all lanes are past step - 1's compute
-        const int next = step + STAGES - 1;
-        if (next < n_steps)
+    issue(0);
+    for (int u = 0; u < n_units; u++) {
+        __syncwarp();  // every lane is done reading the stage
 #pragma unroll
-            for (int r = 0; r < ROWS; r++)
-                async_step<S, T>(wr[r], next * per_step, min(per_step, n_blocks - next * per_step), lane,
-                                 ring + ((next % STAGES) * ROWS + r) * SLOT);
-        cp_async_commit();
-        const int b0 = step * per_step;
-        const int nb = min(per_step, n_blocks - b0);
+        for (int r = 0; r < ROWS; r++)
+#pragma unroll
+            for (int i = 0; i < S::VECS_PER_LANE; i++)
+                if (lane + 32 * i < S::VECS) wstage[warp][r][lane + 32 * i] = v[r][i];
+        __syncwarp();
+        if (u + 1 < n_units) issue(u + 1);
+        const int g = g0 + u / n_steps, st = u % n_steps;
+        const int b0 = st * per_step, nb = min(per_step, n_blocks - b0);
         const int skew = (int)(((u64)b0 * T::BYTES) & 15);
-        const float* xstep = xs + (u64)b0 * T::ITEMS * X_ITEM;
+        const int item0 = b0 * T::ITEMS;
 #pragma unroll
         for (int i = 0; i < S::ITEMS_PER_LANE; i++) {
             const int it = lane + 32 * i;
             if (it < nb * T::ITEMS) {
+                const float* xv = x + 32 * (u64)(item0 + it);
+                const float* hs = T::SPLIT ? hsum + 2 * (item0 + it) : nullptr;
 #pragma unroll
                 for (int r = 0; r < ROWS; r++) {
-                    const u8* s = reinterpret_cast<const u8*>(ring + ((step % STAGES) * ROWS + r) * SLOT) + skew;
-                    dot_item<T, 1, 0>(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, xstep + it * X_ITEM, &acc[r]);
+                    const u8* s = reinterpret_cast<const u8*>(wstage[warp][r]) + skew;
+                    dot_item_flat<T, BIASED>(s + (it / T::ITEMS) * T::BYTES, it % T::ITEMS, xv, hs, acc[r]);
                 }
             }
         }
-    }
+        if (st == n_steps - 1) {
 #pragma unroll
-    for (int r = 0; r < ROWS; r++) {
-        const float sum = warp_sum(acc[r]);
-        if (lane == 0 && row0 + r < rows) y[row0 + r] = sum + (bias ? bias[row0 + r] : 0.0f);
+            for (int r = 0; r < ROWS; r++) {
+                const float sum = warp_sum(acc[r]);
+                acc[r] = 0.0f;
+                if (lane == 0 && g * ROWS + r < rows) y[g * ROWS + r] = sum + (bias ? bias[g * ROWS + r] : 0.0f);
+            }
+        }
     }
 }
 

@@ -1,26 +1,30 @@
 //! [`Backend`] for CUDA: activations are f32 device buffers, weights stay in their file type on
 //! the device (rows padded to 16 bytes for the matvec's 16-byte loads), the cache is f16 or q8_0
 //! ([`CudaOptions`]), and attention is flash attention unless standard is asked for.
+//! Single-token decode steps run from an arena and are replayed as a CUDA graph (`step.rs`).
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
 use wasm_chord_core::backend::{
-    Activation, AttentionKind, AttentionParams, Backend, BackendError, KvType, Op, RopeParams, WeightData,
+    Activation, AttentionKind, AttentionParams, Backend, BackendError, DeviceMemory, KvType, Op, RopeParams, WeightData,
 };
 use wasm_chord_core::{quant, TensorType};
 
+use crate::buffer::DeviceBuf;
 use crate::device::CudaDevice;
 use crate::error::CudaError;
 use crate::ops;
 use crate::ops::flash::{FlashOptions, FlashWorkspace, KvData, KvView};
+use crate::step::{address, Mode, StepState, StepStats};
 
 /// An f32 activation matrix `[rows, cols]` on the device, row-major.
 pub struct CudaTensor {
     pub rows: usize,
     pub cols: usize,
-    /// At least one value, so empty tensors are still valid allocations.
-    pub data: CudaSlice<f32>,
+    /// At least one value, so empty tensors are still valid allocations. Inside a decode step
+    /// the memory is borrowed from the step arena.
+    pub data: DeviceBuf<f32>,
 }
 
 impl CudaTensor {
@@ -96,6 +100,11 @@ pub struct CudaBackend {
     flash: FlashWorkspace,
     /// cuBLAS for prompts, created on the first matmul of many tokens; `None` if that failed.
     gemm: OnceLock<Option<ops::gemm::Gemm>>,
+    step: Mutex<StepState>,
+    /// Where `argmax` leaves its answer.
+    argmax_out: Mutex<CudaSlice<u32>>,
+    /// Rope frequency factors already on the device, by value (a model has one or two sets).
+    freq_factors: Mutex<Vec<(Vec<f32>, CudaSlice<f32>)>>,
 }
 
 impl CudaBackend {
@@ -104,9 +113,72 @@ impl CudaBackend {
         Self::with_options(ordinal, CudaOptions::default())
     }
 
-    /// Opens GPU `ordinal` with the given attention kind and cache type.
+    /// Opens GPU `ordinal` with the given attention kind and cache type. Decode steps are
+    /// captured as CUDA graphs unless `WASM_CHORD_CUDA_GRAPH=0`.
     pub fn with_options(ordinal: usize, opts: CudaOptions) -> Result<Self, CudaError> {
-        Ok(Self { dev: CudaDevice::new(ordinal)?, opts, flash: FlashWorkspace::default(), gemm: OnceLock::new() })
+        let dev = CudaDevice::new(ordinal)?;
+        let graphs = std::env::var("WASM_CHORD_CUDA_GRAPH").map_or(true, |v| v != "0");
+        let step = StepState::new(dev.stream(), graphs).map_err(|e| CudaError::NoDevice { detail: format!("allocating the step buffers: {e}") })?;
+        let argmax_out = dev.stream().alloc_zeros::<u32>(1).map_err(crate::error::driver("allocating the argmax buffer"))?;
+        Ok(Self {
+            dev,
+            opts,
+            flash: FlashWorkspace::default(),
+            gemm: OnceLock::new(),
+            step: Mutex::new(step),
+            argmax_out: Mutex::new(argmax_out),
+            freq_factors: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Turns CUDA graphs of the decode step on or off (steps still run from the arena).
+    pub fn with_graphs(self, on: bool) -> Self {
+        self.step().set_graphs(on);
+        self
+    }
+
+    /// Whether decode steps are (still) captured as graphs.
+    pub fn graphs(&self) -> bool {
+        self.step().graphs()
+    }
+
+    /// What the decode steps have done so far.
+    pub fn step_stats(&self) -> StepStats {
+        self.step().stats
+    }
+
+    fn step(&self) -> MutexGuard<'_, StepState> {
+        self.step.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes an op in the current decode step; `false` when it must not launch (a replay).
+    fn step_note(&self, op: Op, values: &[u64]) -> bool {
+        let mut st = self.step();
+        st.note(op, values);
+        st.mode().launches()
+    }
+
+    fn addr<T>(&self, s: &CudaSlice<T>) -> u64 {
+        address(s, self.dev.stream())
+    }
+
+    fn cache_addr(&self, c: &CudaCache) -> u64 {
+        match &c.data {
+            CacheData::F16(d) => self.addr(d),
+            CacheData::Q8_0 { qs, .. } => self.addr(qs),
+        }
+    }
+
+    /// Index into `freq_factors` of these factors, uploaded the first time they are seen.
+    fn freq_factors_index(&self, f: &[f32], cache: &mut Vec<(Vec<f32>, CudaSlice<f32>)>) -> Result<usize, BackendError> {
+        if let Some(i) = cache.iter().position(|(host, _)| host == f) {
+            return Ok(i);
+        }
+        if matches!(self.step().mode(), Mode::Capture | Mode::Replay) {
+            return Err(self.step().refuse(Op::Rope, "uploading frequency factors"));
+        }
+        cache.push((f.to_vec(), self.upload_vec(Op::Rope, f)?));
+        Ok(cache.len() - 1)
     }
 
     pub fn options(&self) -> CudaOptions {
@@ -166,7 +238,13 @@ impl Backend for CudaBackend {
 
     fn tensor(&self, rows: usize, cols: usize) -> Result<CudaTensor, BackendError> {
         let n = checked_len(Op::Alloc, rows, cols)?;
-        Ok(CudaTensor { rows, cols, data: self.zeros(n)? })
+        let bytes = n.max(1).checked_mul(4).ok_or_else(|| BackendError::Shape { op: Op::Alloc, detail: format!("[{rows}, {cols}] overflows") })?;
+        if let Some(ptr) = self.step().next_buffer(self.dev.stream(), bytes)? {
+            // SAFETY: the arena slot holds `n.max(1)` f32 and lives as long as the backend.
+            let data = unsafe { DeviceBuf::borrowed(self.dev.stream(), ptr, n.max(1)) };
+            return Ok(CudaTensor { rows, cols, data });
+        }
+        Ok(CudaTensor { rows, cols, data: self.zeros(n)?.into() })
     }
 
     fn upload(&self, data: &[f32], rows: usize, cols: usize) -> Result<CudaTensor, BackendError> {
@@ -176,11 +254,17 @@ impl Backend for CudaBackend {
         if data.is_empty() {
             return self.tensor(rows, cols);
         }
-        Ok(CudaTensor { rows, cols, data: self.upload_vec(Op::Transfer, data)? })
+        if matches!(self.step().mode(), Mode::Capture | Mode::Replay) {
+            return Err(self.step().refuse(Op::Transfer, "upload"));
+        }
+        Ok(CudaTensor { rows, cols, data: self.upload_vec(Op::Transfer, data)?.into() })
     }
 
     fn download(&self, t: &CudaTensor, out: &mut Vec<f32>) -> Result<(), BackendError> {
-        let mut all = self.dev.stream().clone_dtoh(&t.data).map_err(ops::launch_err(Op::Transfer))?;
+        if matches!(self.step().mode(), Mode::Capture | Mode::Replay) {
+            return Err(self.step().refuse(Op::Transfer, "download"));
+        }
+        let mut all = self.dev.stream().clone_dtoh(&*t.data).map_err(ops::launch_err(Op::Transfer))?;
         all.truncate(t.len());
         *out = all;
         Ok(())
@@ -247,6 +331,10 @@ impl Backend for CudaBackend {
     }
 
     fn matmul(&self, w: &CudaWeight, bias: Option<&CudaWeight>, x: &CudaTensor, out: &mut CudaTensor) -> Result<(), BackendError> {
+        let bias_addr = bias.and_then(|b| b.values.as_ref()).map_or(0, |v| self.addr(v));
+        if !self.step_note(Op::MatMul, &[self.addr(&w.bytes), bias_addr, self.addr(&x.data), self.addr(&out.data), x.rows as u64]) {
+            return Ok(());
+        }
         let bias = match bias {
             Some(b) if b.rows * b.cols != w.rows => {
                 return Err(BackendError::Shape { op: Op::MatMul, detail: format!("bias of {} for {} outputs", b.rows * b.cols, w.rows) })
@@ -274,12 +362,28 @@ impl Backend for CudaBackend {
         if ids.is_empty() {
             return Ok(());
         }
+        let mut st = self.step();
+        st.note(op, &[self.addr(&table.bytes), self.addr(&out.data), ids.len() as u64, scale.to_bits() as u64]);
+        if st.mode().device_position() {
+            if ids != [st.token_pos().0] {
+                return Err(st.refuse(op, &format!("of ids {ids:?} other than the step's token")));
+            }
+            if !st.mode().launches() {
+                return Ok(());
+            }
+            return ops::matvec::embed(&self.dev, table, st.token_dev(), 1, scale, out);
+        }
+        drop(st);
         let ids_dev = self.upload_vec(op, ids)?;
         ops::matvec::embed(&self.dev, table, &ids_dev, ids.len(), scale, out)
     }
 
     fn rms_norm(&self, x: &CudaTensor, weight: &CudaWeight, eps: f32, out: &mut CudaTensor) -> Result<(), BackendError> {
-        ops::norm::rms_norm(&self.dev, x, values(weight, Op::RmsNorm)?, eps, out)
+        let w = values(weight, Op::RmsNorm)?;
+        if !self.step_note(Op::RmsNorm, &[self.addr(&x.data), self.addr(w), self.addr(&out.data), eps.to_bits() as u64]) {
+            return Ok(());
+        }
+        ops::norm::rms_norm(&self.dev, x, w, eps, out)
     }
 
     fn rope(&self, x: &mut CudaTensor, head_dim: usize, positions: &[usize], p: &RopeParams) -> Result<(), BackendError> {
@@ -290,22 +394,76 @@ impl Backend for CudaBackend {
         if x.rows == 0 {
             return Ok(());
         }
-        let pos: Vec<i32> = positions.iter().map(|&p| ops::i32_of(op, "position", p)).collect::<Result<_, _>>()?;
-        let pos = self.upload_vec(op, &pos)?;
+        let mut ff_cache = self.freq_factors.lock().unwrap_or_else(|p| p.into_inner());
         let ff = match &p.freq_factors {
-            Some(f) if !f.is_empty() => Some(self.upload_vec(op, f)?),
+            Some(f) if !f.is_empty() => {
+                let i = self.freq_factors_index(f, &mut ff_cache)?;
+                Some(&ff_cache[i].1)
+            }
             _ => None,
         };
-        ops::rope::rope(&self.dev, x, head_dim, &pos, ff.as_ref(), p)
+        let mut st = self.step();
+        st.note(op, &[self.addr(&x.data), head_dim as u64, ff.map_or(0, |f| self.addr(f)), p.freq_base.to_bits() as u64]);
+        if st.mode().device_position() {
+            if positions != [st.token_pos().1] {
+                return Err(st.refuse(op, &format!("at positions {positions:?} other than the step's")));
+            }
+            if !st.mode().launches() {
+                return Ok(());
+            }
+            return ops::rope::rope(&self.dev, x, head_dim, st.pos_dev(), ff, p);
+        }
+        drop(st);
+        let pos: Vec<i32> = positions.iter().map(|&p| ops::i32_of(op, "position", p)).collect::<Result<_, _>>()?;
+        let pos = self.upload_vec(op, &pos)?;
+        ops::rope::rope(&self.dev, x, head_dim, &pos, ff, p)
     }
 
     fn store_kv(&self, cache: &mut CudaCache, start: usize, x: &CudaTensor) -> Result<(), BackendError> {
+        let op = Op::StoreKv;
+        let mut st = self.step();
+        st.note(op, &[self.cache_addr(cache), self.addr(&x.data), x.rows as u64]);
+        if st.mode().device_position() {
+            // Decode steps write f16 rows at the device-side position (kernels/step.cu).
+            let CacheData::F16(data) = &mut cache.data else {
+                return Err(st.refuse(op, "into a q8_0 cache (no step kernel yet)"));
+            };
+            if start != st.token_pos().1 || start + x.rows > cache.capacity || x.cols != cache.cols {
+                let why = format!("of {} rows at {start} into a cache of {} (step position {})", x.rows, cache.capacity, st.token_pos().1);
+                return Err(st.refuse(op, &why));
+            }
+            if !st.mode().launches() {
+                return Ok(());
+            }
+            return ops::step::store_f16_at(&self.dev, data, st.pos_dev(), x);
+        }
+        drop(st);
         ops::elementwise::store_kv(&self.dev, cache, start, x)
     }
 
     /// Flash attention for head sizes 64, 128 and 256 (keys and values alike); other shapes,
     /// and `AttentionKind::Standard`, use the one-block-per-query-row kernel.
     fn attention(&self, q: &CudaTensor, k: &CudaCache, v: &CudaCache, kv_len: usize, p: &AttentionParams, out: &mut CudaTensor) -> Result<(), BackendError> {
+        // Decode steps read the position from device memory (kernels/step.cu, f16 caches).
+        {
+            let op = Op::Attention;
+            let mut st = self.step();
+            let (nh, window, scale) = (p.n_head as u64, p.window.unwrap_or(0) as u64, p.scale.to_bits() as u64);
+            st.note(op, &[self.addr(&q.data), self.cache_addr(k), self.cache_addr(v), self.addr(&out.data), nh, window, scale]);
+            if st.mode().device_position() {
+                let (CacheData::F16(kd), CacheData::F16(vd)) = (&k.data, &v.data) else {
+                    return Err(st.refuse(op, "over a q8_0 cache (no step kernel yet)"));
+                };
+                let pos = st.token_pos().1;
+                if p.q_pos0 != pos || kv_len != pos + q.rows || kv_len > k.capacity || kv_len > v.capacity {
+                    return Err(st.refuse(op, &format!("at q_pos0 {} over {kv_len} keys (step position {pos})", p.q_pos0)));
+                }
+                if !st.mode().launches() {
+                    return Ok(());
+                }
+                return ops::step::attention_at(&self.dev, q, (kd, k.cols), (vd, v.cols), st.pos_dev(), p, out);
+            }
+        }
         if self.opts.attention == AttentionKind::Flash && ops::flash::supports(p) {
             if q.cols != p.n_head * p.head_dim_k || out.cols != p.n_head * p.head_dim_v || out.rows != q.rows {
                 return Err(BackendError::Shape {
@@ -320,14 +478,23 @@ impl Backend for CudaBackend {
     }
 
     fn act_mul(&self, act: Activation, gate: &CudaTensor, up: &CudaTensor, out: &mut CudaTensor) -> Result<(), BackendError> {
+        if !self.step_note(Op::ActMul, &[self.addr(&gate.data), self.addr(&up.data), self.addr(&out.data), act as u64]) {
+            return Ok(());
+        }
         ops::elementwise::act_mul(&self.dev, act, gate, up, out)
     }
 
     fn add(&self, acc: &mut CudaTensor, x: &CudaTensor) -> Result<(), BackendError> {
+        if !self.step_note(Op::Add, &[self.addr(&acc.data), self.addr(&x.data)]) {
+            return Ok(());
+        }
         ops::elementwise::add(&self.dev, acc, x)
     }
 
     fn scale(&self, x: &mut CudaTensor, s: f32) -> Result<(), BackendError> {
+        if !self.step_note(Op::Scale, &[self.addr(&x.data), s.to_bits() as u64]) {
+            return Ok(());
+        }
         ops::elementwise::scale(&self.dev, x, s)
     }
 
@@ -339,18 +506,65 @@ impl Backend for CudaBackend {
         if rows.is_empty() {
             return Ok(());
         }
+        let leading = rows.iter().enumerate().all(|(i, &r)| i == r);
+        let mut st = self.step();
+        st.note(op, &[self.addr(&x.data), self.addr(&out.data), rows.len() as u64, u64::from(leading)]);
+        if leading {
+            // The first rows (a decode step's only row): one device copy, no index upload.
+            if !st.mode().launches() {
+                return Ok(());
+            }
+            let n = rows.len() * x.cols;
+            let src = x.data.slice(0..n);
+            let mut dst = out.data.slice_mut(0..n);
+            return self.dev.stream().memcpy_dtod(&src, &mut dst).map_err(ops::launch_err(op));
+        }
+        if st.mode().device_position() {
+            return Err(st.refuse(op, "of arbitrary rows"));
+        }
+        drop(st);
         let idx: Vec<i32> = rows.iter().map(|&r| ops::i32_of(op, "row", r)).collect::<Result<_, _>>()?;
         let idx = self.upload_vec(op, &idx)?;
         ops::elementwise::copy_rows(&self.dev, x, &idx, out)
     }
 
     fn softmax(&self, x: &mut CudaTensor) -> Result<(), BackendError> {
+        if !self.step_note(Op::Softmax, &[self.addr(&x.data)]) {
+            return Ok(());
+        }
         ops::elementwise::softmax(&self.dev, x)
     }
 
-    fn top_k(&self, x: &CudaTensor, row: usize, k: usize) -> Result<Vec<(u32, f32)>, BackendError> {
-        // On the host for now: one row of logits; greedy sampling on the device comes later.
+    fn argmax(&self, x: &CudaTensor, row: usize) -> Result<u32, BackendError> {
         let op = Op::TopK;
+        if matches!(self.step().mode(), Mode::Capture | Mode::Replay) {
+            return Err(self.step().refuse(op, "argmax"));
+        }
+        let mut out = self.argmax_out.lock().unwrap_or_else(|p| p.into_inner());
+        ops::step::argmax(&self.dev, x, row, &mut out)?;
+        let mut host = [0u32; 1];
+        self.dev.stream().memcpy_dtoh(&*out, &mut host).map_err(ops::launch_err(op))?;
+        self.dev.synchronize().map_err(ops::op_err(op))?;
+        Ok(host[0])
+    }
+
+    fn device_memory(&self) -> Option<DeviceMemory> {
+        self.dev.memory().ok()
+    }
+
+    fn begin_decode_step(&self, token: u32, pos: usize) -> Result<(), BackendError> {
+        self.step().begin(self.dev.stream(), token, pos)
+    }
+
+    fn end_decode_step(&self, forward_ok: bool) -> Result<bool, BackendError> {
+        self.step().end(self.dev.stream(), forward_ok)
+    }
+
+    fn top_k(&self, x: &CudaTensor, row: usize, k: usize) -> Result<Vec<(u32, f32)>, BackendError> {
+        let op = Op::TopK;
+        if matches!(self.step().mode(), Mode::Capture | Mode::Replay) {
+            return Err(self.step().refuse(op, "top_k"));
+        }
         if row >= x.rows {
             return Err(BackendError::Shape { op, detail: format!("row {row} of [{}, {}]", x.rows, x.cols) });
         }

@@ -1,10 +1,11 @@
 //! One CUDA device: its context and stream, its architecture, and the kernels compiled for it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
 use cudarc::nvrtc::Ptx;
+use wasm_chord_core::backend::DeviceMemory;
 
 use crate::error::{driver, CudaError};
 use crate::{kernels, nvrtc};
@@ -16,7 +17,8 @@ pub struct CudaDevice {
     arch: String,
     sm_count: usize,
     modules: Vec<Arc<CudaModule>>,
-    functions: Mutex<HashMap<String, CudaFunction>>,
+    /// Every kernel of every module, resolved once at start-up (read without a lock).
+    functions: HashMap<String, CudaFunction>,
 }
 
 /// Whether the CUDA driver library can be opened at all (no GPU is touched).
@@ -40,7 +42,8 @@ impl CudaDevice {
         // One stream orders everything, so cudarc's per-buffer event tracking is not needed.
         // SAFETY: no buffer exists yet on this context.
         unsafe { ctx.disable_event_tracking() };
-        let stream = ctx.default_stream();
+        // A stream of our own: the legacy default stream cannot be captured into a CUDA graph.
+        let stream = ctx.new_stream().map_err(driver("creating a stream"))?;
         let name = ctx.name().map_err(driver("reading the device name"))?;
         let (major, minor) = ctx.compute_capability().map_err(driver("reading the compute capability"))?;
         let arch = format!("sm_{major}{minor}");
@@ -61,12 +64,22 @@ impl CudaDevice {
                 .collect()
         });
         let mut modules = Vec::new();
+        let mut functions = HashMap::new();
         for (file, cubin) in files.iter().zip(cubins) {
-            let module = ctx.load_module(Ptx::from_binary(cubin?)).map_err(driver(format!("loading {}.cu for {arch}", file.name)))?;
+            let cubin = cubin?;
+            let names = kernel_names(&cubin);
+            let module = ctx.load_module(Ptx::from_binary(cubin)).map_err(driver(format!("loading {}.cu for {arch}", file.name)))?;
+            // A `.text.` section can also hold a device function that was not inlined: only the
+            // names the module resolves as kernels are kept.
+            for kernel in names {
+                if let Ok(f) = module.load_function(&kernel) {
+                    functions.insert(kernel, f);
+                }
+            }
             modules.push(module);
         }
-        tracing::info!(device = %name, arch = %arch, "CUDA device ready");
-        Ok(Self { ctx, stream, name, arch, sm_count, modules, functions: Mutex::new(HashMap::new()) })
+        tracing::info!(device = %name, arch = %arch, kernels = functions.len(), "CUDA device ready");
+        Ok(Self { ctx, stream, name, arch, sm_count, modules, functions })
     }
 
     pub fn name(&self) -> &str {
@@ -91,23 +104,40 @@ impl CudaDevice {
         &self.ctx
     }
 
-    /// The kernel named `name`, looked up in the compiled modules once and then remembered.
+    /// The kernel named `name` (resolved at start-up; a name the cubins' section table did not
+    /// show is looked up in the modules, without being remembered).
     pub fn function(&self, name: &str) -> Result<CudaFunction, CudaError> {
-        let mut map = self.functions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = map.get(name) {
+        if let Some(f) = self.functions.get(name) {
             return Ok(f.clone());
         }
-        let f = self
-            .modules
+        self.modules
             .iter()
             .find_map(|m| m.load_function(name).ok())
-            .ok_or_else(|| CudaError::MissingKernel { name: name.into() })?;
-        map.insert(name.into(), f.clone());
-        Ok(f)
+            .ok_or_else(|| CudaError::MissingKernel { name: name.into() })
+    }
+
+    /// Free and total memory of the device.
+    pub fn memory(&self) -> Result<DeviceMemory, CudaError> {
+        let (free, total) = self.ctx.mem_get_info().map_err(driver("reading the free device memory"))?;
+        Ok(DeviceMemory { free: free as u64, total: total as u64 })
     }
 
     /// Waits for all queued work.
     pub fn synchronize(&self) -> Result<(), CudaError> {
         self.stream.synchronize().map_err(driver("synchronizing the stream"))
     }
+}
+
+/// Names of the kernels in a cubin: ELF section names `.text.<kernel>` (NVRTC names a kernel's
+/// code section so), read from the section-name strings without parsing the ELF structure.
+pub fn kernel_names(cubin: &[u8]) -> Vec<String> {
+    let mut names: Vec<String> = cubin
+        .split(|&b| b == 0)
+        .filter_map(|s| s.strip_prefix(b".text."))
+        .filter(|s| !s.is_empty() && s.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_'))
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }

@@ -18,7 +18,7 @@ pub const HEADERS: [(&str, &str); 3] = [
 ];
 
 /// Every kernel file.
-pub fn all() -> [KernelFile; 7] {
+pub fn all() -> [KernelFile; 8] {
     [
         crate::ops::matvec::SOURCE,
         crate::ops::norm::SOURCE,
@@ -27,5 +27,6 @@ pub fn all() -> [KernelFile; 7] {
         crate::ops::attention::SOURCE,
         crate::ops::gemm::SOURCE,
         crate::ops::flash::SOURCE,
+        crate::ops::step::SOURCE,
     ]
 }

@@ -6,12 +6,16 @@
 //! [`CudaError::NoDevice`] when the backend is created, not at start-up.
 
 pub mod backend;
+pub mod buffer;
 pub mod device;
 pub mod error;
 pub mod kernels;
 pub mod nvrtc;
 pub mod ops;
+pub mod step;
 
 pub use backend::{CacheData, CudaBackend, CudaCache, CudaOptions, CudaTensor, CudaWeight};
+pub use buffer::DeviceBuf;
 pub use device::CudaDevice;
 pub use error::CudaError;
+pub use step::StepStats;

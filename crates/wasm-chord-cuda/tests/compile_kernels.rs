@@ -35,6 +35,11 @@ fn every_kernel_compiles_for_sm80_and_sm90a() {
                     // An ELF image with code in it.
                     assert_eq!(&cubin[..4], b"\x7fELF", "{}.cu for {arch}: not a CUBIN", file.name);
                     assert!(cubin.len() > 1000, "{}.cu for {arch}: {} bytes", file.name, cubin.len());
+                    // The device resolves kernels once at start-up by the names in the cubin.
+                    let names = wasm_chord_cuda::device::kernel_names(&cubin);
+                    for kernel in literal_kernels(file.source) {
+                        assert!(names.contains(&kernel), "{}.cu for {arch}: kernel {kernel} not among {names:?}", file.name);
+                    }
                 }
                 Err(e) => failures.push(e.to_string()),
             }
@@ -103,4 +108,37 @@ fn no_kernel_uses_local_memory_on_sm90a() {
         assert!(report.contains("registers"), "{}.cu: no resource report in the log:\n{report}", file.name);
     }
     assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+}
+
+/// Kernels the source declares outside macros (`extern "C" __global__ void [__launch_bounds__(..)] name(`).
+fn literal_kernels(source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = source.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim_end().ends_with('\\') || !line.contains("extern \"C\" __global__ void") {
+            continue;
+        }
+        // The name may follow on the next line (after __launch_bounds__).
+        let mut text = line.split("__global__ void").nth(1).unwrap_or_default().to_string();
+        if let Some(next) = lines.peek() {
+            text.push(' ');
+            text.push_str(next);
+        }
+        let mut rest = text.trim_start();
+        if let Some(after) = rest.strip_prefix("__launch_bounds__") {
+            let close = after.find(')').map_or(after.len(), |i| i + 1);
+            rest = after[close..].trim_start();
+        }
+        let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if !name.is_empty() {
+            out.push(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn literal_kernel_names_are_found_in_sources() {
+    let step = literal_kernels(wasm_chord_cuda::ops::step::SOURCE.source);
+    assert_eq!(step, ["store_f16_at", "attention_at", "argmax_row"]);
 }

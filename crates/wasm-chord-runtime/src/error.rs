@@ -28,6 +28,11 @@ pub enum RuntimeError {
         .available.map_or("it could not be allocated".to_string(), |a| format!("only {} is available", mib(a as usize)))
     )]
     KvCacheTooLarge { n_ctx: usize, kv_type: &'static str, bytes: Option<usize>, available: Option<u64> },
+    #[error(
+        "the model's weights need {} on the {backend} device but only {} of its {} are free: use a smaller model or quantization, or another backend",
+        mib(*.needed as usize), mib(*.free as usize), mib(*.total as usize)
+    )]
+    ModelTooLarge { backend: &'static str, needed: u64, free: u64, total: u64 },
     #[error("a context of {n_ctx} tokens is not possible: {reason}")]
     BadContext { n_ctx: usize, reason: String },
     #[error("output position {index} is outside the {n_tokens} tokens of this batch")]

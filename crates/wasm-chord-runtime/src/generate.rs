@@ -37,6 +37,12 @@ pub trait Decoder {
     fn n_ctx(&self) -> usize;
     /// Runs `tokens` after the cached ones and returns the logits of the last one (`n_vocab`).
     fn decode(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GenerateError>;
+    /// Like `decode`, but returns only the most likely next token, where the decoder can find
+    /// it without handing over the logits (a GPU). `None`: not supported, nothing was run.
+    fn decode_greedy(&mut self, tokens: &[u32]) -> Result<Option<u32>, GenerateError> {
+        let _ = tokens;
+        Ok(None)
+    }
     /// Forgets every cached token from position `n` on.
     fn truncate(&mut self, n: usize);
 }
@@ -105,6 +111,9 @@ pub struct GenerateRequest {
     /// Prompt tokens evaluated per forward pass.
     pub n_batch: usize,
     pub cancel: Option<CancelHandle>,
+    /// Whether each [`Step`] carries the logits. Without them (and without `top_logits`), a
+    /// greedy generation with no penalties or biases takes the argmax where the logits are.
+    pub logits: bool,
 }
 
 impl Default for GenerateRequest {
@@ -118,6 +127,7 @@ impl Default for GenerateRequest {
             top_logits: 0,
             n_batch: 512,
             cancel: None,
+            logits: true,
         }
     }
 }
@@ -130,7 +140,8 @@ pub struct Step<'a> {
     pub token: u32,
     /// Text this token releases; empty while a character or a possible stop string is pending.
     pub text: &'a str,
-    /// The model's raw next-token logits this token was sampled from (`n_vocab`).
+    /// The model's raw next-token logits this token was sampled from (`n_vocab`); empty when
+    /// the request did not ask for them and the token was picked on the device.
     pub logits: &'a [f32],
     /// The `top_logits` highest raw logits, highest first.
     pub top_logits: &'a [(u32, f32)],
@@ -270,6 +281,23 @@ fn now_ms() -> f64 {
     }
 }
 
+/// What a forward pass handed back: the logits, or the greedy token picked on the device.
+enum Next {
+    Logits(Vec<f32>),
+    Token(u32),
+}
+
+impl Next {
+    fn decode<D: Decoder>(decoder: &mut D, tokens: &[u32], on_device: bool) -> Result<Self, GenerateError> {
+        if on_device {
+            if let Some(token) = decoder.decode_greedy(tokens)? {
+                return Ok(Next::Token(token));
+            }
+        }
+        Ok(Next::Logits(decoder.decode(tokens)?))
+    }
+}
+
 /// Runs one generation. `cached` lists the tokens the decoder's cache holds and is kept in step
 /// with it: the longest common prefix with the prompt is reused, the rest is evaluated.
 pub fn generate<D: Decoder, V: Vocab>(
@@ -296,6 +324,13 @@ pub fn generate<D: Decoder, V: Vocab>(
     if request.ignore_eos {
         params.logit_bias.extend(vocab.eog_ids().into_iter().map(|id| (id, f32::NEG_INFINITY)));
     }
+    // Greedy with nothing that reshapes the logits: the decoder may take the argmax itself.
+    let plain_greedy = params.is_greedy()
+        && params.logit_bias.is_empty()
+        && params.repeat_penalty == 1.0
+        && params.frequency_penalty == 0.0
+        && params.presence_penalty == 0.0;
+    let on_device = plain_greedy && !request.logits && request.top_logits == 0;
     let mut sampler = Sampler::new(params, n_vocab)?;
     // The penalties see the prompt too, as llama.cpp's completion tool feeds it to the sampler.
     for &id in prompt {
@@ -319,14 +354,14 @@ pub fn generate<D: Decoder, V: Vocab>(
     };
 
     let t0 = now_ms();
-    let mut logits = Vec::new();
+    let mut next = Next::Logits(Vec::new());
     for chunk in prompt[keep..].chunks(request.n_batch.max(1)) {
         if cancelled() {
             output.stop_reason = StopReason::Cancelled;
             output.timings.prompt_ms = now_ms() - t0;
             return Ok(output);
         }
-        logits = decoder.decode(chunk)?;
+        next = Next::decode(decoder, chunk, on_device)?;
         cached.extend_from_slice(chunk);
     }
     timings.prompt_ms = now_ms() - t0;
@@ -336,13 +371,19 @@ pub fn generate<D: Decoder, V: Vocab>(
     let t1 = now_ms();
     let mut stop_reason = StopReason::MaxTokens;
     for index in 0..request.max_tokens {
-        if logits.len() != n_vocab {
-            return Err(GenerateError::Model(format!("forward returned {} logits, expected {n_vocab}", logits.len())));
-        }
-        let token = sampler.sample(&logits)?;
+        let (token, logits) = match &next {
+            Next::Logits(logits) => {
+                if logits.len() != n_vocab {
+                    return Err(GenerateError::Model(format!("forward returned {} logits, expected {n_vocab}", logits.len())));
+                }
+                (sampler.sample(logits)?, logits.as_slice())
+            }
+            Next::Token(token) if (*token as usize) < n_vocab => (*token, &[][..]),
+            Next::Token(token) => return Err(GenerateError::TokenOutOfRange { id: *token, n_vocab }),
+        };
         sampler.accept(token);
         output.tokens.push(token);
-        let top = top_logits(&logits, request.top_logits);
+        let top = top_logits(logits, request.top_logits);
 
         let eog = !request.ignore_eos && vocab.is_eog(token);
         let (mut text, hit_stop) = if eog { (String::new(), false) } else { stops.push(&vocab.push(&mut stream, token)) };
@@ -369,7 +410,7 @@ pub fn generate<D: Decoder, V: Vocab>(
             }
         }
         output.text.push_str(&text);
-        on_step(&Step { index, token, text: &text, logits: &logits, top_logits: &top });
+        on_step(&Step { index, token, text: &text, logits, top_logits: &top });
         if let Some(reason) = end {
             stop_reason = reason;
             break;
@@ -379,7 +420,7 @@ pub fn generate<D: Decoder, V: Vocab>(
             stop_reason = StopReason::Cancelled;
             break;
         }
-        logits = decoder.decode(&[token])?;
+        next = Next::decode(decoder, &[token], on_device)?;
         cached.push(token);
         timings.gen_tokens += 1;
     }

@@ -43,4 +43,8 @@ impl ModelSource for GgufSource {
         let bytes = SharedBytes::new(self.bytes.clone(), start..start + data.len())?;
         Some(TensorView { ty: info.ty, dims: info.dims.clone(), bytes })
     }
+
+    fn weight_bytes(&self) -> Option<u64> {
+        Some(self.file.tensors().iter().map(|t| self.file.tensor_data(t).len() as u64).sum())
+    }
 }

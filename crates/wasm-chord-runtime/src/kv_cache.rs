@@ -31,7 +31,8 @@ impl<B: Backend> KvCache<B> {
             });
         }
         let bytes = Self::bytes(ty, capacity, widths);
-        let available = available_memory();
+        // A device backend's cache lives in its memory, the CPU's in the host's.
+        let available = backend.device_memory().map(|m| m.free).or_else(available_memory);
         let too_large = || RuntimeError::KvCacheTooLarge { n_ctx: capacity, kv_type: ty.name(), bytes, available };
         match (bytes, available) {
             (None, _) => return Err(too_large()),

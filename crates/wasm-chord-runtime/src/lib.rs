@@ -11,7 +11,7 @@ pub mod models;
 pub mod sampling;
 pub mod session;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use wasm_chord_core::backend::{AttentionKind, KvType};
 use wasm_chord_core::backend::Backend;
@@ -43,6 +43,42 @@ impl Default for LoadOptions {
     }
 }
 
+/// Which backend a model runs on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    #[default]
+    Cpu,
+    /// The first CUDA GPU; needs a build with the `cuda` feature.
+    Cuda,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 2] = [BackendKind::Cpu, BackendKind::Cuda];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this build can run the backend at all (CUDA also needs a driver and a GPU).
+    pub fn compiled_in(self) -> bool {
+        match self {
+            BackendKind::Cpu => true,
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| format!("unknown backend {s:?} (cpu or cuda)"))
+    }
+}
+
 /// Which positions of a batch get logits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outputs {
@@ -60,6 +96,9 @@ pub struct Model<B: Backend = CpuBackend> {
     hparams: HParams,
     arch_name: &'static str,
     graph: Box<dyn models::Architecture<B>>,
+    /// One forward pass at a time: a backend recording a decode step (a CUDA graph) must not
+    /// see another pass's ops in between.
+    pass: Mutex<()>,
 }
 
 impl Model<CpuBackend> {
@@ -84,9 +123,16 @@ impl<B: Backend + 'static> Model<B> {
     /// Loads a model onto `backend`.
     pub fn load_on(backend: B, src: &dyn ModelSource) -> Result<Self, RuntimeError> {
         let hparams = HParams::from_metadata(src.metadata())?;
+        if let (Some(mem), Some(needed)) = (backend.device_memory(), src.weight_bytes()) {
+            // The weights go to the device as they are in the file (plus row padding and small
+            // f32 copies of the 1-D ones, well under 1%).
+            if needed > mem.free {
+                return Err(RuntimeError::ModelTooLarge { backend: backend.name(), needed, free: mem.free, total: mem.total });
+            }
+        }
         let (arch_name, graph) = models::load(&backend, &hparams, src)?;
         tracing::info!(arch = arch_name, n_layer = hparams.n_layer, n_embd = hparams.n_embd, backend = backend.name(), "model loaded");
-        Ok(Self { backend, hparams, arch_name, graph })
+        Ok(Self { backend, hparams, arch_name, graph, pass: Mutex::new(()) })
     }
 
     pub fn hparams(&self) -> &HParams {
@@ -118,6 +164,24 @@ impl<B: Backend + 'static> Model<B> {
     /// Runs `tokens` at positions `kv.len()..`, appends them to `kv` and returns the logits
     /// of the positions `outputs` asks for: `n_out * n_vocab` values, row-major.
     pub fn forward(&self, kv: &mut KvCache<B>, tokens: &[u32], outputs: Outputs) -> Result<Vec<f32>, RuntimeError> {
+        let _pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
+        let logits = self.forward_tensor(kv, tokens, outputs)?;
+        let mut out = Vec::new();
+        self.backend.download(&logits, &mut out)?;
+        Ok(out)
+    }
+
+    /// Runs `tokens` like [`Model::forward`] and returns the most likely next token after the
+    /// last one (greedy sampling where the logits are: a GPU returns 4 bytes, not a row).
+    pub fn forward_greedy(&self, kv: &mut KvCache<B>, tokens: &[u32]) -> Result<u32, RuntimeError> {
+        let _pass = self.pass.lock().unwrap_or_else(|p| p.into_inner());
+        let logits = self.forward_tensor(kv, tokens, Outputs::Last)?;
+        Ok(self.backend.argmax(&logits, 0)?)
+    }
+
+    /// The forward pass, its logits left on the backend. A single token runs as a decode step
+    /// (`Backend::begin_decode_step`), which a backend may replay from a recording.
+    fn forward_tensor(&self, kv: &mut KvCache<B>, tokens: &[u32], outputs: Outputs) -> Result<B::Tensor, RuntimeError> {
         if tokens.is_empty() {
             return Err(RuntimeError::EmptyBatch);
         }
@@ -137,10 +201,19 @@ impl<B: Backend + 'static> Model<B> {
         if let Some(&index) = rows.iter().find(|&&r| r >= tokens.len()) {
             return Err(RuntimeError::BadOutput { index, n_tokens: tokens.len() });
         }
+        if let ([token], [0]) = (tokens, rows.as_slice()) {
+            self.backend.begin_decode_step(*token, kv.len())?;
+            let logits = self.graph.forward(&self.backend, kv, tokens, &rows);
+            if self.backend.end_decode_step(logits.is_ok())? {
+                let logits = logits?;
+                kv.advance(1);
+                return Ok(logits);
+            }
+            // The backend could not record or replay the step: run it again as a plain pass.
+            drop(logits);
+        }
         let logits = self.graph.forward(&self.backend, kv, tokens, &rows)?;
         kv.advance(tokens.len());
-        let mut out = Vec::with_capacity(rows.len() * n_vocab);
-        self.backend.download(&logits, &mut out)?;
-        Ok(out)
+        Ok(logits)
     }
 }

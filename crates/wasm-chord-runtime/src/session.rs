@@ -1,15 +1,20 @@
 //! The front-end API: an [`Engine`] is a loaded model with its tokenizer and chat template; a
-//! [`Session`] is one conversation's KV cache over it, generating with prefix reuse.
+//! [`Session`] is one conversation's KV cache over it, generating with prefix reuse. The engine
+//! runs on the backend [`EngineOptions::backend`] names (CPU, or CUDA in a `cuda` build); the
+//! API is the same for both.
 
 use std::sync::Arc;
 
 use wasm_chord_core::gguf::GgufFile;
+use wasm_chord_core::hparams::HParams;
 use wasm_chord_core::template::ChatTemplate;
 use wasm_chord_core::tokenizer::{StreamDecoder, Tokenizer};
 use wasm_chord_cpu::CpuBackend;
+#[cfg(feature = "cuda")]
+use wasm_chord_cuda::CudaBackend;
 
 use crate::generate::{generate, Decoder, GenerateError, GenerateOutput, GenerateRequest, Step, Vocab};
-use crate::{AttentionKind, KvCache, KvType, LoadOptions, Model, Outputs};
+use crate::{AttentionKind, BackendKind, KvCache, KvType, LoadOptions, Model, Outputs, RuntimeError};
 
 pub use wasm_chord_core::template::ChatMessage;
 
@@ -22,13 +27,115 @@ pub struct EngineOptions {
     pub attention: AttentionKind,
     /// How the KV cache stores keys and values (f16 by default).
     pub kv_type: KvType,
+    /// Where the model runs.
+    pub backend: BackendKind,
+}
+
+/// A model on one of the backends.
+enum Loaded {
+    Cpu(Model<CpuBackend>),
+    #[cfg(feature = "cuda")]
+    Cuda(Model<CudaBackend>),
+}
+
+/// A session's cache, on its engine's backend.
+enum SessionKv {
+    Cpu(KvCache<CpuBackend>),
+    #[cfg(feature = "cuda")]
+    Cuda(KvCache<CudaBackend>),
+}
+
+/// Runs `$body` with `$m` bound to the model, whatever its backend.
+macro_rules! with_model {
+    ($loaded:expr, $m:ident => $body:expr) => {
+        match $loaded {
+            Loaded::Cpu($m) => $body,
+            #[cfg(feature = "cuda")]
+            Loaded::Cuda($m) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with the model and the cache of the same backend bound to `$m` and `$kv`.
+macro_rules! with_model_kv {
+    ($loaded:expr, $cache:expr, $m:ident, $kv:ident => $body:expr) => {
+        match ($loaded, $cache) {
+            (Loaded::Cpu($m), SessionKv::Cpu($kv)) => $body,
+            #[cfg(feature = "cuda")]
+            (Loaded::Cuda($m), SessionKv::Cuda($kv)) => $body,
+            #[cfg(feature = "cuda")]
+            _ => Err(RuntimeError::CacheMismatch { detail: "a cache of another backend".into() }),
+        }
+    };
+}
+
+impl Loaded {
+    fn hparams(&self) -> &HParams {
+        with_model!(self, m => m.hparams())
+    }
+
+    fn new_kv(&self, n_ctx: usize) -> Result<SessionKv, RuntimeError> {
+        match self {
+            Loaded::Cpu(m) => m.new_kv_cache(n_ctx).map(SessionKv::Cpu),
+            #[cfg(feature = "cuda")]
+            Loaded::Cuda(m) => m.new_kv_cache(n_ctx).map(SessionKv::Cuda),
+        }
+    }
+
+    fn forward(&self, kv: &mut SessionKv, tokens: &[u32], outputs: Outputs) -> Result<Vec<f32>, RuntimeError> {
+        with_model_kv!(self, kv, m, kv => m.forward(kv, tokens, outputs))
+    }
+
+    fn forward_greedy(&self, kv: &mut SessionKv, tokens: &[u32]) -> Result<u32, RuntimeError> {
+        with_model_kv!(self, kv, m, kv => m.forward_greedy(kv, tokens))
+    }
+}
+
+impl SessionKv {
+    fn capacity(&self) -> usize {
+        match self {
+            SessionKv::Cpu(kv) => kv.capacity(),
+            #[cfg(feature = "cuda")]
+            SessionKv::Cuda(kv) => kv.capacity(),
+        }
+    }
+
+    fn truncate(&mut self, n: usize) {
+        match self {
+            SessionKv::Cpu(kv) => kv.truncate(n),
+            #[cfg(feature = "cuda")]
+            SessionKv::Cuda(kv) => kv.truncate(n),
+        }
+    }
 }
 
 /// A model file loaded for generation: weights, tokenizer and (when the file has one) chat template.
 pub struct Engine {
-    model: Model,
+    model: Loaded,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
+    backend: BackendKind,
+}
+
+/// The model on the backend `opts` names.
+fn load_model(file: Arc<GgufFile>, opts: &EngineOptions) -> Result<Loaded, String> {
+    match opts.backend {
+        BackendKind::Cpu => {
+            let load = LoadOptions { n_threads: opts.n_threads, attention: opts.attention, kv_type: opts.kv_type, ..LoadOptions::default() };
+            Model::load(file, &load).map(Loaded::Cpu).map_err(|e| e.to_string())
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            let cuda = wasm_chord_cuda::CudaOptions { attention: opts.attention, kv_type: opts.kv_type };
+            let backend = CudaBackend::with_options(0, cuda).map_err(|e| format!("the cuda backend is not available: {e}"))?;
+            Model::load_on(backend, &crate::GgufSource::new(file)).map(Loaded::Cuda).map_err(|e| e.to_string())
+        }
+        #[cfg(not(feature = "cuda"))]
+        BackendKind::Cuda => {
+            let _ = file;
+            Err("this build has no cuda backend: rebuild with `--features cuda`".into())
+        }
+    }
 }
 
 fn load_error(name: &str, e: impl std::fmt::Display) -> GenerateError {
@@ -54,18 +161,36 @@ impl Engine {
         let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| load_error(name, e))?;
         // A file without a template can still run plain prompts; `render_chat` reports it.
         let template = ChatTemplate::from_gguf(&file, None).ok();
-        let load = LoadOptions {
-            n_threads: opts.n_threads,
-            attention: opts.attention,
-            kv_type: opts.kv_type,
-            ..LoadOptions::default()
-        };
-        let model = Model::load(file, &load).map_err(|e| load_error(name, e))?;
-        Ok(Self { model, tokenizer, template })
+        let model = load_model(file, opts).map_err(|e| load_error(name, e))?;
+        Ok(Self { model, tokenizer, template, backend: opts.backend })
     }
 
-    pub fn model(&self) -> &Model {
-        &self.model
+    /// The model's hyper-parameters.
+    pub fn hparams(&self) -> &HParams {
+        self.model.hparams()
+    }
+
+    /// The backend the model runs on.
+    pub fn backend(&self) -> BackendKind {
+        self.backend
+    }
+
+    /// CPU threads of the CPU backend; 0 on a GPU.
+    pub fn n_threads(&self) -> usize {
+        match &self.model {
+            Loaded::Cpu(m) => m.backend().n_threads(),
+            #[cfg(feature = "cuda")]
+            Loaded::Cuda(_) => 0,
+        }
+    }
+
+    /// The GPU's name, on the CUDA backend.
+    pub fn device_name(&self) -> Option<String> {
+        match &self.model {
+            Loaded::Cpu(_) => None,
+            #[cfg(feature = "cuda")]
+            Loaded::Cuda(m) => Some(m.backend().device().name().to_string()),
+        }
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -73,7 +198,7 @@ impl Engine {
     }
 
     pub fn n_vocab(&self) -> usize {
-        self.model.n_vocab()
+        self.model.hparams().n_vocab
     }
 
     /// The context length the model was trained with, the most a session can hold.
@@ -103,7 +228,7 @@ impl Engine {
 
     /// A fresh conversation with a cache of `n_ctx` tokens.
     pub fn new_session(self: &Arc<Self>, n_ctx: usize) -> Result<Session, GenerateError> {
-        let kv = self.model.new_kv_cache(n_ctx).map_err(|e| GenerateError::Model(e.to_string()))?;
+        let kv = self.model.new_kv(n_ctx).map_err(|e| GenerateError::Model(e.to_string()))?;
         Ok(Session { engine: Arc::clone(self), kv, cached: Vec::new() })
     }
 }
@@ -112,18 +237,22 @@ impl Engine {
 /// prefix its prompt shares with what the cache already holds.
 pub struct Session {
     engine: Arc<Engine>,
-    kv: KvCache<CpuBackend>,
+    kv: SessionKv,
     cached: Vec<u32>,
 }
 
 struct ModelDecoder<'a> {
-    model: &'a Model,
-    kv: &'a mut KvCache<CpuBackend>,
+    model: &'a Loaded,
+    kv: &'a mut SessionKv,
+}
+
+fn model_error(e: RuntimeError) -> GenerateError {
+    GenerateError::Model(e.to_string())
 }
 
 impl Decoder for ModelDecoder<'_> {
     fn n_vocab(&self) -> usize {
-        self.model.n_vocab()
+        self.model.hparams().n_vocab
     }
 
     fn n_ctx(&self) -> usize {
@@ -131,7 +260,15 @@ impl Decoder for ModelDecoder<'_> {
     }
 
     fn decode(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GenerateError> {
-        self.model.forward(self.kv, tokens, Outputs::Last).map_err(|e| GenerateError::Model(e.to_string()))
+        self.model.forward(self.kv, tokens, Outputs::Last).map_err(model_error)
+    }
+
+    fn decode_greedy(&mut self, tokens: &[u32]) -> Result<Option<u32>, GenerateError> {
+        // Only where it saves copying the logits out: on a GPU.
+        if matches!(self.model, Loaded::Cpu(_)) {
+            return Ok(None);
+        }
+        self.model.forward_greedy(self.kv, tokens).map(Some).map_err(model_error)
     }
 
     fn truncate(&mut self, n: usize) {
@@ -182,6 +319,40 @@ impl Session {
     pub fn clear(&mut self) {
         self.kv.truncate(0);
         self.cached.clear();
+    }
+
+    /// Forgets every cached token from position `n` on.
+    pub fn truncate(&mut self, n: usize) {
+        self.kv.truncate(n);
+        self.cached.truncate(n);
+    }
+
+    /// Runs `tokens` after the cached ones (no sampling) and returns the next-token logits of
+    /// the last one (what a benchmark or a perplexity tool needs).
+    pub fn evaluate(&mut self, tokens: &[u32]) -> Result<Vec<f32>, GenerateError> {
+        let logits = self.engine.model.forward(&mut self.kv, tokens, Outputs::Last).map_err(model_error);
+        self.after_pass(tokens, logits)
+    }
+
+    /// Runs `tokens` after the cached ones and returns the most likely next token, picked where
+    /// the logits are (on a GPU only 4 bytes come back).
+    pub fn evaluate_greedy(&mut self, tokens: &[u32]) -> Result<u32, GenerateError> {
+        let token = self.engine.model.forward_greedy(&mut self.kv, tokens).map_err(model_error);
+        self.after_pass(tokens, token)
+    }
+
+    fn after_pass<T>(&mut self, tokens: &[u32], result: Result<T, GenerateError>) -> Result<T, GenerateError> {
+        match result {
+            Ok(v) => {
+                self.cached.extend_from_slice(tokens);
+                Ok(v)
+            }
+            Err(e) => {
+                // A failed pass may leave the cache out of step with `cached`.
+                self.clear();
+                Err(e)
+            }
+        }
     }
 
     /// Generates a continuation of `request.prompt`, calling `on_step` with every token as it

@@ -75,6 +75,7 @@ pub fn run(args: Args) -> Result<()> {
             stop: args.sampling.stop.clone(),
             ignore_eos: args.sampling.ignore_eos,
             cancel: Some(cancel.clone()),
+            logits: false,
             ..GenerateRequest::default()
         };
         let mut out = stdout.lock();

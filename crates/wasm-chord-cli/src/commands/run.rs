@@ -12,7 +12,7 @@ use serde::Serialize;
 use wasm_chord_runtime::generate::{GenerateOutput, GenerateRequest, Step, Timings};
 use wasm_chord_runtime::sampling::SamplingParams;
 use wasm_chord_runtime::session::{ChatMessage, Engine, EngineOptions};
-use wasm_chord_runtime::{AttentionKind, KvType};
+use wasm_chord_runtime::{AttentionKind, BackendKind, KvType};
 
 /// The model every command falls back to when `-m` is not given.
 pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -44,6 +44,9 @@ pub struct ModelArgs {
     /// KV cache type: f16 or q8_0 (half the memory)
     #[arg(long = "kv-type", default_value = "f16")]
     pub kv_type: KvType,
+    /// Backend: cpu, or cuda (the first GPU; needs a build with `--features cuda`)
+    #[arg(long, default_value = "cpu")]
+    pub backend: BackendKind,
 }
 
 impl ModelArgs {
@@ -68,8 +71,8 @@ impl ModelArgs {
 
     pub fn load(&self) -> Result<Arc<Engine>> {
         let path = self.model_path()?;
-        let engine = Engine::load(&path, &EngineOptions { n_threads: self.threads, attention: self.attention, kv_type: self.kv_type })
-            .with_context(|| format!("loading {}", path.display()))?;
+        let opts = EngineOptions { n_threads: self.threads, attention: self.attention, kv_type: self.kv_type, backend: self.backend };
+        let engine = Engine::load(&path, &opts).with_context(|| format!("loading {}", path.display()))?;
         Ok(Arc::new(engine))
     }
 
@@ -258,6 +261,8 @@ pub fn run(args: Args) -> Result<()> {
         stop: args.sampling.stop.clone(),
         ignore_eos: args.sampling.ignore_eos,
         top_logits: args.top_logits,
+        // Without --logits-out a greedy run may pick its tokens on the GPU.
+        logits: args.logits_out.is_some(),
         ..GenerateRequest::default()
     };
 

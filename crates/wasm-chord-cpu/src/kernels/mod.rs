@@ -13,11 +13,16 @@
 //! vector product for decoding is the one-token case of the same loop.
 
 pub mod act;
+#[cfg(target_arch = "x86_64")]
+pub mod act_x86;
 #[cfg(target_arch = "aarch64")]
 pub mod aarch64;
+pub mod packed;
 pub mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+#[cfg(target_arch = "x86_64")]
+pub mod x86_packed;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 pub mod wasm_simd128;
 
@@ -26,6 +31,7 @@ use std::sync::OnceLock;
 use wasm_chord_core::TensorType;
 
 pub use act::{quantize_act, quantize_act_rows, ActType, BlockQ8_1};
+pub use packed::{PackedFn, PackedWeight};
 
 /// Errors from the kernel entry points: lengths that do not describe the shapes asked for.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,6 +69,8 @@ pub enum Isa {
 pub struct Kernels {
     pub isa: Isa,
     table: [Option<MatmulFn>; N_TYPES],
+    /// Kernels over [`PackedWeight`]s, for the types this set packs.
+    packed: [Option<PackedFn>; N_TYPES],
 }
 
 const N_TYPES: usize = TensorType::ALL.len();
@@ -79,14 +87,20 @@ impl Kernels {
         for ty in TensorType::ALL {
             table[type_index(ty)] = scalar::matmul_fn(ty);
         }
-        Self { isa: Isa::Scalar, table }
+        Self { isa: Isa::Scalar, table, packed: [None; N_TYPES] }
     }
 
     /// The AVX2+FMA+F16C kernels over the scalar ones, if this CPU has those features.
     #[cfg(target_arch = "x86_64")]
     pub fn avx2() -> Option<Self> {
         let ok = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-        ok.then(|| Self::overlay(Isa::Avx2, x86::matmul_fn))
+        ok.then(|| {
+            let mut k = Self::overlay(Isa::Avx2, x86::matmul_fn);
+            for ty in TensorType::ALL {
+                k.packed[type_index(ty)] = x86_packed::packed_fn(ty);
+            }
+            k
+        })
     }
 
     /// The AVX2 kernels with AVX-512 VNNI ones over them, if this CPU has both.
@@ -99,6 +113,9 @@ impl Kernels {
             if let Some(f) = x86::matmul_fn_avx512_vnni(ty) {
                 k.table[type_index(ty)] = Some(f);
                 any = true;
+            }
+            if let Some(f) = x86_packed::packed_fn_vnni(ty) {
+                k.packed[type_index(ty)] = Some(f);
             }
         }
         any.then_some(k)
@@ -213,6 +230,46 @@ impl Kernels {
             out.fill(0.0);
         }
         Ok(())
+    }
+
+    /// `rows x cols` weights of type `ty` (the file's bytes) repacked for this set's packed
+    /// kernel, if it has one for `ty` and the shape has a whole group of rows.
+    pub fn pack(&self, ty: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Option<PackedWeight> {
+        self.packed[type_index(packed::layout(ty)?)]?;
+        if rows < packed::GROUP {
+            return None;
+        }
+        PackedWeight::pack(ty, rows, cols, bytes)
+    }
+
+    /// [`Kernels::matmul`] on rows `r0..r0 + n_rows` of a weight this set packed; `r0` must be
+    /// a multiple of [`packed::GROUP`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_packed(&self, w: &PackedWeight, r0: usize, n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) -> Result<(), KernelError> {
+        let (ty, k) = (w.ty, w.cols);
+        let f = self.packed[type_index(w.layout)].ok_or(KernelError::Unsupported(ty))?;
+        let a_row = ActType::for_weight(ty).row_bytes(k).ok_or(KernelError::PartialBlock { ty, k })?;
+        if r0 % packed::GROUP != 0 || r0 + n_rows > w.rows {
+            return Err(KernelError::BadLength { what: "packed rows", ty, k, expected: w.rows, got: r0 + n_rows });
+        }
+        if a.len() != a_row * n_tok {
+            return Err(KernelError::BadLength { what: "activations", ty, k, expected: a_row * n_tok, got: a.len() });
+        }
+        if out.len() != n_rows * n_tok {
+            return Err(KernelError::BadOutput { expected: n_rows * n_tok, got: out.len() });
+        }
+        f(k, w.groups(r0, n_rows), n_rows, a, n_tok, out);
+        Ok(())
+    }
+
+    /// Quantizes one activation row as [`quantize_act`] does (the same bytes), with this
+    /// set's instructions where it has them. Returns `false` if the lengths do not fit.
+    pub fn quantize_act(&self, act: ActType, src: &[f32], dst: &mut [u8]) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self.isa, Isa::Avx2 | Isa::Avx512Vnni) && act_x86::quantize_act(act, src, dst) {
+            return true;
+        }
+        quantize_act(act, src, dst)
     }
 
     /// One weight row dotted with one quantized activation row.

@@ -64,7 +64,7 @@ pub fn matmul_fn_avx512_vnni(ty: TensorType) -> Option<MatmulFn> {
 // Shared helpers
 
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     let bits = u16::from_le_bytes([*p, *p.add(1)]);
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
@@ -75,7 +75,7 @@ unsafe fn f32_at(p: *const u8) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -102,7 +102,7 @@ unsafe fn bytes_from_bits_32(p: *const u8) -> __m256i {
 /// Pointers to `n` rows of `stride` bytes from `base`, rows past `valid` repeating the last valid
 /// one (an edge tile computes them and throws them away).
 #[inline(always)]
-fn row_ptrs<const N: usize>(base: *const u8, stride: usize, valid: usize) -> [*const u8; N] {
+pub(super) fn row_ptrs<const N: usize>(base: *const u8, stride: usize, valid: usize) -> [*const u8; N] {
     std::array::from_fn(|i| base.wrapping_add(i.min(valid.max(1) - 1) * stride))
 }
 
@@ -137,7 +137,7 @@ macro_rules! drive {
 
 /// Stores the `nr x nt` corner of a tile's sums.
 #[inline(always)]
-unsafe fn store<const R: usize, const T: usize>(sums: [[f32; T]; R], nr: usize, nt: usize, out: *mut f32, os: usize) {
+pub(super) unsafe fn store<const R: usize, const T: usize>(sums: [[f32; T]; R], nr: usize, nt: usize, out: *mut f32, os: usize) {
     for (r, row) in sums.iter().enumerate().take(nr) {
         for (t, &v) in row.iter().enumerate().take(nt) {
             *out.add(r * os + t) = v;
@@ -149,7 +149,7 @@ unsafe fn store<const R: usize, const T: usize>(sums: [[f32; T]; R], nr: usize, 
 // 32-weight blocks against Q8_0 / Q8_1 activations
 
 /// A 32-weight block type: how to unpack its quants into one register.
-trait Legacy {
+pub(super) trait Legacy {
     const LEN: usize = 32;
     const BYTES: usize;
     /// Bytes per activation block: 34 (Q8_0) or 36 (Q8_1, whose `s` sits after `d`).
@@ -165,7 +165,7 @@ trait Legacy {
     }
 }
 
-struct Q4_0W;
+pub(super) struct Q4_0W;
 impl Legacy for Q4_0W {
     const BYTES: usize = 18;
     const ACT_BYTES: usize = 34;
@@ -176,7 +176,7 @@ impl Legacy for Q4_0W {
     }
 }
 
-struct Q4_1W;
+pub(super) struct Q4_1W;
 impl Legacy for Q4_1W {
     const BYTES: usize = 20;
     const ACT_BYTES: usize = 36;
@@ -191,7 +191,7 @@ impl Legacy for Q4_1W {
     }
 }
 
-struct Q5_0W;
+pub(super) struct Q5_0W;
 impl Legacy for Q5_0W {
     const BYTES: usize = 22;
     const ACT_BYTES: usize = 34;
@@ -204,7 +204,7 @@ impl Legacy for Q5_0W {
     }
 }
 
-struct Q5_1W;
+pub(super) struct Q5_1W;
 impl Legacy for Q5_1W {
     const BYTES: usize = 24;
     const ACT_BYTES: usize = 36;
@@ -220,7 +220,7 @@ impl Legacy for Q5_1W {
     }
 }
 
-struct Q8_0W;
+pub(super) struct Q8_0W;
 impl Legacy for Q8_0W {
     const BYTES: usize = 34;
     const ACT_BYTES: usize = 34;
@@ -232,12 +232,12 @@ impl Legacy for Q8_0W {
 }
 
 #[inline(always)]
-unsafe fn iq4nl_table() -> __m256i {
+pub(super) unsafe fn iq4nl_table() -> __m256i {
     let t = _mm_loadu_si128(wasm_chord_core::quant::KVALUES_IQ4NL.as_ptr() as *const __m128i);
     _mm256_set_m128i(t, t)
 }
 
-struct Iq4NlW;
+pub(super) struct Iq4NlW;
 impl Legacy for Iq4NlW {
     const BYTES: usize = 18;
     const ACT_BYTES: usize = 34;

@@ -7,17 +7,48 @@ use wasm_chord_core::backend::{Activation, BackendError, Op};
 
 use super::expf::ggml_expf;
 use crate::tensor::CpuTensor;
+use crate::threads::Threads;
 
 /// With `ggml_rounding`, SiLU uses ggml's vector `expf` and GeLU is looked up as ggml's CPU backend does: the input rounded to
 /// f16, the result read from a table of f16 values (exact only for |x| >= 10).
-pub fn act_mul(act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuTensor, ggml_rounding: bool) -> Result<(), BackendError> {
+/// The elements are split over `threads` in spans (each element's arithmetic is the same
+/// whichever thread and span it falls in).
+pub fn act_mul(threads: &Threads, act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuTensor, ggml_rounding: bool) -> Result<(), BackendError> {
     if gate.rows != up.rows || gate.cols != up.cols || out.rows != gate.rows || out.cols != gate.cols {
         return Err(BackendError::Shape {
             op: Op::ActMul,
             detail: format!("gate [{}, {}], up [{}, {}], out [{}, {}]", gate.rows, gate.cols, up.rows, up.cols, out.rows, out.cols),
         });
     }
-    let it = out.data.iter_mut().zip(gate.data.iter().zip(&up.data));
+    let span = (out.data.len() / (4 * threads.count())).max(1024);
+    threads.for_each_chunk(&mut out.data, span, |i, out| {
+        let range = i * span..i * span + out.len();
+        act_mul_span(act, &gate.data[range.clone()], &up.data[range], out, ggml_rounding);
+    });
+    Ok(())
+}
+
+/// One span, through a copy compiled with FMA where the CPU has it (ggml's `expf` is a chain
+/// of fused multiply-adds, a libm call each without it; the results are the same).
+fn act_mul_span(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32], ggml_rounding: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("fma") {
+        // SAFETY: the feature was just checked.
+        unsafe { act_mul_span_fma(act, gate, up, out, ggml_rounding) };
+        return;
+    }
+    act_mul_plain(act, gate, up, out, ggml_rounding)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn act_mul_span_fma(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32], ggml_rounding: bool) {
+    act_mul_plain(act, gate, up, out, ggml_rounding)
+}
+
+#[inline(always)]
+fn act_mul_plain(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32], ggml_rounding: bool) {
+    let it = out.iter_mut().zip(gate.iter().zip(up));
     match act {
         Activation::Silu if ggml_rounding => it.for_each(|(o, (g, u))| *o = g / (1.0 + ggml_expf(0.0 - g)) * u),
         Activation::Silu => it.for_each(|(o, (g, u))| *o = g / (1.0 + (-g).exp()) * u),
@@ -25,7 +56,6 @@ pub fn act_mul(act: Activation, gate: &CpuTensor, up: &CpuTensor, out: &mut CpuT
         Activation::GeluTanh if ggml_rounding => it.for_each(|(o, (g, u))| *o = if *g <= -10.0 { 0.0 } else { gelu_ggml(*g) * u }),
         Activation::GeluTanh => it.for_each(|(o, (g, u))| *o = gelu(*g) * u),
     }
-    Ok(())
 }
 
 fn gelu(x: f32) -> f32 {
@@ -70,7 +100,7 @@ mod tests {
             (Activation::GeluTanh, &g64, false, 1e-6),
             (Activation::GeluTanh, &g64, true, 2e-3),
         ] {
-            act_mul(act, &gate, &up, &mut out, round).unwrap();
+            act_mul(&Threads::new(2), act, &gate, &up, &mut out, round).unwrap();
             let want: Vec<f64> = gate.data.iter().zip(&up.data).map(|(g, u)| f(*g as f64) * *u as f64).collect();
             let err = norm_err(&out.data, &want);
             assert!(err < tol, "{act:?} round={round}: {err}");

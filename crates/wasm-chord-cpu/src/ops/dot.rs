@@ -2,6 +2,7 @@
 
 /// `sum a[i] * b[i]` over eight running partial sums, so the compiler can keep them in one
 /// vector register (a single running sum would serialize on the adds).
+#[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -21,6 +22,7 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += a * x`.
+#[inline]
 pub fn axpy_f32(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
         *y += a * x;

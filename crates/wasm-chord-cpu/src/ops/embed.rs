@@ -44,6 +44,7 @@ mod tests {
             cols: 8,
             row_bytes: 32,
             bytes: SharedBytes::from_vec(bytemuck_bytes(&values)),
+            packed: None,
         };
         let ids = [5u32, 0, 5, 2];
         let mut out = CpuTensor::zeros(4, 8);

@@ -1,17 +1,24 @@
 //! Quantized matmul: `out[t, o] = sum_k w[o, k] * x[t, k]`, weights read in their file type.
 //!
-//! Work is split over weight rows: each task dequantizes a weight row once into a scratch
-//! row and dots it with every token of the batch, so a batched prefill reads each weight once.
-//! (Integer dot products on the packed blocks come with the SIMD kernels.)
+//! With llama.cpp's rounding (the default) activations are quantized once to the weight type's
+//! vec_dot_type and the fused kernels dot them with the packed blocks ([`fused`]). Work is split
+//! over runs of weight rows, each dotted with every token of the batch, so a batched prefill
+//! reads each weight once. Buffers live in per-thread scratch that is reused from call to call:
+//! decoding runs a few hundred small matmuls per token and none of them allocates.
+//!
+//! Without the rounding, each task dequantizes its weight rows into f32 and dots them with the
+//! f32 activations (the plain-float reference).
+
+use std::cell::RefCell;
 
 use wasm_chord_core::backend::{BackendError, Op};
 use wasm_chord_core::quant;
 
 use super::act_round::{q8_1_sum_deltas, round_row, ActRounding};
 use super::dot::dot_f32;
-use crate::kernels::{quantize_act_rows, ActType, Kernels};
+use crate::kernels::{ActType, Kernels};
 use crate::tensor::{CpuTensor, CpuWeight};
-use crate::threads::Threads;
+use crate::threads::{SendPtr, Threads};
 
 /// Weight rows per task: small enough to balance threads, large enough to amortize scheduling.
 const ROWS_PER_TASK: usize = 16;
@@ -42,25 +49,14 @@ pub fn matmul(
     };
 
     let kernels = Kernels::get();
-    let out_t = if round_activations && kernels.supports(w.ty) {
-        // Fused path: activations quantized once to the weight type's vec_dot_type, integer dot
-        // products on the packed blocks (the same numbers llama.cpp's kernels see).
-        let act = ActType::for_weight(w.ty);
-        let acts = quantize_act_rows(act, &x.data, k)
-            .ok_or_else(|| BackendError::Shape { op: Op::MatMul, detail: format!("{k} columns are not whole {:?} blocks", act) })?;
-        let all = w.bytes.bytes();
-        let mut out_t = vec![0.0f32; n_out * n_tok];
-        threads.for_each_chunk(&mut out_t, ROWS_PER_TASK * n_tok, |task, span| {
-            let (r0, nr) = (task * ROWS_PER_TASK, span.len() / n_tok);
-            let rows = &all[r0 * w.row_bytes..(r0 + nr) * w.row_bytes];
-            // Lengths were checked when the weight was loaded; NaN would make a broken
-            // invariant visible rather than silently wrong.
-            if kernels.matmul(w.ty, k, rows, nr, &acts, n_tok, span).is_err() {
-                span.fill(f32::NAN);
-            }
-        });
-        out_t
-    } else {
+    if round_activations && kernels.supports(w.ty) {
+        fused(threads, kernels, w, x, &mut out.data)?;
+        if let Some(b) = &bias {
+            out.data.chunks_exact_mut(n_out).for_each(|dst| dst.iter_mut().zip(b).for_each(|(d, b)| *d += b));
+        }
+        return Ok(());
+    }
+    let out_t = {
         let rounding = if round_activations { ActRounding::for_weight(w.ty) } else { ActRounding::None };
         let xr: std::borrow::Cow<'_, [f32]> = if rounding == ActRounding::None {
             std::borrow::Cow::Borrowed(&x.data)
@@ -127,6 +123,95 @@ pub fn matmul(
     Ok(())
 }
 
+thread_local! {
+    /// The calling thread's quantized activations (shared read-only with the workers).
+    static ACTS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Each thread's `[rows, tokens]` results of one task before they are written out.
+    static TILE_OUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `cell`'s buffer grown to at least `len` elements, or on a fresh buffer when the
+/// cell is already borrowed (a nested call).
+fn with_scratch<T: Clone + Default, R>(cell: &'static std::thread::LocalKey<RefCell<Vec<T>>>, len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    cell.with(|c| match c.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, T::default());
+            }
+            f(&mut buf[..len])
+        }
+        Err(_) => f(&mut vec![T::default(); len]),
+    })
+}
+
+/// Weight rows per task of a matmul with `n_out` rows and `n_tok` tokens: about eight tasks
+/// per thread (balance on a busy machine), whole register tiles, and for a batch small enough
+/// that a task's results stay in L2.
+fn rows_per_task(n_out: usize, n_tok: usize, n_threads: usize) -> usize {
+    let cap = if n_tok == 1 { 1024 } else { 64 };
+    (n_out / (n_threads * 8)).clamp(4, cap).next_multiple_of(4)
+}
+
+/// The fused path: `x` quantized to the weight type's [`ActType`] (rows split over the threads
+/// for a batch), then the kernels over tasks of weight rows, written into `out` `[n_tok, n_out]`.
+fn fused(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, out: &mut [f32]) -> Result<(), BackendError> {
+    let (n_tok, k, n_out) = (x.rows, x.cols, w.rows);
+    let act = ActType::for_weight(w.ty);
+    let a_row = act
+        .row_bytes(k)
+        .filter(|_| k > 0)
+        .ok_or_else(|| BackendError::Shape { op: Op::MatMul, detail: format!("{k} columns are not whole {act:?} blocks") })?;
+    with_scratch(&ACTS, a_row * n_tok, |acts| {
+        // Activation rows per task: one task per thread and a half, so a delayed thread
+        // leaves little behind.
+        let per = n_tok.div_ceil(2 * threads.count()).max(1);
+        threads.for_each_chunk(acts, per * a_row, |i, dst| {
+            for (j, dst) in dst.chunks_exact_mut(a_row).enumerate() {
+                let t = i * per + j;
+                kernels.quantize_act(act, &x.data[t * k..(t + 1) * k], dst);
+            }
+        });
+        let acts: &[u8] = acts;
+        let all = w.bytes.bytes();
+        // Rows `r0..r0 + nr` against every token, from the packed copy where there is one
+        // (task starts are multiples of 4, a packed group).
+        let rows = |r0: usize, nr: usize, out: &mut [f32]| match w.packed.as_deref() {
+            Some(p) => kernels.matmul_packed(p, r0, nr, acts, n_tok, out),
+            None => kernels.matmul(w.ty, k, &all[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], nr, acts, n_tok, out),
+        };
+        let per = rows_per_task(n_out, n_tok, threads.count());
+        // Lengths were checked when the weight was loaded and above; NaN would make a broken
+        // invariant visible rather than silently wrong.
+        if n_tok == 1 {
+            // One token: `[n_tok, n_out]` is `[n_out, 1]`, so each task writes its own span.
+            threads.for_each_chunk(out, per, |task, span| {
+                let (r0, nr) = (task * per, span.len());
+                if rows(r0, nr, span).is_err() {
+                    span.fill(f32::NAN);
+                }
+            });
+            return;
+        }
+        let dst = SendPtr(out.as_mut_ptr());
+        threads.for_each_task(n_out.div_ceil(per), |task| {
+            let r0 = task * per;
+            let nr = per.min(n_out - r0);
+            with_scratch(&TILE_OUT, nr * n_tok, |tile| {
+                if rows(r0, nr, tile).is_err() {
+                    tile.fill(f32::NAN);
+                }
+                for t in 0..n_tok {
+                    // SAFETY: this task alone owns columns `r0..r0 + nr` of every row of
+                    // `out`, which is `n_tok * n_out` long (checked by the caller).
+                    let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * n_out + r0), nr) };
+                    row.iter_mut().enumerate().for_each(|(r, o)| *o = tile[r * n_tok + t]);
+                }
+            });
+        });
+    });
+    Ok(())
+}
+
 /// The whole weight as f32 (small 1-D weights: norms, biases).
 pub fn dequantize_all(w: &CpuWeight) -> Result<Vec<f32>, BackendError> {
     let mut out = vec![0.0; w.rows * w.cols];
@@ -146,7 +231,7 @@ mod tests {
         let row_bytes = ty.row_bytes(cols).unwrap();
         let mut bytes = vec![0u8; row_bytes * rows];
         quant::quantize(ty, values, &mut bytes).unwrap();
-        CpuWeight { ty, rows, cols, row_bytes, bytes: SharedBytes::from_vec(bytes) }
+        CpuWeight { ty, rows, cols, row_bytes, bytes: SharedBytes::from_vec(bytes), packed: None }
     }
 
     fn reference(w: &CpuWeight, x: &[f32], n_tok: usize, rounding: ActRounding) -> Vec<f64> {

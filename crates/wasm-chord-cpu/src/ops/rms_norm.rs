@@ -3,10 +3,12 @@
 use wasm_chord_core::backend::{BackendError, Op};
 
 use crate::tensor::CpuTensor;
+use crate::threads::Threads;
 
 /// `out = x / sqrt(mean(x²) + eps) * weight`, per group of `weight.len()` values. As in ggml,
-/// the squares are f32, their sum f64, and the scale applied in f32.
-pub fn rms_norm(x: &CpuTensor, weight: &[f32], eps: f32, out: &mut CpuTensor) -> Result<(), BackendError> {
+/// the squares are f32, their sum f64, and the scale applied in f32. Groups are split over
+/// `threads` for a batch.
+pub fn rms_norm(threads: &Threads, x: &CpuTensor, weight: &[f32], eps: f32, out: &mut CpuTensor) -> Result<(), BackendError> {
     let g = weight.len();
     if g == 0 || x.cols % g != 0 || out.rows != x.rows || out.cols != x.cols {
         return Err(BackendError::Shape {
@@ -14,7 +16,14 @@ pub fn rms_norm(x: &CpuTensor, weight: &[f32], eps: f32, out: &mut CpuTensor) ->
             detail: format!("x [{}, {}] in groups of {g} -> out [{}, {}]", x.rows, x.cols, out.rows, out.cols),
         });
     }
-    for (src, dst) in x.data.chunks_exact(g).zip(out.data.chunks_exact_mut(g)) {
+    let span = g * (x.data.len() / g).div_ceil(4 * threads.count()).max(1);
+    threads.for_each_chunk(&mut out.data, span, |i, out| norm_groups(&x.data[i * span..][..out.len()], weight, eps, out));
+    Ok(())
+}
+
+fn norm_groups(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let g = weight.len();
+    for (src, dst) in x.chunks_exact(g).zip(out.chunks_exact_mut(g)) {
         let sum: f64 = src.iter().map(|v| (v * v) as f64).sum();
         let mean = (sum / g as f64) as f32;
         let scale = 1.0 / (mean + eps).sqrt();
@@ -22,7 +31,6 @@ pub fn rms_norm(x: &CpuTensor, weight: &[f32], eps: f32, out: &mut CpuTensor) ->
             *d = (s * scale) * w;
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -37,7 +45,7 @@ mod tests {
             let x = CpuTensor { rows: 3, cols, data: randn(&mut r, 3 * cols, 4.0) };
             let w = randn(&mut r, g, 2.0);
             let mut out = CpuTensor::zeros(3, cols);
-            rms_norm(&x, &w, 1e-6, &mut out).unwrap();
+            rms_norm(&Threads::new(2), &x, &w, 1e-6, &mut out).unwrap();
             let want: Vec<f64> = x
                 .data
                 .chunks(g)
@@ -50,6 +58,6 @@ mod tests {
             assert!(norm_err(&out.data, &want) < 1e-6);
         }
         let x = CpuTensor::zeros(1, 10);
-        assert!(rms_norm(&x, &[1.0; 3], 1e-6, &mut CpuTensor::zeros(1, 10)).is_err());
+        assert!(rms_norm(&Threads::new(1), &x, &[1.0; 3], 1e-6, &mut CpuTensor::zeros(1, 10)).is_err());
     }
 }

@@ -8,6 +8,7 @@ pub mod gemm;
 pub mod matvec;
 pub mod norm;
 pub mod rope;
+pub mod step;
 
 use cudarc::driver::LaunchConfig;
 use wasm_chord_core::backend::{BackendError, Op};

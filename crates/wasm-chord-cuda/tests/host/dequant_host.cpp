@@ -67,7 +67,9 @@ static void check_decode(const u8* b, int it, const float* w) {
         for (int j = 0; j < 32; j++) {
             const float r = s[j / 16] * q[j] + m[j / 16];
             const float scale = std::fabs(s[j / 16]) * 64.0f + std::fabs(m[j / 16]) + 1e-30f;
-            if (q[j] != (float)(int)q[j] || std::fabs(r - w[j]) > 1e-6f * scale) {
+            // With WC_BIASED_DECODE, q is 0.5 + (an integer) / 256 and s is 256 times larger.
+            const float qi = WC_BIASED_DECODE && q[j] < 1.0f ? q[j] * 256.0f - 128.0f : q[j];
+            if (qi != (float)(int)qi || std::fabs(r - w[j]) > 1e-6f * scale) {
                 std::fprintf(stderr, "decode item %d weight %d: q %g s %g m %g -> %g, dequant %g\n", it, j, q[j], s[j / 16], m[j / 16], r, w[j]);
                 std::exit(6);
             }

@@ -29,6 +29,10 @@ pub struct TensorView {
 pub trait ModelSource {
     fn metadata(&self) -> &dyn MetadataSource;
     fn tensor(&self, name: &str) -> Option<TensorView>;
+    /// Bytes of all tensors, when known (checked against a device's free memory before loading).
+    fn weight_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A loaded architecture: weights on a backend and the forward pass over them, in three

@@ -1,0 +1,114 @@
+//! Weights repacked at load for the SIMD kernels: the 32-weight block types with four rows
+//! interleaved block by block, their f16 scales gathered in front.
+//!
+//! In a file, each block carries its own scale `d` (and offset `m` for Q4_1/Q5_1), so a kernel
+//! converts one or two f16 scalars per block and weight row, about as much work as the integer
+//! dot product itself when decoding. Packed, the four rows' block `b` is one run of bytes
+//!
+//! ```text
+//! d[4] (f16) | m[4] (f16, Q4_1/Q5_1 only) | quants of row 0 | ... | quants of row 3
+//! ```
+//!
+//! so one conversion yields four scales and one multiply four `d · d_y` products. Each output is
+//! computed with exactly the operations of the unpacked kernel (tests assert equal bits); the
+//! packed copy is the same size as the rows it holds (plus zero rows padding the last group).
+//!
+//! Q5_0 is the exception: its quants are stored expanded to bytes, as Q8_0 blocks (`d` and the
+//! 32 values as i8), and run through the Q8_0 kernel. Rebuilding five-bit values from nibbles
+//! and a bit mask costs more than the rest of the dot product, and the Q8_0 kernel dots the
+//! same values with the same scales in the same order; the copy is 34/22 the size.
+
+use wasm_chord_core::TensorType;
+
+/// Rows interleaved in one group.
+pub const GROUP: usize = 4;
+
+/// `w` holds the groups of the rows asked for (from a group boundary), `n_rows` of them valid;
+/// otherwise as [`super::MatmulFn`].
+pub type PackedFn = fn(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]);
+
+/// A weight matrix in the packed layout.
+#[derive(Debug)]
+pub struct PackedWeight {
+    pub ty: TensorType,
+    /// The block type of the packed rows (and so the kernel that reads them): `ty`, or Q8_0
+    /// for Q5_0.
+    pub layout: TensorType,
+    pub rows: usize,
+    pub cols: usize,
+    bytes: Vec<u8>,
+}
+
+/// The block type weights of type `ty` are packed as, for the types that pack.
+pub fn layout(ty: TensorType) -> Option<TensorType> {
+    scale_bytes(ty)?;
+    Some(if ty == TensorType::Q5_0 { TensorType::Q8_0 } else { ty })
+}
+
+/// A Q5_0 block (d, 32 high bits, 16 bytes of nibbles) as a Q8_0 block of the same values.
+fn q5_0_as_q8_0(block: &[u8], out: &mut [u8]) {
+    out[..2].copy_from_slice(&block[..2]);
+    let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
+    for j in 0..32 {
+        let nibble = if j < 16 { block[6 + j] & 0x0F } else { block[6 + j - 16] >> 4 };
+        let high = ((qh >> j) & 1) as u8;
+        out[2 + j] = ((nibble | (high << 4)) as i8 - 16) as u8;
+    }
+}
+
+/// Bytes of f16 scales at the start of a block of `ty`, for the types that pack.
+pub fn scale_bytes(ty: TensorType) -> Option<usize> {
+    use TensorType::*;
+    match ty {
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL => Some(2),
+        Q4_1 | Q5_1 => Some(4),
+        _ => None,
+    }
+}
+
+impl PackedWeight {
+    /// `rows` rows of `cols` weights of type `ty` (the file's bytes) repacked; `None` for a type
+    /// that does not pack or lengths that do not describe the shape.
+    pub fn pack(ty: TensorType, rows: usize, cols: usize, src: &[u8]) -> Option<Self> {
+        let lay = layout(ty)?;
+        let sb = scale_bytes(lay)?;
+        let (src_bb, bb) = (ty.block_bytes(), lay.block_bytes());
+        if cols % 32 != 0 || cols == 0 || src.len() != rows.checked_mul(cols / 32 * src_bb)? {
+            return None;
+        }
+        let mut expanded = [0u8; 34];
+        let (nb, qb) = (cols / 32, bb - sb);
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(rows.div_ceil(GROUP) * GROUP * nb * bb).ok()?;
+        bytes.resize(rows.div_ceil(GROUP) * GROUP * nb * bb, 0);
+        for (g, dst) in bytes.chunks_exact_mut(GROUP * nb * bb).enumerate() {
+            for (b, dst) in dst.chunks_exact_mut(GROUP * bb).enumerate() {
+                let (scales, quants) = dst.split_at_mut(GROUP * sb);
+                for r in 0..GROUP.min(rows - g * GROUP) {
+                    let mut block = &src[((g * GROUP + r) * nb + b) * src_bb..][..src_bb];
+                    if lay != ty {
+                        q5_0_as_q8_0(block, &mut expanded);
+                        block = &expanded;
+                    }
+                    scales[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
+                    if sb == 4 {
+                        scales[2 * GROUP + 2 * r..][..2].copy_from_slice(&block[2..4]);
+                    }
+                    quants[r * qb..(r + 1) * qb].copy_from_slice(&block[sb..]);
+                }
+            }
+        }
+        Some(Self { ty, layout: lay, rows, cols, bytes })
+    }
+
+    /// Bytes of one group of [`GROUP`] rows.
+    pub fn group_bytes(&self) -> usize {
+        GROUP * self.cols / 32 * self.layout.block_bytes()
+    }
+
+    /// The groups holding rows `r0..r0 + n` (`r0` a multiple of [`GROUP`], checked by the caller).
+    pub fn groups(&self, r0: usize, n: usize) -> &[u8] {
+        let gb = self.group_bytes();
+        &self.bytes[r0 / GROUP * gb..(r0 + n).div_ceil(GROUP) * gb]
+    }
+}

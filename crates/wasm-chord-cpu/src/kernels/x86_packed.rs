@@ -1,0 +1,302 @@
+//! The AVX2 (and AVX-512 VNNI) kernels over [`super::packed`] weights (by packed layout: Q5_0
+//! weights run as Q8_0): the register tile of
+//! [`super::x86`]'s 32-weight block kernel, four rows by up to three tokens, with the four rows'
+//! scales converted and multiplied as one vector. Per output, the same operations in the same
+//! order as the unpacked tile, so the same bits.
+
+use std::arch::x86_64::*;
+
+use wasm_chord_core::TensorType;
+
+use super::for_each_tile;
+use super::packed::{PackedFn, GROUP};
+use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, store, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_1W, Q8_0W};
+
+/// The AVX2 packed matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
+pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")) {
+        return None;
+    }
+    use TensorType::*;
+    Some(match ty {
+        Q4_0 => matmul_pairs::<Q4_0W, false>,
+        Q4_1 => matmul_pairs::<Q4_1W, false>,
+        Q5_1 => matmul::<Q5_1W, false>,
+        Q8_0 => matmul::<Q8_0W, false>,
+        IQ4_NL => matmul_pairs::<Iq4NlW, false>,
+        _ => return None,
+    })
+}
+
+/// The AVX-512 VNNI packed matmul, where [`super::x86::matmul_fn_avx512_vnni`] has one.
+pub fn packed_fn_vnni(ty: TensorType) -> Option<PackedFn> {
+    super::x86::matmul_fn_avx512_vnni(ty)?;
+    use TensorType::*;
+    Some(match ty {
+        Q4_0 => matmul_pairs::<Q4_0W, true>,
+        Q4_1 => matmul_pairs::<Q4_1W, true>,
+        Q5_1 => matmul::<Q5_1W, true>,
+        Q8_0 => matmul::<Q8_0W, true>,
+        IQ4_NL => matmul_pairs::<Iq4NlW, true>,
+        _ => return None,
+    })
+}
+
+fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    if n_rows == 0 || n_tok == 0 {
+        return;
+    }
+    let nb = k / 32;
+    let (gs, as_) = (GROUP * nb * W::BYTES, nb * W::ACT_BYTES);
+    let (wp, ap, op) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr());
+    macro_rules! walk {
+        ($tile:ident, $T:literal) => {
+            for_each_tile::<GROUP, $T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
+                // SAFETY: the tile stays inside the lengths `Kernels::matmul_packed` checked
+                // (whole groups, the last one padded), and this entry exists only where the CPU
+                // has the tile's features.
+                unsafe {
+                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
+                    if nt == $T {
+                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_tok)
+                    } else {
+                        for t in 0..nt {
+                            $tile::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t), n_tok)
+                        }
+                    }
+                }
+            })
+        };
+    }
+    if VNNI {
+        walk!(tile_vnni, 3)
+    } else {
+        walk!(tile_avx2, 2)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_avx2<W: Legacy, const T: usize>(nb: usize, g: *const u8, nr: usize, a: *const u8, as_: usize, nt: usize, out: *mut f32, os: usize) {
+    tile_body::<W, T, false>(nb, g, nr, a, as_, nt, out, os)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_vnni<W: Legacy, const T: usize>(nb: usize, g: *const u8, nr: usize, a: *const u8, as_: usize, nt: usize, out: *mut f32, os: usize) {
+    tile_body::<W, T, true>(nb, g, nr, a, as_, nt, out, os)
+}
+
+/// One group of four rows by `T` tokens. Mirrors `x86::tile_legacy_body`: per block and output,
+/// `acc += f32(Σ x·y) · (d_x · d_y)` in eight lanes, and for Q4_1/Q5_1 `accm += m · s_y`; the
+/// result `hsum(acc) + accm`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_body<W: Legacy, const T: usize, const VNNI: bool>(
+    nb: usize,
+    g: *const u8,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    // Scale bytes per block: d, or d and m.
+    let sb = if W::SIGNED { 2 } else { 4 };
+    let qb = W::BYTES - sb;
+    let ar: [*const u8; T] = row_ptrs(a, as_, nt);
+    let mut acc = [[_mm256_setzero_ps(); T]; GROUP];
+    let mut accm = [_mm_setzero_ps(); T];
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        let p = g.add(b * GROUP * W::BYTES);
+        let d4 = _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i));
+        let mut y = [_mm256_setzero_si256(); T];
+        let mut scale = [[0.0f32; GROUP]; T];
+        for t in 0..T {
+            let pa = ar[t].add(b * W::ACT_BYTES);
+            y[t] = _mm256_loadu_si256(pa.add(W::ACT_BYTES - 32) as *const __m256i);
+            _mm_storeu_ps(scale[t].as_mut_ptr(), _mm_mul_ps(d4, _mm_set1_ps(f16_at(pa))));
+            if !W::SIGNED {
+                let m4 = _mm_cvtph_ps(_mm_loadl_epi64(p.add(2 * GROUP) as *const __m128i));
+                accm[t] = _mm_add_ps(accm[t], _mm_mul_ps(m4, _mm_set1_ps(f16_at(pa.add(2)))));
+            }
+        }
+        let q = p.add(GROUP * sb);
+        for r in 0..GROUP {
+            // `quants` reads past a block's scales; the packed quants start right here.
+            let x = W::quants(q.add(r * qb).sub(sb));
+            let ux = if W::SIGNED { _mm256_sign_epi8(x, x) } else { x };
+            for t in 0..T {
+                let yt = if W::SIGNED { _mm256_sign_epi8(y[t], x) } else { y[t] };
+                let p32 = if VNNI {
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), ux, yt)
+                } else {
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(ux, yt), ones)
+                };
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(scale[t][r]), acc[r][t]);
+            }
+        }
+    }
+    let mut m = [[0.0f32; GROUP]; T];
+    for t in 0..T {
+        _mm_storeu_ps(m[t].as_mut_ptr(), accm[t]);
+    }
+    let sums: [[f32; T]; GROUP] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t]) + m[t][r]));
+    store(sums, nr, nt, out, os);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nibble types, two rows per register
+
+/// The 4-bit block types, whose packed quants of rows `2i` and `2i + 1` form one 32-byte run:
+/// one load and mask gives both rows' low nibbles, one shift and mask their high nibbles.
+trait Nibbles: Legacy {
+    /// Weight values (i8, or u8 for the unsigned types) from nibbles 0..16 in each byte.
+    unsafe fn values(n: __m256i) -> __m256i;
+}
+
+impl Nibbles for Q4_0W {
+    #[inline(always)]
+    unsafe fn values(n: __m256i) -> __m256i {
+        _mm256_sub_epi8(n, _mm256_set1_epi8(8))
+    }
+}
+
+impl Nibbles for Q4_1W {
+    #[inline(always)]
+    unsafe fn values(n: __m256i) -> __m256i {
+        n
+    }
+}
+
+impl Nibbles for Iq4NlW {
+    #[inline(always)]
+    unsafe fn values(n: __m256i) -> __m256i {
+        _mm256_shuffle_epi8(iq4nl_table(), n)
+    }
+}
+
+fn matmul_pairs<W: Nibbles, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    if n_rows == 0 || n_tok == 0 {
+        return;
+    }
+    let nb = k / 32;
+    let (gs, as_) = (GROUP * nb * W::BYTES, nb * W::ACT_BYTES);
+    let (wp, ap, op) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr());
+    // Token tiles use the one-row-per-register tile (two rows per register need twice the
+    // accumulators, more than AVX2 has registers for); single tokens use the pairs.
+    macro_rules! walk {
+        ($tile:ident, $pairs:ident, $T:literal) => {
+            for_each_tile::<GROUP, $T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
+                // SAFETY: as in `matmul`.
+                unsafe {
+                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
+                    if nt == $T {
+                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_tok)
+                    } else {
+                        for t in 0..nt {
+                            $pairs::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t), n_tok)
+                        }
+                    }
+                }
+            })
+        };
+    }
+    if VNNI {
+        walk!(tile_vnni, pairs_vnni, 3)
+    } else {
+        walk!(tile_avx2, pairs_avx2, 2)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pairs_avx2<W: Nibbles, const T: usize>(nb: usize, g: *const u8, nr: usize, a: *const u8, as_: usize, nt: usize, out: *mut f32, os: usize) {
+    pairs_body::<W, T, false>(nb, g, nr, a, as_, nt, out, os)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pairs_vnni<W: Nibbles, const T: usize>(nb: usize, g: *const u8, nr: usize, a: *const u8, as_: usize, nt: usize, out: *mut f32, os: usize) {
+    pairs_body::<W, T, true>(nb, g, nr, a, as_, nt, out, os)
+}
+
+/// [`tile_body`] for the nibble types with each register holding half of each of two rows.
+///
+/// The unpacked kernel dots one row's 32 quants `[q0..16 | q16..32]` with `[y0..16 | y16..32]`
+/// into eight i32 lanes, lanes 0-3 from `q0..16` and 4-7 from `q16..32`. Here `lo = [qA0..16 |
+/// qB0..16]` meets `[y0..16 | y0..16]` and `hi = [qA16..32 | qB16..32]` meets `[y16..32 |
+/// y16..32]`: the same groups of four products, so `lo`'s lanes 0-3 are row A's lanes 0-3,
+/// `hi`'s lanes 0-3 its lanes 4-7, and the B halves likewise. Each lane is accumulated with its
+/// own row's scale exactly as before; the halves are put back together before the sum.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pairs_body<W: Nibbles, const T: usize, const VNNI: bool>(
+    nb: usize,
+    g: *const u8,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    const PAIRS: usize = GROUP / 2;
+    let sb = if W::SIGNED { 2 } else { 4 };
+    let ar: [*const u8; T] = row_ptrs(a, as_, nt);
+    // [pair][token]: lanes 0-3 row 2p, 4-7 row 2p + 1.
+    let mut acc_lo = [[_mm256_setzero_ps(); T]; PAIRS];
+    let mut acc_hi = [[_mm256_setzero_ps(); T]; PAIRS];
+    let mut accm = [_mm_setzero_ps(); T];
+    let ones = _mm256_set1_epi16(1);
+    let mask = _mm256_set1_epi8(0x0F);
+    let spread: [__m256i; PAIRS] = [_mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3)];
+    for b in 0..nb {
+        let p = g.add(b * GROUP * W::BYTES);
+        let d4 = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i)));
+        if !W::SIGNED {
+            let m4 = _mm_cvtph_ps(_mm_loadl_epi64(p.add(2 * GROUP) as *const __m128i));
+            for t in 0..T {
+                let sy = f16_at(ar[t].add(b * W::ACT_BYTES + 2));
+                accm[t] = _mm_add_ps(accm[t], _mm_mul_ps(m4, _mm_set1_ps(sy)));
+            }
+        }
+        let q = p.add(GROUP * sb);
+        for pr in 0..PAIRS {
+            let v = _mm256_loadu_si256(q.add(32 * pr) as *const __m256i);
+            let lo = W::values(_mm256_and_si256(v, mask));
+            let hi = W::values(_mm256_and_si256(_mm256_srli_epi16(v, 4), mask));
+            let (ulo, uhi) = if W::SIGNED { (_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(hi, hi)) } else { (lo, hi) };
+            let dpair = _mm256_permutevar8x32_ps(d4, spread[pr]);
+            for t in 0..T {
+                let pa = ar[t].add(b * W::ACT_BYTES);
+                let ys = pa.add(W::ACT_BYTES - 32);
+                let ylo = _mm256_broadcastsi128_si256(_mm_loadu_si128(ys as *const __m128i));
+                let yhi = _mm256_broadcastsi128_si256(_mm_loadu_si128(ys.add(16) as *const __m128i));
+                let (ylo, yhi) = if W::SIGNED { (_mm256_sign_epi8(ylo, lo), _mm256_sign_epi8(yhi, hi)) } else { (ylo, yhi) };
+                let (plo, phi) = if VNNI {
+                    (_mm256_dpbusd_epi32(_mm256_setzero_si256(), ulo, ylo), _mm256_dpbusd_epi32(_mm256_setzero_si256(), uhi, yhi))
+                } else {
+                    (_mm256_madd_epi16(_mm256_maddubs_epi16(ulo, ylo), ones), _mm256_madd_epi16(_mm256_maddubs_epi16(uhi, yhi), ones))
+                };
+                let scale = _mm256_mul_ps(dpair, _mm256_set1_ps(f16_at(pa)));
+                acc_lo[pr][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(plo), scale, acc_lo[pr][t]);
+                acc_hi[pr][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(phi), scale, acc_hi[pr][t]);
+            }
+        }
+    }
+    let mut m = [[0.0f32; GROUP]; T];
+    for t in 0..T {
+        _mm_storeu_ps(m[t].as_mut_ptr(), accm[t]);
+    }
+    let sums: [[f32; T]; GROUP] = std::array::from_fn(|r| {
+        std::array::from_fn(|t| {
+            let (l, h) = (acc_lo[r / 2][t], acc_hi[r / 2][t]);
+            let acc = if r % 2 == 0 { _mm256_permute2f128_ps(l, h, 0x20) } else { _mm256_permute2f128_ps(l, h, 0x31) };
+            hsum(acc) + m[t][r]
+        })
+    });
+    store(sums, nr, nt, out, os);
+}
