@@ -33,7 +33,12 @@ use wasm_chord_runtime::{AttentionKind, GgufSource, LoadOptions, Model, ModelSou
 /// CPU top-2 gap under which float noise may flip a greedy choice between the backends.
 const NEAR_TIE: f32 = 1e-3;
 /// Largest |CUDA - CPU| logit difference, relative to the largest |CPU logit| of the row.
-const MAX_REL_DIFF: f32 = 1e-3;
+/// Prompts of 9 tokens or more go through f16 tensor-core GEMMs (ops/gemm.rs: ~3e-4 per matmul
+/// in tests/ops.rs), and that error compounds over the layers: measured on an H100
+/// (bench/runs/2026-11-26-h100-lead) 2.1e-3 SmolLM2, 1.0e-3 Gemma 3, 2.6e-3 gen-model 1B,
+/// 3.1e-3 synthetic, with every greedy token equal. A real bug (a wrong block, a wrong row)
+/// lands far above this.
+const MAX_REL_DIFF: f32 = 5e-3;
 /// Bounds against llama.cpp: those tests/fidelity.rs held before the CPU backend emulated
 /// ggml's roundings op by op (it is now bit-identical and asserts 0.05 / 1e-3 / 0.01). The CUDA
 /// kernels compute in f32 without that emulation, like the CPU with `ggml_rounding: false`, so
