@@ -11,7 +11,8 @@ pub struct KernelFile {
 }
 
 /// Headers the kernel files include, by the name they include them under.
-pub const HEADERS: [(&str, &str); 3] = [
+pub const HEADERS: [(&str, &str); 4] = [
+    ("attention.cuh", include_str!("../kernels/attention.cuh")),
     ("common.cuh", include_str!("../kernels/common.cuh")),
     ("dequant.cuh", include_str!("../kernels/dequant.cuh")),
     ("matvec.cuh", include_str!("../kernels/matvec.cuh")),
