@@ -114,7 +114,6 @@ pub struct Engine {
     model: Loaded,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
-    backend: BackendKind,
 }
 
 /// The model on the backend `opts` names.
@@ -162,7 +161,7 @@ impl Engine {
         // A file without a template can still run plain prompts; `render_chat` reports it.
         let template = ChatTemplate::from_gguf(&file, None).ok();
         let model = load_model(file, opts).map_err(|e| load_error(name, e))?;
-        Ok(Self { model, tokenizer, template, backend: opts.backend })
+        Ok(Self { model, tokenizer, template })
     }
 
     /// The model's hyper-parameters.
@@ -172,7 +171,11 @@ impl Engine {
 
     /// The backend the model runs on.
     pub fn backend(&self) -> BackendKind {
-        self.backend
+        match &self.model {
+            Loaded::Cpu(_) => BackendKind::Cpu,
+            #[cfg(feature = "cuda")]
+            Loaded::Cuda(_) => BackendKind::Cuda,
+        }
     }
 
     /// CPU threads of the CPU backend; 0 on a GPU.
