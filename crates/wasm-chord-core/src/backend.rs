@@ -333,6 +333,43 @@ pub trait Backend: Send + Sync {
         top.first().map(|&(id, _)| id).ok_or_else(|| BackendError::Shape { op: Op::TopK, detail: "argmax of an empty row".into() })
     }
 
+    /// `out = act(x · gateᵀ) * (x · upᵀ)`: a gated feed-forward's two projections and its
+    /// activation, which a backend may run as one pass over both weights. The default is two
+    /// matmuls and `act_mul`, and a backend's own version must give the same values.
+    fn matmul_act_mul(
+        &self,
+        act: Activation,
+        gate: &Self::Weight,
+        up: &Self::Weight,
+        x: &Self::Tensor,
+        out: &mut Self::Tensor,
+    ) -> Result<(), BackendError> {
+        let (n, _) = self.shape(x);
+        let (rows, _, _) = self.weight_shape(gate);
+        let mut g = self.tensor(n, rows)?;
+        let mut u = self.tensor(n, rows)?;
+        self.matmul(gate, None, x, &mut g)?;
+        self.matmul(up, None, x, &mut u)?;
+        self.act_mul(act, &g, &u, out)
+    }
+
+    /// `acc += x · wᵀ (+ bias)`: a projection whose result goes straight into the residual
+    /// stream, which a backend may fold into the matmul's epilogue. The default is a matmul
+    /// into a temporary and `add`.
+    fn matmul_add(
+        &self,
+        w: &Self::Weight,
+        bias: Option<&Self::Weight>,
+        x: &Self::Tensor,
+        acc: &mut Self::Tensor,
+    ) -> Result<(), BackendError> {
+        let (n, _) = self.shape(x);
+        let (rows, _, _) = self.weight_shape(w);
+        let mut y = self.tensor(n, rows)?;
+        self.matmul(w, bias, x, &mut y)?;
+        self.add(acc, &y)
+    }
+
     /// Memory of the device this backend computes on, when it has its own (a GPU); `None`
     /// means host memory.
     fn device_memory(&self) -> Option<DeviceMemory> {

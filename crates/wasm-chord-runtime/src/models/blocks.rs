@@ -112,6 +112,39 @@ pub fn attention<B: Backend>(
     batch: &Batch<'_>,
     h: &B::Tensor,
 ) -> Result<B::Tensor, RuntimeError> {
+    let att = attention_heads(b, hp, w, cfg, cache, batch, h)?;
+    let mut out = b.tensor(batch.len(), hp.n_embd)?;
+    b.matmul(&w.o, w.o_bias.as_ref(), &att, &mut out)?;
+    Ok(out)
+}
+
+/// `x += attention(h)`: the output projection folded into the residual add.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_add<B: Backend>(
+    b: &B,
+    hp: &HParams,
+    w: &AttentionWeights<B>,
+    cfg: &AttentionConfig,
+    cache: &mut LayerCache<B>,
+    batch: &Batch<'_>,
+    h: &B::Tensor,
+    x: &mut B::Tensor,
+) -> Result<(), RuntimeError> {
+    let att = attention_heads(b, hp, w, cfg, cache, batch, h)?;
+    b.matmul_add(&w.o, w.o_bias.as_ref(), &att, x)?;
+    Ok(())
+}
+
+/// Attention up to, not including, the output projection: `[n, n_head * head_dim_v]`.
+fn attention_heads<B: Backend>(
+    b: &B,
+    hp: &HParams,
+    w: &AttentionWeights<B>,
+    cfg: &AttentionConfig,
+    cache: &mut LayerCache<B>,
+    batch: &Batch<'_>,
+    h: &B::Tensor,
+) -> Result<B::Tensor, RuntimeError> {
     let n = batch.len();
     let mut q = b.tensor(n, hp.n_head * hp.head_dim_k)?;
     let mut k = b.tensor(n, hp.n_embd_k())?;
@@ -148,9 +181,7 @@ pub fn attention<B: Backend>(
     };
     let mut att = b.tensor(n, hp.n_head * hp.head_dim_v)?;
     b.attention(&q, &cache.k, &cache.v, batch.pos0 + n, &params, &mut att)?;
-    let mut out = b.tensor(n, hp.n_embd)?;
-    b.matmul(&w.o, w.o_bias.as_ref(), &att, &mut out)?;
-    Ok(out)
+    Ok(att)
 }
 
 /// Gated feed-forward weights of one layer.
@@ -172,16 +203,24 @@ impl<B: Backend> FeedForwardWeights<B> {
 
 /// `down(act(gate(h)) * up(h))`.
 pub fn feed_forward<B: Backend>(b: &B, hp: &HParams, w: &FeedForwardWeights<B>, act: Activation, h: &B::Tensor) -> Result<B::Tensor, RuntimeError> {
-    let (n, _) = b.shape(h);
-    let mut gate = b.tensor(n, hp.n_ff)?;
-    let mut up = b.tensor(n, hp.n_ff)?;
-    b.matmul(&w.gate, None, h, &mut gate)?;
-    b.matmul(&w.up, None, h, &mut up)?;
-    let mut act_out = b.tensor(n, hp.n_ff)?;
-    b.act_mul(act, &gate, &up, &mut act_out)?;
-    let mut out = b.tensor(n, hp.n_embd)?;
+    let act_out = gated_activation(b, hp, w, act, h)?;
+    let mut out = b.tensor(b.shape(h).0, hp.n_embd)?;
     b.matmul(&w.down, None, &act_out, &mut out)?;
     Ok(out)
+}
+
+/// `act(gate(h)) * up(h)`, the input of the down projection.
+fn gated_activation<B: Backend>(b: &B, hp: &HParams, w: &FeedForwardWeights<B>, act: Activation, h: &B::Tensor) -> Result<B::Tensor, RuntimeError> {
+    let mut act_out = b.tensor(b.shape(h).0, hp.n_ff)?;
+    b.matmul_act_mul(act, &w.gate, &w.up, h, &mut act_out)?;
+    Ok(act_out)
+}
+
+/// `x += down(act(gate(h)) * up(h))`, the down projection folded into the residual add.
+pub fn feed_forward_add<B: Backend>(b: &B, hp: &HParams, w: &FeedForwardWeights<B>, act: Activation, h: &B::Tensor, x: &mut B::Tensor) -> Result<(), RuntimeError> {
+    let act_out = gated_activation(b, hp, w, act, h)?;
+    b.matmul_add(&w.down, None, &act_out, x)?;
+    Ok(())
 }
 
 /// RMS norm of `x` with `weight` into a new tensor.
@@ -266,11 +305,9 @@ impl<B: Backend> PreNormLayer<B> {
         mut x: B::Tensor,
     ) -> Result<B::Tensor, RuntimeError> {
         let h = rms_norm(b, hp, &x, &self.attn_norm)?;
-        let a = attention(b, hp, &self.attn, attn, cache, batch, &h)?;
-        b.add(&mut x, &a)?;
+        attention_add(b, hp, &self.attn, attn, cache, batch, &h, &mut x)?;
         let h = rms_norm(b, hp, &x, &self.ffn_norm)?;
-        let f = feed_forward(b, hp, &self.ffn, act, &h)?;
-        b.add(&mut x, &f)?;
+        feed_forward_add(b, hp, &self.ffn, act, &h, &mut x)?;
         Ok(x)
     }
 }
