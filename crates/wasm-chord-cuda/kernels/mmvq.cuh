@@ -56,7 +56,9 @@ __device__ __forceinline__ void mmvq_item(const u8* b, int it, const int4 (&xv)[
 // in shared memory. GATED: row `blockIdx.x` of w0 (gate) and of w1 (up), y = act(g) * u (`flags`
 // 0: SiLU, 1: GeLU-tanh); otherwise ROWS rows of w0, y = (flags & 1 ? y : 0) + dot + bias.
 // xq: per token `cols` bytes; xd: per token cols / 32 (scale, sum of the bytes).
-template <class T, int NT, int WARPS, int ROWS, bool GATED>
+// UNROLL: item iterations the compiler may overlap (the next item's loads issued before this
+// one's dot products), for rows longer than one pass of the block.
+template <class T, int NT, int WARPS, int ROWS, bool GATED, int UNROLL = 1>
 __device__ __forceinline__ void mmvq(const u8* __restrict__ w0, const u8* __restrict__ w1, u64 row_stride,
                                      const i8* __restrict__ xq, const float2* __restrict__ xd,
                                      const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
@@ -79,6 +81,7 @@ __device__ __forceinline__ void mmvq(const u8* __restrict__ w0, const u8* __rest
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
 
+#pragma unroll UNROLL
     for (int i = tid; i < items; i += WARPS * 32) {
         int4 xv[NT][2];
         float2 xs[NT];

@@ -180,26 +180,35 @@ pub struct Variant {
     pub name: &'static str,
     pub warps: usize,
     pub rows: usize,
+    /// `#pragma unroll` of the item loop.
+    pub unroll: usize,
 }
 
-/// Candidates timed beside the shipped configuration (4 warps, 2 rows).
-pub const VARIANTS: [Variant; 5] = [
-    Variant { name: "q_w4r1", warps: 4, rows: 1 },
-    Variant { name: "q_w2r2", warps: 2, rows: 2 },
-    Variant { name: "q_w8r1", warps: 8, rows: 1 },
-    Variant { name: "q_w2r4", warps: 2, rows: 4 },
-    Variant { name: "q_w4r4", warps: 4, rows: 4 },
+const fn v(name: &'static str, warps: usize, rows: usize, unroll: usize) -> Variant {
+    Variant { name, warps, rows, unroll }
+}
+
+/// Candidates timed beside the shipped configuration (4 warps, 2 rows, no unrolling).
+pub const VARIANTS: [Variant; 8] = [
+    v("q_w4r1", 4, 1, 1),
+    v("q_w2r2", 2, 2, 1),
+    v("q_w8r1", 8, 1, 1),
+    v("q_w2r4", 2, 4, 1),
+    v("q_w4r4", 4, 4, 1),
+    v("q_w4r2u2", 4, 2, 2),
+    v("q_w4r4u2", 4, 4, 2),
+    v("q_w8r2u2", 8, 2, 2),
 ];
 
 /// The CUDA source of [`VARIANTS`] (module `mmvq_variants`).
 pub fn variant_source() -> String {
     let mut s = String::from("#include \"mmvq.cuh\"\n");
     for v in VARIANTS {
-        let (name, warps, rows) = (v.name, v.warps, v.rows);
+        let (name, warps, rows, unroll) = (v.name, v.warps, v.rows, v.unroll);
         s += &format!(
             "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({threads}) {name}_##n(const u8* w, u64 rs, \
              const i8* xq, const float2* xd, const float* bias, float* y, int rows, int cols, int n_tok, int flags) {{ \
-             mmvq<T, 1, {warps}, {rows}, false>(w, nullptr, rs, xq, xd, bias, y, rows, cols, n_tok, flags); }}\nFOR_EACH_QUANT_TYPE(V_{name})\n",
+             mmvq<T, 1, {warps}, {rows}, false, {unroll}>(w, nullptr, rs, xq, xd, bias, y, rows, cols, n_tok, flags); }}\nFOR_EACH_QUANT_TYPE(V_{name})\n",
             threads = 32 * warps,
         );
     }
