@@ -109,6 +109,8 @@ pub struct CudaBackend {
     argmax_out: Mutex<CudaSlice<u32>>,
     /// The int8 matvec's activation scratch outside decode steps (`int8_scratch`).
     int8_scratch: Mutex<Option<CudaSlice<f32>>>,
+    /// The int8 activations the last int8 matmul used, keyed by (tensor address, step epoch).
+    int8_last: Mutex<Option<((u64, u64), ops::mmvq::QuantizedActs)>>,
     /// Rope frequency factors already on the device, by value (a model has one or two sets).
     freq_factors: Mutex<Vec<(Vec<f32>, CudaSlice<f32>)>>,
 }
@@ -136,6 +138,7 @@ impl CudaBackend {
             step: Mutex::new(step),
             argmax_out: Mutex::new(argmax_out),
             int8_scratch: Mutex::new(None),
+            int8_last: Mutex::new(None),
             freq_factors: Mutex::new(Vec::new()),
         })
     }
@@ -187,6 +190,29 @@ impl CudaBackend {
         // kernels the stream runs after this one's.
         let data = unsafe { DeviceBuf::borrowed(self.dev.stream(), address(buf, self.dev.stream()), n) };
         Ok(CudaTensor { rows: 1, cols: n, data })
+    }
+
+    /// The start of an int8 matmul over `x`: its scratch (taken by every call, launching or
+    /// not, so that a step's arena slots are the same in every replay) and, when the previous
+    /// int8 matmul quantized this same tensor with no op in between (q, k and v of one normed
+    /// x), those activations. The sequence of ops alone decides, the same in every replay.
+    fn int8_begin(&self, x: &CudaTensor) -> Result<(CudaTensor, Option<ops::mmvq::QuantizedActs>), BackendError> {
+        let key = (self.addr(&x.data), self.step().epoch());
+        let last = *self.int8_last.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = last.filter(|(k, q)| *k == key && q.fits(x.rows, x.cols)).map(|(_, q)| q);
+        Ok((self.int8_scratch(ops::mmvq::scratch_len(x.rows, x.cols))?, cached))
+    }
+
+    /// The int8 activations of `x` (quantized now unless `int8_begin` found them), remembered
+    /// for the next int8 matmul.
+    fn int8_acts(&self, x: &CudaTensor, (mut scratch, cached): (CudaTensor, Option<ops::mmvq::QuantizedActs>)) -> Result<ops::mmvq::QuantizedActs, BackendError> {
+        let acts = match cached {
+            Some(q) => q,
+            None => ops::mmvq::quantize(&self.dev, x, &mut scratch)?,
+        };
+        let key = (self.addr(&x.data), self.step().epoch());
+        *self.int8_last.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, acts));
+        Ok(acts)
     }
 
     /// Notes an op in the current decode step; `false` when it must not launch (a replay).
@@ -276,6 +302,7 @@ impl Backend for CudaBackend {
 
     fn tensor(&self, rows: usize, cols: usize) -> Result<CudaTensor, BackendError> {
         let n = checked_len(Op::Alloc, rows, cols)?;
+        self.step().bump();
         let bytes = n.max(1).checked_mul(4).ok_or_else(|| BackendError::Shape { op: Op::Alloc, detail: format!("[{rows}, {cols}] overflows") })?;
         if let Some(ptr) = self.step().next_buffer(self.dev.stream(), bytes)? {
             // SAFETY: the arena slot holds `n.max(1)` f32 and lives as long as the backend.
@@ -295,6 +322,7 @@ impl Backend for CudaBackend {
         if matches!(self.step().mode(), Mode::Capture | Mode::Replay) {
             return Err(self.step().refuse(Op::Transfer, "upload"));
         }
+        self.step().bump();
         Ok(CudaTensor { rows, cols, data: self.upload_vec(Op::Transfer, data)?.into() })
     }
 
@@ -370,6 +398,8 @@ impl Backend for CudaBackend {
 
     fn matmul(&self, w: &CudaWeight, bias: Option<&CudaWeight>, x: &CudaTensor, out: &mut CudaTensor) -> Result<(), BackendError> {
         let bias_addr = bias.and_then(|b| b.values.as_ref()).map_or(0, |v| self.addr(v));
+        // Taken before a replay returns, so that every step takes the same arena slots.
+        let int8 = if self.int8_matvec(w, x) { Some(self.int8_begin(x)?) } else { None };
         if !self.step_note(Op::MatMul, &[self.addr(&w.bytes), bias_addr, self.addr(&x.data), self.addr(&out.data), x.rows as u64]) {
             return Ok(());
         }
@@ -386,9 +416,8 @@ impl Backend for CudaBackend {
                 return gemm.matmul(&self.dev, w, bias, x, out);
             }
         }
-        if self.int8_matvec(w, x) {
-            let mut scratch = self.int8_scratch(ops::mmvq::scratch_len(x.rows, x.cols))?;
-            let xq = ops::mmvq::quantize(&self.dev, x, &mut scratch)?;
+        if let Some(int8) = int8 {
+            let xq = self.int8_acts(x, int8)?;
             return ops::mmvq::matmul(&self.dev, w, bias.map(|b| self.addr(b)), &xq, out, false);
         }
         ops::matvec::matmul(&self.dev, w, bias, x, out)
@@ -403,13 +432,13 @@ impl Backend for CudaBackend {
             self.matmul(up, None, x, &mut u)?;
             return self.act_mul(act, &g, &u, out);
         }
+        let int8 = self.int8_begin(x)?;
         let note = [self.addr(&gate.bytes), self.addr(&up.bytes), self.addr(&x.data), self.addr(&out.data), x.rows as u64, 2 + act as u64];
         if !self.step_note(Op::MatMul, &note) {
             return Ok(());
         }
         ops::matvec::check(gate, x, out)?;
-        let mut scratch = self.int8_scratch(ops::mmvq::scratch_len(x.rows, x.cols))?;
-        let xq = ops::mmvq::quantize(&self.dev, x, &mut scratch)?;
+        let xq = self.int8_acts(x, int8)?;
         ops::mmvq::matmul_gated(&self.dev, act, gate, up, &xq, out)
     }
 
@@ -419,6 +448,7 @@ impl Backend for CudaBackend {
             self.matmul(w, bias, x, &mut y)?;
             return self.add(acc, &y);
         }
+        let int8 = self.int8_begin(x)?;
         let bias_addr = bias.and_then(|b| b.values.as_ref()).map_or(0, |v| self.addr(v));
         if !self.step_note(Op::MatMul, &[self.addr(&w.bytes), bias_addr, self.addr(&x.data), self.addr(&acc.data), x.rows as u64, 1]) {
             return Ok(());
@@ -431,8 +461,7 @@ impl Backend for CudaBackend {
             None => None,
         };
         ops::matvec::check(w, x, acc)?;
-        let mut scratch = self.int8_scratch(ops::mmvq::scratch_len(x.rows, x.cols))?;
-        let xq = ops::mmvq::quantize(&self.dev, x, &mut scratch)?;
+        let xq = self.int8_acts(x, int8)?;
         ops::mmvq::matmul(&self.dev, w, bias, &xq, acc, true)
     }
 

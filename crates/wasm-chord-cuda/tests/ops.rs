@@ -281,6 +281,16 @@ fn fused_matmuls_match_cpu() {
             if err > INT8_NMSE {
                 failures.push(format!("matmul_add {ty} n_tok {n_tok}: {err:.2e}"));
             }
+            // A second matmul over the same x with no op between reuses its int8 activations.
+            let mut go = poisoned(g, n_tok, rows);
+            let mut co = c.tensor(n_tok, rows).unwrap();
+            g.matmul_add(&guw, None, &gx, &mut ga).unwrap();
+            g.matmul(&ggw, None, &gx, &mut go).unwrap();
+            c.matmul(&cgw, None, &cx, &mut co).unwrap();
+            let err = nmse(&down(g, &go), &co.data, 0.0);
+            if err > INT8_NMSE {
+                failures.push(format!("matmul {ty} n_tok {n_tok} after matmul_add: {err:.2e}"));
+            }
         }
     }
     assert!(failures.is_empty(), "over budget {INT8_NMSE:.0e}: {failures:?}");

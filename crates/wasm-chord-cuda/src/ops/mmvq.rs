@@ -28,11 +28,14 @@ pub fn supports(ty: TensorType) -> bool {
 /// (Warps per block, rows per block) of `mmvq_<ty>` or, with `batch`, `mmvq8_<ty>`: `MmvqCfg` /
 /// `Mmvq8Cfg` in kernels/mmvq.cu, which this must mirror. The gate kernels take one row of each
 /// weight per block.
-pub fn config(_ty: TensorType, batch: bool) -> (usize, usize) {
-    if batch {
-        (4, 1)
-    } else {
-        (4, 2)
+pub fn config(ty: TensorType, batch: bool) -> (usize, usize) {
+    use TensorType as T;
+    match (batch, ty) {
+        (true, _) => (4, 1),
+        (false, T::Q4_0 | T::IQ4_XS) => (4, 4),
+        (false, T::Q4_1 | T::Q8_0 | T::Q6_K) => (4, 1),
+        (false, T::Q2_K | T::Q5_K | T::IQ4_NL) => (2, 2),
+        (false, _) => (4, 2),
     }
 }
 
@@ -42,28 +45,30 @@ pub fn scratch_len(n_tok: usize, cols: usize) -> usize {
     n_tok * cols / 4 + n_tok * cols / 16
 }
 
-/// Activations quantized by [`quantize`]: the scratch tensor and what it holds.
-pub struct QuantizedActs<'a> {
-    scratch: &'a CudaTensor,
+/// Activations quantized by [`quantize`]: where they are (a device address of a scratch
+/// tensor that outlives every use) and their shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QuantizedActs {
+    base: u64,
     n_tok: usize,
     cols: usize,
 }
 
 /// Quantizes `x` (`[n, cols]`, cols a multiple of 32) into `scratch` (at least
 /// [`scratch_len`] elements).
-pub fn quantize<'a>(dev: &CudaDevice, x: &CudaTensor, scratch: &'a mut CudaTensor) -> Result<QuantizedActs<'a>, BackendError> {
+pub fn quantize(dev: &CudaDevice, x: &CudaTensor, scratch: &mut CudaTensor) -> Result<QuantizedActs, BackendError> {
     let op = Op::MatMul;
     let (n_tok, cols) = (x.rows, x.cols);
     if cols % 32 != 0 || scratch.len() < scratch_len(n_tok, cols) {
         return Err(BackendError::Shape { op, detail: format!("int8 activations of x [{n_tok}, {cols}] into {} floats", scratch.len()) });
     }
     let n_blocks = n_tok * cols / 32;
+    let base = address(&scratch.data, dev.stream());
     if n_blocks > 0 {
         let f = dev.function("quantize_q8").map_err(op_err(op))?;
         let per_block = 8; // warps per 256-thread block, one 32-value block each
         let grid = u32::try_from(n_blocks.div_ceil(per_block)).map_err(|_| BackendError::Shape { op, detail: format!("{n_blocks} blocks") })?;
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (32 * per_block as u32, 1, 1), shared_mem_bytes: 0 };
-        let base = address(&scratch.data, dev.stream());
         let (xq, xd) = (base, base + (n_tok * cols) as u64);
         let nb = i32_of(op, "blocks", n_blocks)?;
         let mut b = dev.stream().launch_builder(&f);
@@ -72,17 +77,21 @@ pub fn quantize<'a>(dev: &CudaDevice, x: &CudaTensor, scratch: &'a mut CudaTenso
         // (f32, f32) pairs (checked above); x holds n_blocks * 32 values.
         unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
     }
-    Ok(QuantizedActs { scratch, n_tok, cols })
+    Ok(QuantizedActs { base, n_tok, cols })
 }
 
-impl QuantizedActs<'_> {
-    fn pointers(&self, dev: &CudaDevice) -> (u64, u64) {
-        let base = address(&self.scratch.data, dev.stream());
-        (base, base + (self.n_tok * self.cols) as u64)
+impl QuantizedActs {
+    /// Whether these are the activations of a tensor of `n_tok` x `cols` values.
+    pub fn fits(&self, n_tok: usize, cols: usize) -> bool {
+        (self.n_tok, self.cols) == (n_tok, cols)
+    }
+
+    fn pointers(&self) -> (u64, u64) {
+        (self.base, self.base + (self.n_tok * self.cols) as u64)
     }
 }
 
-fn check(op: Op, w: &CudaWeight, x: &QuantizedActs<'_>, out: &CudaTensor) -> Result<(), BackendError> {
+fn check(op: Op, w: &CudaWeight, x: &QuantizedActs, out: &CudaTensor) -> Result<(), BackendError> {
     if w.cols != x.cols || out.rows != x.n_tok || out.cols != w.rows {
         return Err(BackendError::Shape {
             op,
@@ -97,7 +106,7 @@ fn check(op: Op, w: &CudaWeight, x: &QuantizedActs<'_>, out: &CudaTensor) -> Res
 
 /// `out = x · wᵀ (+ bias)`, or with `accumulate` `out += x · wᵀ (+ bias)`, over activations
 /// quantized by [`quantize`].
-pub fn matmul(dev: &CudaDevice, w: &CudaWeight, bias: Option<u64>, x: &QuantizedActs<'_>, out: &mut CudaTensor, accumulate: bool) -> Result<(), BackendError> {
+pub fn matmul(dev: &CudaDevice, w: &CudaWeight, bias: Option<u64>, x: &QuantizedActs, out: &mut CudaTensor, accumulate: bool) -> Result<(), BackendError> {
     let batch = x.n_tok > 1;
     let name = format!("{}_{}", if batch { "mmvq8" } else { "mmvq" }, w.ty.name());
     let f = dev.function(&name).map_err(op_err(Op::MatMul))?;
@@ -115,7 +124,7 @@ pub fn launch(
     per_pass: usize,
     w: &CudaWeight,
     bias: Option<u64>,
-    x: &QuantizedActs<'_>,
+    x: &QuantizedActs,
     out: &mut CudaTensor,
     accumulate: bool,
 ) -> Result<(), BackendError> {
@@ -127,7 +136,7 @@ pub fn launch(
     let (warps, rows_per_block) = geometry;
     let cfg = grid(op, w.rows.div_ceil(rows_per_block), x.n_tok.div_ceil(per_pass), warps)?;
     let (rows, cols, n_tok) = (i32_of(op, "rows", w.rows)?, i32_of(op, "cols", w.cols)?, i32_of(op, "tokens", x.n_tok)?);
-    let (xq, xd) = x.pointers(dev);
+    let (xq, xd) = x.pointers();
     let (row_stride, bias, flags) = (w.row_stride as u64, bias.unwrap_or(0), i32::from(accumulate));
     let mut b = dev.stream().launch_builder(f);
     b.arg(&w.bytes).arg(&row_stride).arg(&xq).arg(&xd).arg(&bias).arg(&mut out.data);
@@ -139,7 +148,7 @@ pub fn launch(
 }
 
 /// `out = act(x · gateᵀ) * (x · upᵀ)` in one pass over x and both weights (same type and shape).
-pub fn matmul_gated(dev: &CudaDevice, act: Activation, gate: &CudaWeight, up: &CudaWeight, x: &QuantizedActs<'_>, out: &mut CudaTensor) -> Result<(), BackendError> {
+pub fn matmul_gated(dev: &CudaDevice, act: Activation, gate: &CudaWeight, up: &CudaWeight, x: &QuantizedActs, out: &mut CudaTensor) -> Result<(), BackendError> {
     let op = Op::MatMul;
     check(op, gate, x, out)?;
     if up.ty != gate.ty || up.rows != gate.rows || up.cols != gate.cols || up.row_stride != gate.row_stride {
@@ -152,7 +161,7 @@ pub fn matmul_gated(dev: &CudaDevice, act: Activation, gate: &CudaWeight, up: &C
     let f = dev.function(&format!("{}_{}", if batch { "mmvq8_gate" } else { "mmvq_gate" }, gate.ty.name())).map_err(op_err(op))?;
     let cfg = grid(op, gate.rows, x.n_tok.div_ceil(if batch { BATCH } else { 1 }), config(gate.ty, batch).0)?;
     let (rows, cols, n_tok) = (i32_of(op, "rows", gate.rows)?, i32_of(op, "cols", gate.cols)?, i32_of(op, "tokens", x.n_tok)?);
-    let (xq, xd) = x.pointers(dev);
+    let (xq, xd) = x.pointers();
     let row_stride = gate.row_stride as u64;
     let which: i32 = match act {
         Activation::Silu => 0,
