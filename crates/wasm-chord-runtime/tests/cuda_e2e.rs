@@ -10,7 +10,10 @@
 //!   greedy 32 tokens equal the CPU backend's, and the logits along llama.cpp's greedy
 //!   continuation stay within the bounds fidelity.rs used for an unrounded f32 engine (below).
 //!
-//! The CPU reference runs with `ggml_rounding: false` (plain f32, as the CUDA kernels compute).
+//! The CPU reference runs with `ggml_rounding: false` (plain f32), and the CUDA backend with
+//! `CudaOptions::f32_matvec` so that it computes likewise; the default int8 matvec (activations
+//! rounded to 8 bits as llama.cpp rounds them) is bounded by the CPU's ggml rounding instead
+//! (`synthetic_llama_int8_matvec_within_ggml_rounding`).
 //! A greedy divergence is accepted only where the CPU's top-2 logits are within `NEAR_TIE`.
 //! Without a GPU every test prints a note and passes, unless `WASM_CHORD_REQUIRE_GPU=1`.
 #![cfg(feature = "cuda")]
