@@ -45,8 +45,8 @@ pub fn scratch_len(n_tok: usize, cols: usize) -> usize {
     n_tok * cols / 4 + n_tok * cols / 16
 }
 
-/// Activations quantized by [`quantize`]: where they are (a device address of a scratch
-/// tensor that outlives every use) and their shape.
+/// Activations quantized by [`quantize`]: where they are (the device address of the scratch,
+/// which the caller keeps alive and unwritten while these are in use) and their shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QuantizedActs {
     base: u64,
@@ -197,7 +197,8 @@ const fn v(name: &'static str, warps: usize, rows: usize, unroll: usize) -> Vari
     Variant { name, warps, rows, unroll }
 }
 
-/// Candidates timed beside the shipped configuration (4 warps, 2 rows, no unrolling).
+/// Candidates timed beside the shipped per-type configurations (`MmvqCfg`; each type's pick is
+/// the fastest of these over 7B's decode shapes, bench/runs/2026-11-26-h100-mmvq/call1).
 pub const VARIANTS: [Variant; 8] = [
     v("q_w4r1", 4, 1, 1),
     v("q_w2r2", 2, 2, 1),
