@@ -8,7 +8,8 @@
 //!   machine): 32 greedy tokens equal the CPU backend's.
 //! - The real models of the golden files (tests/golden/logits) when present in the model cache:
 //!   greedy 32 tokens equal the CPU backend's, and the logits along llama.cpp's greedy
-//!   continuation stay within the bounds fidelity.rs used for an unrounded f32 engine (below).
+//!   continuation stay within the bounds fidelity.rs used for an unrounded f32 engine (below);
+//!   the int8 matvec's logits stay within the same bounds of llama.cpp's.
 //!
 //! The CPU reference runs with `ggml_rounding: false` (plain f32), and the CUDA backend with
 //! `CudaOptions::f32_matvec` so that it computes likewise; the default int8 matvec (activations
@@ -446,20 +447,10 @@ fn check_real_model(golden: &str) {
         let mut lc = cpu.forward(&mut kc, &prompt, Outputs::Last).unwrap();
         let mut lg = gpu.forward(&mut kg, &prompt, Outputs::Last).unwrap();
         let (mut top10_max, mut kl_max, mut rel_max) = (0.0f64, 0.0f64, 0.0f32);
-        for (k, step) in steps.iter().enumerate() {
-            let want = step["token"].as_u64().unwrap() as u32;
-            let gap = step["gap"].as_f64().unwrap();
-            let ours = lg.iter().enumerate().filter(|(i, _)| !eog.contains(&(*i as u32))).fold((f32::NEG_INFINITY, 0), |b, (i, &v)| if v > b.0 { (v, i) } else { b }).1 as u32;
-            if ours != want && gap >= TIE_GAP {
-                failures.push(format!("{what} step {k}: CUDA {ours}, llama.cpp {want} (gap {gap:.4})"));
-            }
-            for pair in step["top10"].as_array().unwrap() {
-                let id = pair[0].as_u64().unwrap() as usize;
-                top10_max = top10_max.max((lg[id] as f64 - pair[1].as_f64().unwrap()).abs());
-            }
-            if let Some(f) = p["full_logits"].get(k.to_string()) {
-                kl_max = kl_max.max(kl(&read_f32(&golden_dir().join(f.as_str().unwrap())), &lg));
-            }
+        for k in 0..steps.len() {
+            let (top10, kl_k) = golden_step(&what, k, p, &eog, &lg, &mut failures);
+            top10_max = top10_max.max(top10);
+            kl_max = kl_max.max(kl_k);
             rel_max = rel_max.max(rel_diff(&lc, &lg));
             if k + 1 < steps.len() {
                 lc = cpu.forward(&mut kc, &[generated[k]], Outputs::Last).unwrap();
@@ -481,6 +472,52 @@ fn check_real_model(golden: &str) {
     assert!(worst_kl <= MAX_KL, "{golden}: KL {worst_kl} > {MAX_KL}");
     assert!(worst_rel < MAX_REL_DIFF, "{golden}: CUDA vs CPU relative logit difference {worst_rel:.2e}");
     assert!(gpu.backend().graphs(), "graph capture was turned off (see the warning above)");
+    drop(gpu);
+
+    // The int8 matvec (the default) against llama.cpp's goldens with the same bounds: llama.cpp
+    // rounds the activations to 8 bits likewise, so its distance to llama.cpp is what counts.
+    let int8 = Model::load_on(gpu_with(true, false).expect("a second backend"), &src).expect("load on the GPU");
+    let (mut worst_kl, mut worst_top10) = (0.0f64, 0.0f64);
+    for p in g["prompts"].as_array().unwrap() {
+        let what = format!("{golden}/{} (int8 matvec)", p["name"].as_str().unwrap());
+        let (prompt, generated) = (ids(&p["prompt_tokens"]), ids(&p["generated"]));
+        let n_steps = p["steps"].as_array().unwrap().len();
+        let mut kv = int8.new_kv_cache(n_ctx).unwrap();
+        let mut lg = int8.forward(&mut kv, &prompt, Outputs::Last).unwrap();
+        for k in 0..n_steps {
+            let (top10, kl_k) = golden_step(&what, k, p, &eog, &lg, &mut failures);
+            worst_top10 = worst_top10.max(top10);
+            worst_kl = worst_kl.max(kl_k);
+            if k + 1 < n_steps {
+                lg = int8.forward(&mut kv, &[generated[k]], Outputs::Last).unwrap();
+            }
+        }
+    }
+    println!("{golden} (int8 matvec): worst KL {worst_kl:.2e}, worst top-10 |diff| {worst_top10:.4}; steps {:?}", int8.backend().step_stats());
+    assert!(failures.is_empty(), "disagreements with llama.cpp (int8 matvec):\n{}", failures.join("\n"));
+    assert!(worst_top10 <= MAX_TOP10_DIFF, "{golden} (int8 matvec): top-10 logit difference {worst_top10} > {MAX_TOP10_DIFF}");
+    assert!(worst_kl <= MAX_KL, "{golden} (int8 matvec): KL {worst_kl} > {MAX_KL}");
+    assert!(int8.backend().graphs(), "graph capture was turned off (see the warning above)");
+}
+
+/// Step `k` of golden prompt `p` against CUDA logits `lg`: a different top-1 where llama.cpp's
+/// top-2 gap is clear goes to `failures`; returns the largest top-10 difference and the KL
+/// divergence from llama.cpp's full logits where the golden has them (else 0).
+fn golden_step(what: &str, k: usize, p: &Value, eog: &[u32], lg: &[f32], failures: &mut Vec<String>) -> (f64, f64) {
+    let step = &p["steps"][k];
+    let want = step["token"].as_u64().unwrap() as u32;
+    let gap = step["gap"].as_f64().unwrap();
+    let ours = lg.iter().enumerate().filter(|(i, _)| !eog.contains(&(*i as u32))).fold((f32::NEG_INFINITY, 0), |b, (i, &v)| if v > b.0 { (v, i) } else { b }).1 as u32;
+    if ours != want && gap >= TIE_GAP {
+        failures.push(format!("{what} step {k}: CUDA {ours}, llama.cpp {want} (gap {gap:.4})"));
+    }
+    let mut top10 = 0.0f64;
+    for pair in step["top10"].as_array().unwrap() {
+        let id = pair[0].as_u64().unwrap() as usize;
+        top10 = top10.max((lg[id] as f64 - pair[1].as_f64().unwrap()).abs());
+    }
+    let kl_k = p["full_logits"].get(k.to_string()).map_or(0.0, |f| kl(&read_f32(&golden_dir().join(f.as_str().unwrap())), lg));
+    (top10, kl_k)
 }
 
 #[test]
