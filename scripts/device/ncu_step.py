@@ -8,7 +8,7 @@ with open(sys.argv[1]) as f:
     lines = [l for l in f if l.startswith('"')]
 for r in csv.DictReader(lines):
     if r.get("Metric Name") == "gpu__time_duration.sum":
-        rows.append((r["ID"], r["Kernel Name"], float(r["Metric Value"])))
+        rows.append((r["ID"], r["Kernel Name"], float(r["Metric Value"].replace(",", ""))))
 steps, cur = [], []
 for _, name, ns in rows:
     if name.startswith("embed_") and cur:

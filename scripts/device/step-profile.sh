@@ -20,7 +20,7 @@ stamp tests
 { $C/ops --test-threads=1 2>&1; $C/flash --test-threads=1 2>&1; } > "$OUT/tests.log"
 grep -E "^test |test result|FAIL|panicked" "$OUT/tests.log" | grep -v " ok$" | tail -12
 wait $GEN; stamp "models made"; grep wrote "$OUT/gen.log"
-WASM_CHORD_E2E_GGUF=/tmp/m/1b.gguf $C/cuda_e2e --test-threads=1 --nocapture > "$OUT/e2e.log" 2>&1
+WASM_CHORD_E2E_GGUF=/tmp/m/1b.gguf WASM_CHORD_GOLDEN_DIR=$PWD/crates/wasm-chord-runtime/tests/golden/logits $C/cuda_e2e --test-threads=1 --nocapture > "$OUT/e2e.log" 2>&1
 grep -E "test result|FAIL|panicked|greedy tokens|steps" "$OUT/e2e.log" | tail -12
 for s in 1b 7b 13b; do
   for b in base new; do
@@ -41,9 +41,12 @@ for d in 8192 32768; do
   stamp "7b depth $d: $(cat "$OUT/7b.d$d.json")"
 done
 if left "$LIMIT" && command -v ncu >/dev/null; then
-  timeout $(( LIMIT + 30 - $(date +%s) + T0 )) ncu --metrics gpu__time_duration.sum --csv --print-units base -c 900 \
-    $C/wasm-chord bench -m /tmp/m/1b.gguf --backend cuda -p 0 -n 4 -r 1 > "$OUT/ncu-1b.csv" 2> "$OUT/ncu-1b.log"
-  python3 $C/ncu_step.py "$OUT/ncu-1b.csv" | tee "$OUT/ncu-1b-summary.txt" | tail -25
+  for s in 1b 7b; do
+    left $(( LIMIT + 20 )) || break
+    timeout $(( LIMIT + 40 - $(date +%s) + T0 )) ncu --metrics gpu__time_duration.sum --csv --print-units base -c $([ $s = 1b ] && echo 900 || echo 1300) \
+      $C/wasm-chord bench -m /tmp/m/$s.gguf --backend cuda -p 0 -n 4 -r 1 > "$OUT/ncu-$s.csv" 2> "$OUT/ncu-$s.log"
+    python3 $C/ncu_step.py "$OUT/ncu-$s.csv" > "$OUT/ncu-$s-summary.txt" 2>&1; head -c 3000 "$OUT/ncu-$s-summary.txt" | grep -v "^step" | head -30
+  done
 fi
 python3 - "$OUT" <<'PY'
 import json, sys, os
@@ -63,3 +66,4 @@ for d in [8192, 32768]:
     if j: print(f"| 7b d{d} | pp / tg | | {j['pp']['tok_s']:.1f} / {j['tg']['tok_s']:.1f} | |")
 PY
 stamp done
+cd "$OUT" && tar czf /tmp/all.tgz . && rm -f ./* && mv /tmp/all.tgz "$OUT/all.tgz"
