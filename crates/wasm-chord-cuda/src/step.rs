@@ -76,8 +76,8 @@ unsafe impl Send for Recorded {}
 pub struct StepState {
     mode: Mode,
     graphs: bool,
-    /// Something in the step cannot read its position from the device (a q8_0 cache, say), or
-    /// a capture failed: steps run as plain passes from then on.
+    /// Something in the step cannot read its position from the device (a q8_0 cache with
+    /// standard attention, say), or a capture failed: steps run as plain passes from then on.
     disabled: bool,
     /// The current step runs as a plain pass (graphs off).
     plain: bool,
