@@ -370,6 +370,29 @@ pub trait Backend: Send + Sync {
         self.add(acc, &y)
     }
 
+    /// An attention block's rotary embedding and cache write: rotates the heads of `q` and `k`
+    /// in place (as [`Backend::rope`], rows at `positions`), then writes `k` and `v` into cache
+    /// rows `start..` (as [`Backend::store_kv`]), which a backend may do in one pass. The
+    /// default is the four ops, and a backend's own version must give the same values.
+    #[allow(clippy::too_many_arguments)]
+    fn rope_store_kv(
+        &self,
+        q: &mut Self::Tensor,
+        k: &mut Self::Tensor,
+        v: &Self::Tensor,
+        head_dim: usize,
+        positions: &[usize],
+        p: &RopeParams,
+        k_cache: &mut Self::Cache,
+        v_cache: &mut Self::Cache,
+        start: usize,
+    ) -> Result<(), BackendError> {
+        self.rope(q, head_dim, positions, p)?;
+        self.rope(k, head_dim, positions, p)?;
+        self.store_kv(k_cache, start, k)?;
+        self.store_kv(v_cache, start, v)
+    }
+
     /// Memory of the device this backend computes on, when it has its own (a GPU); `None`
     /// means host memory.
     fn device_memory(&self) -> Option<DeviceMemory> {

@@ -17,6 +17,11 @@
 // A split that sees no key writes (max -inf, sum 0) and is ignored by the combine, so the grid
 // may be sized for more keys than kv_len (graph capture with a fixed grid).
 //
+// Decode steps replayed from a CUDA graph pass pos_ptr (else null): the query's first position
+// is pos_ptr[0], kv_len = pos_ptr[0] + n_q, and the keys are spread evenly over the grid's
+// splits (at least two tiles each) whatever split_len says, so one grid, sized for the cache's
+// capacity, serves every position.
+//
 // KV element types: 0 = f16 rows, 1 = bf16 rows, 2 = q8_0 split into int8 values [rows, cols]
 // and f16 scales [rows, cols / 32] (the CUDA cache's layout), copied raw with cp.async into a
 // staging buffer and dequantized to f16 tiles in shared memory.
@@ -118,7 +123,16 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
                                            const void* __restrict__ vd, float* __restrict__ out,
                                            float* __restrict__ part_o, float* __restrict__ part_ml, int n_q,
                                            int n_head, int n_head_kv, int kv_len, int q_pos0, int window,
-                                           float qscale, float softcap_mul, int split_len) {
+                                           float qscale, float softcap_mul, int split_len,
+                                           const int* __restrict__ pos_ptr) {
+    // Decode kernels only (the host sends no position to the others): the prefill kernels sit
+    // at 255 registers and would spill.
+    if constexpr (BM == 16) if (pos_ptr != nullptr) {
+        q_pos0 = pos_ptr[0];
+        kv_len = q_pos0 + n_q;
+        const int per_split = (kv_len + (int)gridDim.z - 1) / (int)gridDim.z;
+        split_len = max(2 * BN, (per_split + BN - 1) / BN * BN);
+    }
     constexpr bool BF = KV == 1;
     typedef typename FlashElem<BF>::T T;
     typedef FlashSmem<D, KV, BM, BN> L;
@@ -473,9 +487,10 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
     const float *__restrict__ q, const void *__restrict__ kc, const void *__restrict__ vc,                       \
         const void *__restrict__ kd, const void *__restrict__ vd, float *__restrict__ out,                      \
         float *__restrict__ part_o, float *__restrict__ part_ml, int n_q, int n_head, int n_head_kv, int kv_len, \
-        int q_pos0, int window, float qscale, float softcap_mul, int split_len
-#define FLASH_PASS \
-    q, kc, vc, kd, vd, out, part_o, part_ml, n_q, n_head, n_head_kv, kv_len, q_pos0, window, qscale, softcap_mul, split_len
+        int q_pos0, int window, float qscale, float softcap_mul, int split_len, const int *__restrict__ pos_ptr
+#define FLASH_PASS                                                                                               \
+    q, kc, vc, kd, vd, out, part_o, part_ml, n_q, n_head, n_head_kv, kv_len, q_pos0, window, qscale, softcap_mul, \
+        split_len, pos_ptr
 
 // flash_<kv>_d<D>_m<BM>[w4][_fast]: the host picks BM 16 (decode: up to 16 packed rows, WS
 // warps over the keys) or 128 (prefill: 8 warps of 16 rows, or "w4": 4 warps of 32 rows).
@@ -530,17 +545,34 @@ extern "C" __global__ void flash_combine(const float* __restrict__ part_o, const
     out[(u64)row * d + threadIdx.x] = den > 0.0f ? acc / den : 0.0f;
 }
 
+// One block of 32 values into q8_0, one value per lane, rounding as ggml's quantize_row_q8_0.
+__device__ __forceinline__ void store_q8_0_block(const float* __restrict__ x, signed char* __restrict__ qs,
+                                                 __half* __restrict__ scale, int lane) {
+    const float v = x[lane];
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    qs[lane] = (signed char)roundf(v * id);
+    if (lane == 0) scale[0] = __float2half_rn(d);
+}
+
 // Quantizes rows into the q8_0 cache (int8 values and f16 scales kept apart): one warp per block
-// of 32 values, rounding as ggml's quantize_row_q8_0 does.
+// of 32 values.
 extern "C" __global__ void store_q8_0(const float* __restrict__ x, signed char* __restrict__ qs,
                                       __half* __restrict__ scales, u64 n_blocks) {
     const u64 b = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (b >= n_blocks) return;
-    const float v = x[b * 32 + lane];
-    const float amax = warp_max(fabsf(v));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    qs[b * 32 + lane] = (signed char)roundf(v * id);
-    if (lane == 0) scales[b] = __float2half_rn(d);
+    store_q8_0_block(x + b * 32, qs + b * 32, scales + b, lane);
+}
+
+// store_q8_0 at cache row pos[0] (decode steps replayed from a graph): x holds rows of cols values.
+extern "C" __global__ void store_q8_0_at(const float* __restrict__ x, signed char* __restrict__ qs,
+                                         __half* __restrict__ scales, const int* __restrict__ pos, int cols,
+                                         u64 n_blocks) {
+    const u64 b = ((u64)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (b >= n_blocks) return;
+    const u64 dst = (u64)pos[0] * (cols / 32) + b;
+    store_q8_0_block(x + b * 32, qs + dst * 32, scales + dst, lane);
 }

@@ -538,10 +538,7 @@ impl Backend for CudaBackend {
         let mut st = self.step();
         st.note(op, &[self.cache_addr(cache), self.addr(&x.data), x.rows as u64]);
         if st.mode().device_position() {
-            // Decode steps write f16 rows at the device-side position (kernels/step.cu).
-            let CacheData::F16(data) = &mut cache.data else {
-                return Err(st.refuse(op, "into a q8_0 cache (no step kernel yet)"));
-            };
+            // Decode steps write rows at the device-side position (kernels/step.cu, flash.cu).
             if start != st.token_pos().1 || start + x.rows > cache.capacity || x.cols != cache.cols {
                 let why = format!("of {} rows at {start} into a cache of {} (step position {})", x.rows, cache.capacity, st.token_pos().1);
                 return Err(st.refuse(op, &why));
@@ -549,42 +546,126 @@ impl Backend for CudaBackend {
             if !st.mode().launches() {
                 return Ok(());
             }
-            return ops::step::store_f16_at(&self.dev, data, st.pos_dev(), x);
+            return match &mut cache.data {
+                CacheData::F16(data) => ops::step::store_f16_at(&self.dev, data, st.pos_dev(), x),
+                CacheData::Q8_0 { qs, d } => ops::step::store_q8_0_at(&self.dev, qs, d, st.pos_dev(), x),
+            };
         }
         drop(st);
         ops::elementwise::store_kv(&self.dev, cache, start, x)
     }
 
+    /// One launch for f16 caches (`rope_store_kv_f16` in rope.cu); q8_0 caches take the four
+    /// ops (their quantization works on whole 32-value blocks).
+    fn rope_store_kv(
+        &self,
+        q: &mut CudaTensor,
+        k: &mut CudaTensor,
+        v: &CudaTensor,
+        head_dim: usize,
+        positions: &[usize],
+        p: &RopeParams,
+        k_cache: &mut CudaCache,
+        v_cache: &mut CudaCache,
+        start: usize,
+    ) -> Result<(), BackendError> {
+        let op = Op::Rope;
+        let (CacheData::F16(kc), CacheData::F16(vc)) = (&mut k_cache.data, &mut v_cache.data) else {
+            self.rope(q, head_dim, positions, p)?;
+            self.rope(k, head_dim, positions, p)?;
+            self.store_kv(k_cache, start, k)?;
+            return self.store_kv(v_cache, start, v);
+        };
+        let rows = q.rows;
+        if positions.len() != rows || k.rows != rows || v.rows != rows || start + rows > k_cache.capacity.min(v_cache.capacity) {
+            return Err(BackendError::Shape {
+                op,
+                detail: format!("{} positions, q/k/v of {}/{}/{} rows at {start} into caches of {} rows", positions.len(), rows, k.rows, v.rows, k_cache.capacity),
+            });
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut ff_cache = self.freq_factors.lock().unwrap_or_else(|p| p.into_inner());
+        let ff = match &p.freq_factors {
+            Some(f) if !f.is_empty() => {
+                let i = self.freq_factors_index(f, &mut ff_cache)?;
+                Some(&ff_cache[i].1)
+            }
+            _ => None,
+        };
+        let (kc_addr, vc_addr) = (self.addr(kc), self.addr(vc));
+        let mut st = self.step();
+        let rope_bits = [p.freq_base.to_bits(), p.freq_scale.to_bits(), p.ext_factor.to_bits(), p.attn_factor.to_bits()].map(u64::from);
+        st.note(op, &[self.addr(&q.data), self.addr(&k.data), self.addr(&v.data), kc_addr, vc_addr, head_dim as u64, p.n_rot as u64, ff.map_or(0, |f| self.addr(f))]);
+        st.note(op, &rope_bits);
+        let (kcols, vcols) = (k_cache.cols, v_cache.cols);
+        if st.mode().device_position() {
+            let pos = st.token_pos().1;
+            if positions != [pos] || start != pos {
+                return Err(st.refuse(op, &format!("at positions {positions:?} into row {start} (step position {pos})")));
+            }
+            if !st.mode().launches() {
+                return Ok(());
+            }
+            let at = ops::rope::CacheRow::Device(st.pos_dev());
+            return ops::rope::rope_store_kv_f16(&self.dev, q, k, v, head_dim, st.pos_dev(), ff, p, (kc, kcols), (vc, vcols), at);
+        }
+        drop(st);
+        let pos: Vec<i32> = positions.iter().map(|&p| ops::i32_of(op, "position", p)).collect::<Result<_, _>>()?;
+        let pos = self.upload_vec(op, &pos)?;
+        ops::rope::rope_store_kv_f16(&self.dev, q, k, v, head_dim, &pos, ff, p, (kc, kcols), (vc, vcols), ops::rope::CacheRow::Host(start))
+    }
+
     /// Flash attention for head sizes 64, 128 and 256 (keys and values alike); other shapes,
     /// and `AttentionKind::Standard`, use the one-block-per-query-row kernel.
     fn attention(&self, q: &CudaTensor, k: &CudaCache, v: &CudaCache, kv_len: usize, p: &AttentionParams, out: &mut CudaTensor) -> Result<(), BackendError> {
-        // Decode steps read the position from device memory (kernels/step.cu, f16 caches).
+        let flash = self.opts.attention == AttentionKind::Flash && ops::flash::supports(p);
+        if flash && (q.cols != p.n_head * p.head_dim_k || out.cols != p.n_head * p.head_dim_v || out.rows != q.rows) {
+            return Err(BackendError::Shape {
+                op: Op::Attention,
+                detail: format!("q [{}, {}] and out [{}, {}] for {p:?}", q.rows, q.cols, out.rows, out.cols),
+            });
+        }
+        // Decode steps read the position from device memory: flash-decoding with its splits
+        // planned for the cache's capacity (so the graph serves every position), else
+        // kernels/step.cu's standard kernel (f16 caches).
         {
             let op = Op::Attention;
             let mut st = self.step();
             let (nh, window, scale) = (p.n_head as u64, p.window.unwrap_or(0) as u64, p.scale.to_bits() as u64);
-            st.note(op, &[self.addr(&q.data), self.cache_addr(k), self.cache_addr(v), self.addr(&out.data), nh, window, scale]);
+            // The flash partials' address is baked into a captured split launch; a prefill that
+            // grows the workspace moves it, and the step is then recorded again.
+            let partials = if flash && st.mode().device_position() { self.flash.partials_address(&self.dev) } else { 0 };
+            st.note(op, &[self.addr(&q.data), self.cache_addr(k), self.cache_addr(v), self.addr(&out.data), nh, window, scale, partials]);
             if st.mode().device_position() {
-                let (CacheData::F16(kd), CacheData::F16(vd)) = (&k.data, &v.data) else {
-                    return Err(st.refuse(op, "over a q8_0 cache (no step kernel yet)"));
-                };
                 let pos = st.token_pos().1;
                 if p.q_pos0 != pos || kv_len != pos + q.rows || kv_len > k.capacity || kv_len > v.capacity {
                     return Err(st.refuse(op, &format!("at q_pos0 {} over {kv_len} keys (step position {pos})", p.q_pos0)));
                 }
+                if flash && ops::flash::decodes_at(q.rows, p) {
+                    if !st.mode().launches() {
+                        return Ok(());
+                    }
+                    let (kv, vv) = (k.view(), v.view());
+                    let may_grow = st.mode() == Mode::Warmup;
+                    if !ops::flash::flash_attention_at(&self.dev, &self.flash, &q.data, q.rows, &kv, &vv, kv_len, st.pos_dev(), p, may_grow, &mut out.data)? {
+                        // Another cache (capacity) than the warm-up's: its workspace would be
+                        // allocated inside the capture. Warm up again.
+                        return Err(st.rewarm(op, "flash-decoding workspace too small for the capture"));
+                    }
+                    return Ok(());
+                }
+                let (CacheData::F16(kd), CacheData::F16(vd)) = (&k.data, &v.data) else {
+                    return Err(st.refuse(op, "over a q8_0 cache with standard attention (no step kernel)"));
+                };
                 if !st.mode().launches() {
                     return Ok(());
                 }
                 return ops::step::attention_at(&self.dev, q, (kd, k.cols), (vd, v.cols), st.pos_dev(), p, out);
             }
         }
-        if self.opts.attention == AttentionKind::Flash && ops::flash::supports(p) {
-            if q.cols != p.n_head * p.head_dim_k || out.cols != p.n_head * p.head_dim_v || out.rows != q.rows {
-                return Err(BackendError::Shape {
-                    op: Op::Attention,
-                    detail: format!("q [{}, {}] and out [{}, {}] for {p:?}", q.rows, q.cols, out.rows, out.cols),
-                });
-            }
+        if flash {
             let (kv, vv) = (k.view(), v.view());
             return ops::flash::flash_attention(&self.dev, &self.flash, &q.data, q.rows, &kv, &vv, kv_len, p, FlashOptions::default(), &mut out.data);
         }

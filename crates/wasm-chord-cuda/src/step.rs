@@ -16,15 +16,17 @@
 //! (another KV cache: a second session) launches nothing and asks the caller to run the step
 //! again without the hooks; the next step is recorded too, so up to `MAX_GRAPHS` sessions
 //! alternate without re-recording. A tensor of another size empties the arena and the graphs
-//! (warm-up again). A failed capture, or an op with no device-position kernel (a q8_0 cache),
-//! turns steps off for the backend (with a warning): plain passes from then on, as with graphs
-//! off (`WASM_CHORD_CUDA_GRAPH=0`) and at positions past `MAX_STEP_POS`, where the
-//! flash-decoding kernels (host-side positions) beat the step's one-block-per-head attention.
+//! (warm-up again). A failed capture, or an op with no device-position kernel (a q8_0 cache
+//! with standard attention), turns steps off for the backend (with a warning): plain passes from
+//! then on, as with graphs off (`WASM_CHORD_CUDA_GRAPH=0`). Attention in a step is
+//! flash-decoding with its splits planned for the cache's capacity, so one graph serves every
+//! position.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use cudarc::driver::sys::{CUdeviceptr, CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaGraph, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::sys::{CUdeviceptr, CUevent_flags, CUgraphInstantiate_flags, CUgraphNodeType, CUstreamCaptureMode};
+use cudarc::driver::{CudaEvent, CudaGraph, CudaSlice, CudaStream, DevicePtr};
 use wasm_chord_core::backend::{BackendError, Op};
 
 use crate::buffer::DeviceBuf;
@@ -74,10 +76,10 @@ unsafe impl Send for Recorded {}
 pub struct StepState {
     mode: Mode,
     graphs: bool,
-    /// Something in the step cannot read its position from the device (a q8_0 cache, say), or
-    /// a capture failed: steps run as plain passes from then on.
+    /// Something in the step cannot read its position from the device (a q8_0 cache with
+    /// standard attention, say), or a capture failed: steps run as plain passes from then on.
     disabled: bool,
-    /// The current step runs as a plain pass (graphs off, or a position past `MAX_STEP_POS`).
+    /// The current step runs as a plain pass (graphs off).
     plain: bool,
     arena: Vec<Slot>,
     arena_ready: bool,
@@ -85,6 +87,8 @@ pub struct StepState {
     fingerprint: u64,
     /// Why this step cannot be recorded or replayed, once something says so.
     broken: Option<String>,
+    /// The step needs an eager warm-up before it can be captured (scratch to grow).
+    rewarm: bool,
     /// Recorded graphs, newest last.
     recorded: Vec<Recorded>,
     /// The last replay found no graph for its fingerprint: record the next step.
@@ -100,6 +104,90 @@ pub struct StepState {
     /// Counts ops (every `note`, in or out of steps) and new tensors (`bump`): two moments with
     /// the same count have no op between them (the int8 matvec reuses quantized activations).
     epoch: u64,
+    /// Where replayed steps spend their time (`WASM_CHORD_STEP_TIMING=1`).
+    timing: Option<Timing>,
+}
+
+/// Where the time of replayed decode steps goes, measured when `WASM_CHORD_STEP_TIMING=1` and
+/// logged (info) every `TIMING_EVERY` replays: the host running the model code (ops only
+/// checked and fingerprinted), the graph launch call, the graph's span on the GPU (events
+/// around the launch; the GPU is idle when the first is recorded, so this is kernels plus the
+/// gaps between graph nodes), and the host time from one step's launch to the next step's
+/// begin (argmax, its read-back, which waits for the GPU, and the runtime's loop).
+struct Timing {
+    replays: u64,
+    ops_s: f64,
+    launch_s: f64,
+    gpu_s: f64,
+    between_s: f64,
+    begun: Option<Instant>,
+    ended: Option<Instant>,
+    events: Option<(CudaEvent, CudaEvent)>,
+    /// The events of the last launch have not been read yet.
+    pending: bool,
+    /// Kernel and other nodes of the last recorded graph.
+    nodes: (usize, usize),
+}
+
+const TIMING_EVERY: u64 = 64;
+
+impl Timing {
+    fn new(stream: &Arc<CudaStream>) -> Self {
+        let ctx = stream.context();
+        let ev = || ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).ok();
+        let events = ev().zip(ev());
+        Self { replays: 0, ops_s: 0.0, launch_s: 0.0, gpu_s: 0.0, between_s: 0.0, begun: None, ended: None, events, pending: false, nodes: (0, 0) }
+    }
+
+    fn log(&self) {
+        let n = self.replays.max(1) as f64;
+        let us = |s: f64| s / n * 1e6;
+        tracing::info!(
+            "decode step timing over {} replays: model code {:.1} us, graph launch {:.1} us, graph on the GPU {:.1} us, launch to next step {:.1} us; graph: {} kernels, {} other nodes",
+            self.replays,
+            us(self.ops_s),
+            us(self.launch_s),
+            us(self.gpu_s),
+            us(self.between_s),
+            self.nodes.0,
+            self.nodes.1
+        );
+    }
+}
+
+/// Kernel nodes and other nodes of a graph.
+fn count_nodes(graph: &CudaGraph) -> (usize, usize) {
+    use cudarc::driver::sys;
+    let g = graph.cu_graph();
+    let mut n = 0usize;
+    // SAFETY: a null node array asks for the count only; `g` is a live graph.
+    if unsafe { sys::cuGraphGetNodes(g, std::ptr::null_mut(), &mut n) } != sys::CUresult::CUDA_SUCCESS {
+        return (0, 0);
+    }
+    let mut nodes = vec![std::ptr::null_mut(); n];
+    // SAFETY: `nodes` has room for the `n` nodes the graph reported.
+    if unsafe { sys::cuGraphGetNodes(g, nodes.as_mut_ptr(), &mut n) } != sys::CUresult::CUDA_SUCCESS {
+        return (0, 0);
+    }
+    let kernels = nodes
+        .iter()
+        .take(n)
+        .filter(|&&node| {
+            let mut ty = CUgraphNodeType::CU_GRAPH_NODE_TYPE_EMPTY;
+            // SAFETY: `node` belongs to the live graph.
+            let got = unsafe { sys::cuGraphNodeGetType(node, &mut ty) };
+            got == sys::CUresult::CUDA_SUCCESS && ty == CUgraphNodeType::CU_GRAPH_NODE_TYPE_KERNEL
+        })
+        .count();
+    (kernels, n - kernels)
+}
+
+impl Drop for StepState {
+    fn drop(&mut self) {
+        if let Some(t) = &self.timing {
+            t.log();
+        }
+    }
 }
 
 /// Counts of what the decode steps did.
@@ -121,9 +209,6 @@ const SEED: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Recorded graphs kept at once (one per KV cache in use, in practice).
 const MAX_GRAPHS: usize = 8;
-
-/// Positions past this run as plain passes (see `begin`).
-pub const MAX_STEP_POS: usize = 1024;
 
 /// The device address of a slice.
 pub fn address<T>(s: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -149,6 +234,7 @@ impl StepState {
             next_slot: 0,
             fingerprint: SEED,
             broken: None,
+            rewarm: false,
             recorded: Vec::new(),
             capture_next: false,
             token: 0,
@@ -158,6 +244,7 @@ impl StepState {
             pos_dev,
             stats: StepStats::default(),
             epoch: 0,
+            timing: std::env::var("WASM_CHORD_STEP_TIMING").is_ok_and(|v| v == "1").then(|| Timing::new(stream)),
         })
     }
 
@@ -225,6 +312,15 @@ impl StepState {
         BackendError::Other { op, detail: why }
     }
 
+    /// An error for an op that cannot be captured until an eager step has grown its scratch:
+    /// the caller runs this step again, and the next one warms up before the capture.
+    pub fn rewarm(&mut self, op: Op, what: &str) -> BackendError {
+        let why = format!("{op}: {what}");
+        self.rewarm = true;
+        self.break_step(why.clone());
+        BackendError::Other { op, detail: why }
+    }
+
     /// The device buffer of `bytes` bytes for the step's next tensor; `None` outside a step.
     pub fn next_buffer(&mut self, stream: &Arc<CudaStream>, bytes: usize) -> Result<Option<CUdeviceptr>, BackendError> {
         if self.mode == Mode::Off {
@@ -260,12 +356,22 @@ impl StepState {
         if self.mode != Mode::Off {
             return Err(BackendError::Other { op, detail: "a decode step began inside another one".into() });
         }
-        // Plain passes when graphs are off, and at long contexts, where attention dominates and
-        // the flash-decoding kernels (host-side positions, not capturable yet) beat the step's
-        // one-block-per-head attention.
-        self.plain = self.disabled || !self.graphs || pos > MAX_STEP_POS;
+        self.plain = self.disabled || !self.graphs;
         if self.plain {
             return Ok(());
+        }
+        if let Some(t) = &mut self.timing {
+            let now = Instant::now();
+            if let (true, Some((a, b))) = (t.pending, &t.events) {
+                t.gpu_s += a.elapsed_ms(b).map_or(0.0, |ms| ms as f64 / 1e3);
+                t.between_s += t.ended.map_or(0.0, |e| now.duration_since(e).as_secs_f64());
+                t.pending = false;
+                t.replays += 1;
+                if t.replays % TIMING_EVERY == 0 {
+                    t.log();
+                }
+            }
+            t.begun = Some(now);
         }
         let pos32 = i32::try_from(pos).map_err(|_| BackendError::Shape { op, detail: format!("position {pos} exceeds i32") })?;
         let token32 = i32::from_ne_bytes(token.to_ne_bytes());
@@ -275,6 +381,7 @@ impl StepState {
         self.next_slot = 0;
         self.fingerprint = SEED;
         self.broken = None;
+        self.rewarm = false;
         self.stats.steps += 1;
         self.mode = if !self.recorded.is_empty() && !self.capture_next {
             Mode::Replay
@@ -320,6 +427,13 @@ impl StepState {
             Mode::Capture => {
                 // The capture must end whatever happened, or the stream stays in capture mode.
                 let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+                if std::mem::take(&mut self.rewarm) {
+                    let _ = stream.context().check_err();
+                    tracing::debug!(why = ?self.broken.take(), "decode step needs a warm-up before its capture");
+                    self.arena_ready = false;
+                    self.stats.reruns += 1;
+                    return Ok(false);
+                }
                 let graph = match (ended, forward_ok, self.broken.take()) {
                     (Ok(Some(graph)), true, None) => graph,
                     (Ok(_), false, None) => {
@@ -343,6 +457,9 @@ impl StepState {
                     }
                 };
                 graph.launch().map_err(launch_err(op))?;
+                if let Some(t) = &mut self.timing {
+                    t.nodes = count_nodes(&graph);
+                }
                 if self.recorded.len() >= MAX_GRAPHS {
                     self.recorded.remove(0);
                 }
@@ -355,7 +472,23 @@ impl StepState {
                 let found = self.recorded.iter().position(|r| r.fingerprint == self.fingerprint && r.slots == slots);
                 match (found, forward_ok, self.broken.take()) {
                     (Some(i), true, None) => {
+                        let timed = self.timing.as_mut().map(|t| {
+                            let now = Instant::now();
+                            t.ops_s += t.begun.map_or(0.0, |b| now.duration_since(b).as_secs_f64());
+                            if let Some((a, _)) = &t.events {
+                                let _ = a.record(stream);
+                            }
+                            now
+                        });
                         self.recorded[i].graph.launch().map_err(launch_err(op))?;
+                        if let (Some(t), Some(start)) = (&mut self.timing, timed) {
+                            if let Some((_, b)) = &t.events {
+                                t.pending = b.record(stream).is_ok();
+                            }
+                            let now = Instant::now();
+                            t.launch_s += now.duration_since(start).as_secs_f64();
+                            t.ended = Some(now);
+                        }
                         self.stats.replays += 1;
                         Ok(true)
                     }

@@ -57,11 +57,14 @@ struct Case {
     kv_mag: f32,
     /// Prefill variant (FlashOptions::prefill_w4); None: the default.
     w4: Option<bool>,
+    /// Run through `flash_attention_at` (position in device memory, splits planned for the
+    /// capacity) with this many poisoned rows past kv_len; None: `flash_attention`, 7 rows.
+    device_pad: Option<usize>,
 }
 
 impl Case {
     fn new(d: usize, n_head: usize, n_kv: usize, n_q: usize, kv_len: usize, elem: Elem) -> Self {
-        Case { d, n_head, n_kv, n_q, kv_len, window: None, softcap: None, elem, q_mag: 1.0, kv_mag: 1.0, w4: None }
+        Case { d, n_head, n_kv, n_q, kv_len, window: None, softcap: None, elem, q_mag: 1.0, kv_mag: 1.0, w4: None, device_pad: None }
     }
     fn window(mut self, w: usize) -> Self {
         self.window = Some(w);
@@ -165,7 +168,7 @@ fn run_case(g: &CudaBackend, ws: &FlashWorkspace, c: &Case, seed: u64) -> f64 {
     let scale = 1.0 / (c.d as f32).sqrt();
     let p = AttentionParams { n_head: c.n_head, n_head_kv: c.n_kv, head_dim_k: c.d, head_dim_v: c.d, scale, softcap: c.softcap, q_pos0, window: c.window };
     let q = uniform(&mut r, c.n_q * c.n_head * c.d, c.q_mag);
-    let pad = 7;
+    let pad = c.device_pad.unwrap_or(7);
     let k = host_kv(&uniform(&mut r, c.kv_len * cols, c.kv_mag), cols, c.elem, pad);
     let v = host_kv(&uniform(&mut r, c.kv_len * cols, c.kv_mag), cols, c.elem, pad);
 
@@ -189,7 +192,12 @@ fn run_case(g: &CudaBackend, ws: &FlashWorkspace, c: &Case, seed: u64) -> f64 {
     let kv = KvView { data: data(c.elem, &kb, kq.as_ref()), cols, capacity };
     let vv = KvView { data: data(c.elem, &vb, vq.as_ref()), cols, capacity };
     let opts = FlashOptions { fast_bf16: c.elem == Elem::Bf16Fast, prefill_w4: c.w4 };
-    flash::flash_attention(g.device(), ws, &qd, c.n_q, &kv, &vv, c.kv_len, &p, opts, &mut out).unwrap();
+    if c.device_pad.is_some() {
+        let pos = s.clone_htod(&[q_pos0 as i32]).unwrap();
+        assert!(flash::flash_attention_at(g.device(), ws, &qd, c.n_q, &kv, &vv, c.kv_len, &pos, &p, true, &mut out).unwrap());
+    } else {
+        flash::flash_attention(g.device(), ws, &qd, c.n_q, &kv, &vv, c.kv_len, &p, opts, &mut out).unwrap();
+    }
     let got = s.clone_dtoh(&out).unwrap();
     assert!(got.iter().all(|x| x.is_finite()), "{c:?}: non-finite output (or a row never written)");
 
@@ -293,6 +301,21 @@ fn decode_matches_f64() {
             Case::new(128, 8, 8, 3, 2000, elem),
             Case::new(64, 8, 1, 2, 777, elem),
         ]);
+    }
+    run_all(&cases, bound);
+}
+
+/// Decode steps replayed from a graph: one grid planned for a 16k-row cache at every depth
+/// (splits past the position see no key; the poisoned rows past it would show as NaN).
+#[test]
+fn decode_at_device_position_matches_f64() {
+    use Elem::*;
+    let mut cases = Vec::new();
+    for elem in [F16, Q8] {
+        for (n_head, n_kv, n_q, kv_len) in [(32, 8, 1, 1), (32, 8, 1, 129), (32, 32, 1, 1000), (32, 8, 1, 8192), (8, 8, 2, 16000)] {
+            let d = if n_head == 8 { 64 } else { 128 };
+            cases.push(Case { device_pad: Some(16384 - kv_len), ..Case::new(d, n_head, n_kv, n_q, kv_len, elem) });
+        }
     }
     run_all(&cases, bound);
 }

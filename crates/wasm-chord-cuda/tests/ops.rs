@@ -365,6 +365,66 @@ fn rope_matches_cpu() {
     }
 }
 
+/// The fused rope + cache write against the four ops it replaces: q and k rotated as the CPU
+/// rotates them, and cache rows equal bit for bit to what `rope` + `store_kv` write on the GPU
+/// (the same rotation and f16 rounding), rows outside `start..` untouched.
+#[test]
+fn rope_store_kv_matches_the_unfused_ops() {
+    let Some(g) = gpu() else { return };
+    let c = cpu();
+    let mut r = rng(14);
+    let cache_bits = |cache: &wasm_chord_cuda::CudaCache| match &cache.data {
+        wasm_chord_cuda::CacheData::F16(d) => g.device().stream().clone_dtoh(d).unwrap(),
+        wasm_chord_cuda::CacheData::Q8_0 { .. } => panic!("expected an f16 cache"),
+    };
+    for (mode, n_rot, head_dim, ff) in [(RopeMode::Interleaved, 64, 64, false), (RopeMode::Neox, 128, 128, true), (RopeMode::Neox, 32, 64, false)] {
+        let p = RopeParams {
+            mode,
+            n_rot,
+            freq_base: 10000.0,
+            freq_scale: 1.0,
+            ext_factor: 0.0,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: 4096,
+            freq_factors: ff.then(|| (0..n_rot / 2).map(|i| 1.0 + i as f32 / 16.0).collect()),
+        };
+        let (n_head, n_kv, dv) = (8, 2, 96);
+        let (qc, kc, vc) = (n_head * head_dim, n_kv * head_dim, n_kv * dv);
+        for (rows, start) in [(3, 0), (1, 700), (5, 1019)] {
+            let positions: Vec<usize> = (start..start + rows).collect();
+            let (q, k, v) = (randn(&mut r, rows * qc, 1.0), randn(&mut r, rows * kc, 1.0), randn(&mut r, rows * vc, 1.0));
+            let mut fused = (g.cache(1024, kc).unwrap(), g.cache(1024, vc).unwrap());
+            let mut unfused = (g.cache(1024, kc).unwrap(), g.cache(1024, vc).unwrap());
+            let (mut gq, mut gk, gv) = (g.upload(&q, rows, qc).unwrap(), g.upload(&k, rows, kc).unwrap(), g.upload(&v, rows, vc).unwrap());
+            g.rope_store_kv(&mut gq, &mut gk, &gv, head_dim, &positions, &p, &mut fused.0, &mut fused.1, start).unwrap();
+            let (mut uq, mut uk) = (g.upload(&q, rows, qc).unwrap(), g.upload(&k, rows, kc).unwrap());
+            g.rope(&mut uq, head_dim, &positions, &p).unwrap();
+            g.rope(&mut uk, head_dim, &positions, &p).unwrap();
+            g.store_kv(&mut unfused.0, start, &uk).unwrap();
+            g.store_kv(&mut unfused.1, start, &gv).unwrap();
+            let (mut cq, mut ck) = (c.upload(&q, rows, qc).unwrap(), c.upload(&k, rows, kc).unwrap());
+            c.rope(&mut cq, head_dim, &positions, &p).unwrap();
+            c.rope(&mut ck, head_dim, &positions, &p).unwrap();
+            let what = format!("{mode:?} n_rot {n_rot} head_dim {head_dim} rows {rows} at {start}");
+            let (eq, ek) = (norm_err(&down(g, &gq), &cq.data), norm_err(&down(g, &gk), &ck.data));
+            assert!(eq < 1e-5 && ek < 1e-5, "{what}: q {eq:.2e}, k {ek:.2e}");
+            assert_eq!(down(g, &gq), down(g, &uq), "{what}: q");
+            let (fk, uk_bits) = (cache_bits(&fused.0), cache_bits(&unfused.0));
+            let (fv, uv_bits) = (cache_bits(&fused.1), cache_bits(&unfused.1));
+            assert!(fk == uk_bits, "{what}: key cache rows differ");
+            assert!(fv == uv_bits, "{what}: value cache rows differ");
+            assert!(fk[start * kc..(start + rows) * kc].iter().any(|&b| b != 0), "{what}: keys not written");
+        }
+    }
+    // Rows past the cache are an error, not a write out of bounds.
+    let (mut kc, mut vc) = (g.cache(4, 64).unwrap(), g.cache(4, 64).unwrap());
+    let p = RopeParams { mode: RopeMode::Neox, n_rot: 64, freq_base: 10000.0, freq_scale: 1.0, ext_factor: 0.0, attn_factor: 1.0, beta_fast: 32.0, beta_slow: 1.0, n_ctx_orig: 4096, freq_factors: None };
+    let (mut q, mut k, v) = (g.tensor(2, 64).unwrap(), g.tensor(2, 64).unwrap(), g.tensor(2, 64).unwrap());
+    assert!(g.rope_store_kv(&mut q, &mut k, &v, 64, &[3, 4], &p, &mut kc, &mut vc, 3).is_err());
+}
+
 #[test]
 fn elementwise_ops_match_cpu() {
     let Some(g) = gpu() else { return };

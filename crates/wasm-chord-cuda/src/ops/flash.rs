@@ -2,9 +2,10 @@
 //! (flash-decoding); see `kernels/flash.cu`.
 //!
 //! The launch takes every per-call scalar (`kv_len`, `q_pos0`) as a kernel argument and the
-//! grid only from shapes and the split length, so a decode step can be graph-captured once the
-//! caller fixes `split_len` and the grid for the cache's capacity: splits past `kv_len` see no
-//! key and are ignored by the combine.
+//! grid only from shapes and the split length. Decode steps replayed from a CUDA graph use
+//! [`flash_attention_at`]: the position is read from device memory, the number of splits is
+//! planned for the cache's capacity, and the kernel spreads the keys present over them (splits
+//! past `kv_len` see no key and are ignored by the combine), so one grid serves every position.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -82,6 +83,12 @@ pub fn supports(p: &AttentionParams) -> bool {
     p.head_dim_k == p.head_dim_v && HEAD_DIMS.contains(&p.head_dim_k)
 }
 
+/// Whether [`flash_attention_at`] takes these rows: the decode kernels' (at most 16 packed
+/// rows per KV head), the only ones that read the position from device memory.
+pub fn decodes_at(n_q: usize, p: &AttentionParams) -> bool {
+    supports(p) && p.n_head_kv > 0 && n_q * (p.n_head / p.n_head_kv) <= 16
+}
+
 /// Query rows per block (16 when a KV head has at most 16 packed query rows: decode), keys
 /// per tile, and warps per block (decode: warps split each tile's keys), as flash.cu
 /// instantiates them.
@@ -137,6 +144,59 @@ pub fn flash_attention(
     opts: FlashOptions,
     out: &mut CudaSlice<f32>,
 ) -> Result<(), BackendError> {
+    launch(dev, ws, q, n_q, k, v, kv_len, p, opts, None, out).map(|_| ())
+}
+
+/// [`flash_attention`] for a decode step captured in a CUDA graph: the query rows sit at
+/// positions `pos[0]..` and see keys `0..pos[0] + n_q`, read on the device; `kv_len` is the
+/// host's value of that, for the shape check. The grid depends only on shapes and the caches'
+/// capacity. Inside a capture (`may_grow` false) nothing is allocated: `Ok(false)` says the
+/// workspace is too small and nothing was launched (run the step eagerly once first, which
+/// grows it and sets the kernel's shared-memory limit). The caller notes
+/// [`FlashWorkspace::partials_address`] in the step's fingerprint.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_at(
+    dev: &CudaDevice,
+    ws: &FlashWorkspace,
+    q: &CudaSlice<f32>,
+    n_q: usize,
+    k: &KvView,
+    v: &KvView,
+    kv_len: usize,
+    pos: &CudaSlice<i32>,
+    p: &AttentionParams,
+    may_grow: bool,
+    out: &mut CudaSlice<f32>,
+) -> Result<bool, BackendError> {
+    if !decodes_at(n_q, p) {
+        return Err(shape_err(format!("{n_q} query rows of {p:?}: more than 16 packed rows per KV head for a device-side position")));
+    }
+    launch(dev, ws, q, n_q, k, v, kv_len, p, FlashOptions::default(), Some((pos, may_grow)), out)
+}
+
+impl FlashWorkspace {
+    /// Device address of the split partials (0 before the first split launch): a graph that
+    /// captured a split launch is valid only while this stays the same.
+    pub fn partials_address(&self, dev: &CudaDevice) -> u64 {
+        let guard = self.partials.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map_or(0, |b| crate::step::address(b, dev.stream()))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    dev: &CudaDevice,
+    ws: &FlashWorkspace,
+    q: &CudaSlice<f32>,
+    n_q: usize,
+    k: &KvView,
+    v: &KvView,
+    kv_len: usize,
+    p: &AttentionParams,
+    opts: FlashOptions,
+    pos: Option<(&CudaSlice<i32>, bool)>,
+    out: &mut CudaSlice<f32>,
+) -> Result<bool, BackendError> {
     let op = Op::Attention;
     check(n_q, k, v, kv_len, p)?;
     let (qn, on) = (n_q * p.n_head * p.head_dim_k, n_q * p.n_head * p.head_dim_v);
@@ -144,8 +204,9 @@ pub fn flash_attention(
         return Err(shape_err(format!("q of {} values, out of {} for {n_q} rows of {p:?}", q.len(), out.len())));
     }
     if n_q == 0 {
-        return Ok(());
+        return Ok(true);
     }
+    let may_grow = pos.is_none_or(|(_, grow)| grow);
     let d = p.head_dim_k;
     let g = p.n_head / p.n_head_kv;
     let rows = n_q * g;
@@ -161,6 +222,7 @@ pub fn flash_attention(
         let mut occupancy = ws.occupancy.lock().unwrap_or_else(|e| e.into_inner());
         match occupancy.get(&name) {
             Some(&n) => n,
+            None if !may_grow => return Ok(false),
             None => {
                 if smem > 48 * 1024 {
                     f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
@@ -173,7 +235,10 @@ pub fn flash_attention(
         }
     };
     let tiles = rows.div_ceil(bm);
-    let (splits, split_len) = split_plan(tiles * p.n_head_kv, kv_len, bn, per_sm * dev.sm_count());
+    // A graph-captured step plans its splits for the most keys it can see (the kernel then
+    // spreads the keys present over them).
+    let plan_len = if pos.is_some() { k.capacity.min(v.capacity) } else { kv_len };
+    let (splits, split_len) = split_plan(tiles * p.n_head_kv, plan_len, bn, per_sm * dev.sm_count());
     let (softcap_mul, qscale) = match p.softcap {
         Some(cap) if cap > 0.0 => (cap * p.scale * LOG2E, 1.0 / cap),
         _ => (0.0f32, p.scale * LOG2E),
@@ -200,6 +265,10 @@ pub fn flash_attention(
     let mut guard = ws.partials.lock().unwrap_or_else(|e| e.into_inner());
     let part = match guard.take() {
         Some(b) if b.len() >= need => guard.insert(b),
+        old if !may_grow => {
+            *guard = old;
+            return Ok(false);
+        }
         old => {
             drop(old);
             guard.insert(dev.stream().alloc_zeros::<f32>(need).map_err(launch_err(Op::Alloc))?)
@@ -223,8 +292,15 @@ pub fn flash_attention(
             b.arg(x);
         }
         b.arg(&qscale).arg(&softcap_mul).arg(&split_len_i);
+        let no_pos = 0u64;
+        match pos {
+            Some((pos, _)) => b.arg(pos),
+            None => b.arg(&no_pos),
+        };
         // SAFETY: matches FLASH_ARGS; check() verified the q/out lengths and that rows
-        // 0..kv_len of both caches exist; the partials hold splits * n_q * n_head rows.
+        // 0..kv_len of both caches exist (with a device position, the caller checked that it
+        // is the host's, and the grid covers the capacity); the partials hold
+        // splits * n_q * n_head rows.
         unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
     }
     if splits > 1 {
@@ -238,7 +314,7 @@ pub fn flash_attention(
         // SAFETY: matches flash_combine; the partials were written by the launch above.
         unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn shape_err(detail: String) -> BackendError {

@@ -34,6 +34,28 @@ pub fn store_f16_at(dev: &CudaDevice, cache: &mut CudaSlice<u16>, pos: &CudaSlic
     Ok(())
 }
 
+/// Writes the rows of `x` into the q8_0 cache (int8 values `qs`, f16 scales `d`; rows of
+/// `x.cols` values) starting at row `pos[0]` (`store_q8_0_at` in flash.cu); the caller checked
+/// that they fit.
+pub fn store_q8_0_at(dev: &CudaDevice, qs: &mut CudaSlice<i8>, d: &mut CudaSlice<u16>, pos: &CudaSlice<i32>, x: &CudaTensor) -> Result<(), BackendError> {
+    let op = Op::StoreKv;
+    let n = x.rows * x.cols;
+    if n > qs.len() || x.cols % 32 != 0 || n / 32 > d.len() {
+        return Err(BackendError::Shape { op, detail: format!("{} rows of {} into a q8_0 cache of {} values", x.rows, x.cols, qs.len()) });
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let f = dev.function("store_q8_0_at").map_err(op_err(op))?;
+    let (cols, blocks) = (i32_of(op, "cols", x.cols)?, (n / 32) as u64);
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(&x.data).arg(qs).arg(d).arg(pos).arg(&cols).arg(&blocks);
+    // SAFETY: matches `store_q8_0_at`; one warp per block of 32 values, the rows at pos[0]
+    // checked on the host when the position was set.
+    unsafe { b.launch(linear(n)?) }.map_err(launch_err(op))?;
+    Ok(())
+}
+
 /// Attention of the query rows at positions `pos[0]..` over the f16 cache rows up to them;
 /// `k` and `v` are the caches with their row widths. The caller checked that the rows fit.
 pub fn attention_at(

@@ -162,13 +162,10 @@ fn attention_heads<B: Backend>(
         b.rms_norm(&k, kn, hp.rms_eps, &mut normed)?;
         k = normed;
     }
-    b.rope(&mut q, hp.head_dim_k, &batch.positions, &cfg.rope)?;
-    b.rope(&mut k, hp.head_dim_k, &batch.positions, &cfg.rope)?;
+    b.rope_store_kv(&mut q, &mut k, &v, hp.head_dim_k, &batch.positions, &cfg.rope, &mut cache.k, &mut cache.v, batch.pos0)?;
     if let Some(s) = cfg.q_scale {
         b.scale(&mut q, s)?;
     }
-    b.store_kv(&mut cache.k, batch.pos0, &k)?;
-    b.store_kv(&mut cache.v, batch.pos0, &v)?;
     let params = AttentionParams {
         n_head: hp.n_head,
         n_head_kv: hp.n_head_kv,
