@@ -85,8 +85,9 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
 /// 16 bytes of nibbles to 32 bytes: low nibbles (elements 0..16) then high (16..32).
 #[inline(always)]
 unsafe fn nibbles_32(p: *const u8) -> __m256i {
-    let t = _mm_loadu_si128(p as *const __m128i);
-    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F))
+    // Both halves from one broadcast load; the upper half shifted down a nibble.
+    let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+    _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F))
 }
 
 /// The 32 bits at `p` spread to 32 bytes: 0xFF where the bit is set (ggml's `bytes_from_bits_32`).

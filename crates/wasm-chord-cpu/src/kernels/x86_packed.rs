@@ -5,6 +5,7 @@
 //! order as the unpacked tile, so the same bits.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use wasm_chord_core::TensorType;
 
@@ -19,11 +20,11 @@ pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
     }
     use TensorType::*;
     Some(match ty {
-        Q4_0 => matmul_pairs::<Q4_0W, false>,
-        Q4_1 => matmul_pairs::<Q4_1W, false>,
-        Q5_1 => matmul::<Q5_1W, false>,
-        Q8_0 => matmul::<Q8_0W, false>,
-        IQ4_NL => matmul_pairs::<Iq4NlW, false>,
+        Q4_0 => matmul_avx2_nibbles::<Q4_0W>,
+        Q4_1 => matmul_avx2_nibbles::<Q4_1W>,
+        Q5_1 => matmul_avx2::<Q5_1W>,
+        Q8_0 => matmul_avx2::<Q8_0W>,
+        IQ4_NL => matmul_avx2_nibbles::<Iq4NlW>,
         _ => return None,
     })
 }
@@ -72,6 +73,161 @@ fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u
         walk!(tile_vnni, 3)
     } else {
         walk!(tile_avx2, 2)
+    }
+}
+
+/// AVX2: one token (decoding) through the one-token tile, batches through [`gemm`].
+fn matmul_avx2<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    if n_tok < 2 {
+        matmul::<W, false>(k, w, n_rows, a, n_tok, out)
+    } else {
+        gemm::<W>(k, w, n_rows, a, n_tok, out)
+    }
+}
+
+/// [`matmul_avx2`] for the nibble types, whose single tokens use the two-rows-per-register tile.
+fn matmul_avx2_nibbles<W: Nibbles>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    if n_tok < 2 {
+        matmul_pairs::<W, false>(k, w, n_rows, a, n_tok, out)
+    } else {
+        gemm::<W>(k, w, n_rows, a, n_tok, out)
+    }
+}
+
+thread_local! {
+    /// A batch's activation scales as f32: `d_y` of every (token, block), then `s_y` for Q8_1.
+    static ACT_SCALES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Tokens per [`gemm_tile`].
+const GEMM_T: usize = 2;
+
+/// The batched AVX2 walk: the activations' f16 scales are converted once per call instead of
+/// once per tile, the `m · s_y` sums of Q4_1/Q5_1 run in their own pass ([`add_mins`]) so the
+/// tile keeps only its accumulators in registers, and each group of four rows meets
+/// [`GEMM_T`] tokens. Per output the operations of [`tile_body`]: `acc += f32(Σ x·y) · (d_x ·
+/// d_y)` in eight lanes per block, then `hsum(acc) + Σ m · s_y`, so the same bits.
+fn gemm<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    if n_rows == 0 || n_tok == 0 {
+        return;
+    }
+    let nb = k / 32;
+    let (gs, as_) = (GROUP * nb * W::BYTES, nb * W::ACT_BYTES);
+    let n_sc = if W::SIGNED { 1 } else { 2 };
+    let fill = |sc: &mut [f32]| {
+        let (d, s) = sc.split_at_mut(n_tok * nb);
+        for (t, d) in d.chunks_exact_mut(nb).enumerate() {
+            for (b, d) in d.iter_mut().enumerate() {
+                *d = half::f16::from_le_bytes([a[t * as_ + b * W::ACT_BYTES], a[t * as_ + b * W::ACT_BYTES + 1]]).to_f32();
+            }
+        }
+        for (t, s) in s.chunks_exact_mut(nb).enumerate() {
+            for (b, s) in s.iter_mut().enumerate() {
+                *s = half::f16::from_le_bytes([a[t * as_ + b * W::ACT_BYTES + 2], a[t * as_ + b * W::ACT_BYTES + 3]]).to_f32();
+            }
+        }
+    };
+    let mut run = |sc: &[f32]| {
+        let (wp, ap, op, sp) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr(), sc.as_ptr());
+        for_each_tile::<GROUP, GEMM_T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
+            // SAFETY: the tile stays inside the lengths `Kernels::matmul_packed` checked (whole
+            // groups, the last one padded) and the `n_sc * n_tok * nb` scales; this entry exists
+            // only where the CPU has AVX2, FMA and F16C.
+            unsafe {
+                let (g, a, o, d) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(r0 * n_tok + t0), sp.add(t0 * nb));
+                if nt == GEMM_T {
+                    gemm_tile::<W, GEMM_T>(nb, g, nr, a, as_, d, nt, o, n_tok)
+                } else {
+                    for t in 0..nt {
+                        gemm_tile::<W, 1>(nb, g, nr, a.add(t * as_), as_, d.add(t * nb), 1, o.add(t), n_tok)
+                    }
+                }
+                if !W::SIGNED {
+                    add_mins::<W>(nb, g, nr, sp.add((n_tok + t0) * nb), nt, o, n_tok)
+                }
+            }
+        })
+    };
+    let len = n_sc * n_tok * nb;
+    ACT_SCALES.with(|c| match c.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+            fill(&mut buf[..len]);
+            run(&buf[..len]);
+        }
+        Err(_) => {
+            let mut buf = vec![0.0; len];
+            fill(&mut buf);
+            run(&buf);
+        }
+    });
+}
+
+/// One group of four rows by `T` tokens of [`gemm`]; `d` holds each token's `nb` block scales
+/// (token `t`'s at `d + t · nb`).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_tile<W: Legacy, const T: usize>(
+    nb: usize,
+    g: *const u8,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    d: *const f32,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    let sb = if W::SIGNED { 2 } else { 4 };
+    let qb = W::BYTES - sb;
+    let ar: [*const u8; T] = row_ptrs(a, as_, nt);
+    let dr: [*const u8; T] = row_ptrs(d as *const u8, 4 * nb, nt);
+    let mut acc = [[_mm256_setzero_ps(); T]; GROUP];
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        let p = g.add(b * GROUP * W::BYTES);
+        let d4 = _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i));
+        let mut scale = [[0.0f32; GROUP]; T];
+        for t in 0..T {
+            let dy = *(dr[t] as *const f32).add(b);
+            _mm_storeu_ps(scale[t].as_mut_ptr(), _mm_mul_ps(d4, _mm_set1_ps(dy)));
+        }
+        let q = p.add(GROUP * sb);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // `quants` reads past a block's scales; the packed quants start right here.
+            let x = W::quants(q.add(r * qb).sub(sb));
+            let ux = if W::SIGNED { _mm256_sign_epi8(x, x) } else { x };
+            for t in 0..T {
+                let y = _mm256_loadu_si256(ar[t].add((b + 1) * W::ACT_BYTES - 32) as *const __m256i);
+                let yt = if W::SIGNED { _mm256_sign_epi8(y, x) } else { y };
+                let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(ux, yt), ones);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(scale[t][r]), acc[t]);
+            }
+        }
+    }
+    let sums: [[f32; T]; GROUP] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t])));
+    store(sums, nr, nt, out, os);
+}
+
+/// Adds `Σ_b m · s_y` (summed in block order, four rows at once) to `nt` tokens' outputs of a
+/// group; `s` holds each token's `nb` block sums.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn add_mins<W: Legacy>(nb: usize, g: *const u8, nr: usize, s: *const f32, nt: usize, out: *mut f32, os: usize) {
+    for t in 0..nt {
+        let st = s.add(t * nb);
+        let mut accm = _mm_setzero_ps();
+        for b in 0..nb {
+            let m4 = _mm_cvtph_ps(_mm_loadl_epi64(g.add(b * GROUP * W::BYTES + 2 * GROUP) as *const __m128i));
+            accm = _mm_add_ps(accm, _mm_mul_ps(m4, _mm_set1_ps(*st.add(b))));
+        }
+        let mut m = [0.0f32; GROUP];
+        _mm_storeu_ps(m.as_mut_ptr(), accm);
+        for (r, m) in m.iter().enumerate().take(nr) {
+            *out.add(r * os + t) += m;
+        }
     }
 }
 
