@@ -6,6 +6,7 @@
 //! k-quant super-blocks ([`KQuant`]) and plain floats ([`FloatRow`]).
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use wasm_chord_core::TensorType;
 
@@ -361,7 +362,8 @@ enum Correction {
     Offset(i32),
 }
 
-/// A super-block's scales, read once per tile row.
+/// A super-block's scales, unpacked once per group of rows and token chunk.
+#[derive(Clone, Copy)]
 struct KPrep {
     d: f32,
     dmin: f32,
@@ -524,11 +526,74 @@ fn matmul_k<W: KQuant>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize
     // The summation order follows llama.cpp's choice for the whole product (see `KOrder`), so
     // this must see every token of the batch in one call.
     k_runs(W::REPACKED, n_rows, a, n_tok, out, |order, a, n, out| match order {
-        KOrder::VecDot => drive!(tile_k_vec, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
-        KOrder::Tiled => drive!(tile_k_tiled, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
-        KOrder::Repacked => drive!(tile_k_repacked, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
-        KOrder::RepackedGemm => drive!(tile_k_gemm, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
+        KOrder::VecDot => drive_k::<W>(tile_k_vec::<W, 4, 2>, tile_k_vec::<W, 4, 1>, k, w, n_rows, a, n, out),
+        KOrder::Tiled => drive_k::<W>(tile_k_tiled::<W, 4, 2>, tile_k_tiled::<W, 4, 1>, k, w, n_rows, a, n, out),
+        KOrder::Repacked => drive_k::<W>(tile_k_repacked::<W, 4, 2>, tile_k_repacked::<W, 4, 1>, k, w, n_rows, a, n, out),
+        KOrder::RepackedGemm => drive_k::<W>(tile_k_gemm::<W, 4, 2>, tile_k_gemm::<W, 4, 1>, k, w, n_rows, a, n, out),
     })
+}
+
+/// A k-quant tile: `(nb, w, ws, nr, a, as_, nt, out, os, preps)`, `preps` the `4 x nb`
+/// [`KPrep`]s of its rows.
+type KTile = unsafe fn(usize, *const u8, usize, usize, *const u8, usize, usize, *mut f32, usize, *const KPrep);
+
+thread_local! {
+    /// The current group of rows' super-block scales, unpacked once for all its token tiles.
+    static K_PREPS: RefCell<Vec<KPrep>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`drive!`] for the k-quants: tiles of 4 rows by 2 tokens (single tokens for a tail), with
+/// each group of rows' scales unpacked once per token chunk instead of once per tile.
+#[allow(clippy::too_many_arguments)]
+fn drive_k<W: KQuant>(tile: KTile, one: KTile, k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    const R: usize = 4;
+    const T: usize = 2;
+    if n_rows == 0 || n_tok == 0 {
+        return;
+    }
+    let nb = k / W::LEN;
+    let (ws, as_) = (nb * W::BYTES, nb * 292);
+    let (wp, ap, op) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr());
+    let walk = |preps: &mut Vec<KPrep>| {
+        let mut group = usize::MAX;
+        for_each_tile::<R, T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
+            // SAFETY: the tile stays inside the lengths `Kernels::matmul` checked, `preps`
+            // holds `R * nb` entries, and this table entry exists only where the CPU has the
+            // tile's features.
+            unsafe {
+                let (w, a, o) = (wp.add(r0 * ws), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
+                if group != r0 {
+                    group = r0;
+                    fill_preps::<W, R>(nb, w, ws, nr, preps);
+                }
+                let pp = preps.as_ptr();
+                if nt == T {
+                    tile(nb, w, ws, nr, a, as_, nt, o, n_tok, pp)
+                } else {
+                    for t in 0..nt {
+                        one(nb, w, ws, nr, a.add(t * as_), as_, 1, o.add(t), n_tok, pp)
+                    }
+                }
+            }
+        })
+    };
+    K_PREPS.with(|c| match c.try_borrow_mut() {
+        Ok(mut v) => walk(&mut v),
+        Err(_) => walk(&mut Vec::new()),
+    });
+}
+
+/// `preps[r * nb + b]` = the scales of super-block `b` of row `r` (rows past `nr` repeat the
+/// last valid one, as [`row_ptrs`] does).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fill_preps<W: KQuant, const R: usize>(nb: usize, w: *const u8, ws: usize, nr: usize, preps: &mut Vec<KPrep>) {
+    preps.clear();
+    let wr: [*const u8; R] = row_ptrs(w, ws, nr);
+    for row in wr {
+        for b in 0..nb {
+            preps.push(W::prep(row.add(b * W::BYTES)));
+        }
+    }
 }
 
 macro_rules! tile_k_order {
@@ -545,8 +610,9 @@ macro_rules! tile_k_order {
             nt: usize,
             out: *mut f32,
             os: usize,
+            preps: *const KPrep,
         ) {
-            tile_k::<W, R, T>($order, nb, w, ws, nr, a, as_, nt, out, os)
+            tile_k::<W, R, T>($order, nb, w, ws, nr, a, as_, nt, out, os, preps)
         }
     };
 }
@@ -593,6 +659,7 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     nt: usize,
     out: *mut f32,
     os: usize,
+    preps: *const KPrep,
 ) {
     // Shuffles that broadcast scale bytes 2j (low 8 lanes) and 2j+1 (high 8 lanes).
     let spread: [__m128i; 8] = std::array::from_fn(|j| {
@@ -606,7 +673,7 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     for b in 0..nb {
         let wb: [*const u8; R] = std::array::from_fn(|r| wr[r].add(b * W::BYTES));
         let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
-        let prep: [KPrep; R] = std::array::from_fn(|r| W::prep(wb[r]));
+        let prep: [KPrep; R] = std::array::from_fn(|r| *preps.add(r * nb + b));
         let mut isum = [[_mm256_setzero_si256(); T]; R];
         // Per 64 weights, for the repacked gemm's order.
         let mut isb = [[[0i32; 4]; T]; R];

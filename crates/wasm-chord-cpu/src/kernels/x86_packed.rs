@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use wasm_chord_core::TensorType;
 
 use super::for_each_tile;
-use super::packed::{PackedFn, GROUP};
+use super::packed::{act_scales, act_scales_len, PackedFn, GROUP};
 use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, store, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_1W, Q8_0W};
 
 /// The AVX2 packed matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
@@ -43,7 +43,7 @@ pub fn packed_fn_vnni(ty: TensorType) -> Option<PackedFn> {
     })
 }
 
-fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], _sc: &[f32], n_tok: usize, out: &mut [f32]) {
     if n_rows == 0 || n_tok == 0 {
         return;
     }
@@ -77,96 +77,101 @@ fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u
 }
 
 /// AVX2: one token (decoding) through the one-token tile, batches through [`gemm`].
-fn matmul_avx2<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+fn matmul_avx2<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_tok: usize, out: &mut [f32]) {
     if n_tok < 2 {
-        matmul::<W, false>(k, w, n_rows, a, n_tok, out)
+        matmul::<W, false>(k, w, n_rows, a, sc, n_tok, out)
     } else {
-        gemm::<W>(k, w, n_rows, a, n_tok, out)
+        gemm::<W>(k, w, n_rows, a, sc, n_tok, out)
     }
 }
 
 /// [`matmul_avx2`] for the nibble types, whose single tokens use the two-rows-per-register tile.
-fn matmul_avx2_nibbles<W: Nibbles>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+fn matmul_avx2_nibbles<W: Nibbles>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_tok: usize, out: &mut [f32]) {
     if n_tok < 2 {
-        matmul_pairs::<W, false>(k, w, n_rows, a, n_tok, out)
+        matmul_pairs::<W, false>(k, w, n_rows, a, sc, n_tok, out)
     } else {
-        gemm::<W>(k, w, n_rows, a, n_tok, out)
+        gemm::<W>(k, w, n_rows, a, sc, n_tok, out)
     }
 }
 
 thread_local! {
-    /// A batch's activation scales as f32: `d_y` of every (token, block), then `s_y` for Q8_1.
+    /// Activation scales converted here when the caller passed none.
     static ACT_SCALES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Tokens per [`gemm_tile`].
 const GEMM_T: usize = 2;
 
-/// The batched AVX2 walk: the activations' f16 scales are converted once per call instead of
-/// once per tile, the `m · s_y` sums of Q4_1/Q5_1 run in their own pass ([`add_mins`]) so the
-/// tile keeps only its accumulators in registers, and each group of four rows meets
-/// [`GEMM_T`] tokens. Per output the operations of [`tile_body`]: `acc += f32(Σ x·y) · (d_x ·
-/// d_y)` in eight lanes per block, then `hsum(acc) + Σ m · s_y`, so the same bits.
-fn gemm<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+/// The batched AVX2 walk: the activations' scales come converted to f32 ([`act_scales`], once
+/// per product rather than once per tile), the `m · s_y` sums of Q4_1/Q5_1 run in their own
+/// pass ([`add_mins`]) so the tile keeps only its accumulators in registers, and each group of
+/// four rows meets [`GEMM_T`] tokens. Per output the operations of [`tile_body`]: `acc +=
+/// f32(Σ x·y) · (d_x · d_y)` in eight lanes per block, then `hsum(acc) + Σ m · s_y`, so the
+/// same bits.
+fn gemm<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_tok: usize, out: &mut [f32]) {
     if n_rows == 0 || n_tok == 0 {
         return;
     }
     let nb = k / 32;
     let (gs, as_) = (GROUP * nb * W::BYTES, nb * W::ACT_BYTES);
-    let n_sc = if W::SIGNED { 1 } else { 2 };
-    let fill = |sc: &mut [f32]| {
-        let (d, s) = sc.split_at_mut(n_tok * nb);
-        for (t, d) in d.chunks_exact_mut(nb).enumerate() {
-            for (b, d) in d.iter_mut().enumerate() {
-                *d = half::f16::from_le_bytes([a[t * as_ + b * W::ACT_BYTES], a[t * as_ + b * W::ACT_BYTES + 1]]).to_f32();
-            }
-        }
-        for (t, s) in s.chunks_exact_mut(nb).enumerate() {
-            for (b, s) in s.iter_mut().enumerate() {
-                *s = half::f16::from_le_bytes([a[t * as_ + b * W::ACT_BYTES + 2], a[t * as_ + b * W::ACT_BYTES + 3]]).to_f32();
-            }
-        }
-    };
+    let ss = act_scales_len(W::ACT_BYTES, k);
     let mut run = |sc: &[f32]| {
         let (wp, ap, op, sp) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr(), sc.as_ptr());
-        for_each_tile::<GROUP, GEMM_T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
-            // SAFETY: the tile stays inside the lengths `Kernels::matmul_packed` checked (whole
-            // groups, the last one padded) and the `n_sc * n_tok * nb` scales; this entry exists
-            // only where the CPU has AVX2, FMA and F16C.
-            unsafe {
-                let (g, a, o, d) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(r0 * n_tok + t0), sp.add(t0 * nb));
-                if nt == GEMM_T {
-                    gemm_tile::<W, GEMM_T>(nb, g, nr, a, as_, d, nt, o, n_tok)
-                } else {
-                    for t in 0..nt {
-                        gemm_tile::<W, 1>(nb, g, nr, a.add(t * as_), as_, d.add(t * nb), 1, o.add(t), n_tok)
+        // Tokens in chunks whose activations stay in L2 while every group passes over them.
+        let chunk = ((128 << 10) / as_.max(1)).max(GEMM_T) / GEMM_T * GEMM_T;
+        for t0 in (0..n_tok).step_by(chunk) {
+            let t1 = n_tok.min(t0 + chunk);
+            for r0 in (0..n_rows).step_by(GROUP) {
+                let nr = GROUP.min(n_rows - r0);
+                // SAFETY: the tiles stay inside the lengths `Kernels::matmul_packed` checked
+                // (whole groups, the last one padded) and the `ss * n_tok` scales; this entry
+                // exists only where the CPU has AVX2, FMA and F16C.
+                unsafe {
+                    let g = wp.add(r0 / GROUP * gs);
+                    let mut t = t0;
+                    while t < t1 {
+                        let (a, o, d) = (ap.add(t * as_), op.add(r0 * n_tok + t), sp.add(t * ss));
+                        if t1 - t >= GEMM_T {
+                            gemm_tile::<W, GEMM_T>(nb, g, nr, a, as_, d, ss, GEMM_T, o, n_tok);
+                            t += GEMM_T;
+                        } else {
+                            gemm_tile::<W, 1>(nb, g, nr, a, as_, d, ss, 1, o, n_tok);
+                            t += 1;
+                        }
+                    }
+                    if !W::SIGNED {
+                        add_mins::<W>(nb, g, nr, sp.add(t0 * ss + nb), ss, t1 - t0, op.add(r0 * n_tok + t0), n_tok)
                     }
                 }
-                if !W::SIGNED {
-                    add_mins::<W>(nb, g, nr, sp.add((n_tok + t0) * nb), nt, o, n_tok)
-                }
             }
-        })
+        }
     };
-    let len = n_sc * n_tok * nb;
+    if sc.len() == ss * n_tok {
+        return run(sc);
+    }
+    let fill = |buf: &mut [f32]| {
+        for (row, dst) in a.chunks_exact(as_).zip(buf.chunks_exact_mut(ss)) {
+            act_scales(W::ACT_BYTES, row, dst);
+        }
+    };
     ACT_SCALES.with(|c| match c.try_borrow_mut() {
         Ok(mut buf) => {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
+            if buf.len() < ss * n_tok {
+                buf.resize(ss * n_tok, 0.0);
             }
-            fill(&mut buf[..len]);
-            run(&buf[..len]);
+            fill(&mut buf[..ss * n_tok]);
+            run(&buf[..ss * n_tok]);
         }
         Err(_) => {
-            let mut buf = vec![0.0; len];
+            let mut buf = vec![0.0; ss * n_tok];
             fill(&mut buf);
             run(&buf);
         }
     });
 }
 
-/// One group of four rows by `T` tokens of [`gemm`]; `d` holds each token's `nb` block scales
-/// (token `t`'s at `d + t · nb`).
+/// One group of four rows by `T` tokens of [`gemm`]; token `t`'s `nb` block scales `d_y` are
+/// at `d + t · ss`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_tile<W: Legacy, const T: usize>(
@@ -176,6 +181,7 @@ unsafe fn gemm_tile<W: Legacy, const T: usize>(
     a: *const u8,
     as_: usize,
     d: *const f32,
+    ss: usize,
     nt: usize,
     out: *mut f32,
     os: usize,
@@ -183,7 +189,7 @@ unsafe fn gemm_tile<W: Legacy, const T: usize>(
     let sb = if W::SIGNED { 2 } else { 4 };
     let qb = W::BYTES - sb;
     let ar: [*const u8; T] = row_ptrs(a, as_, nt);
-    let dr: [*const u8; T] = row_ptrs(d as *const u8, 4 * nb, nt);
+    let dr: [*const u8; T] = row_ptrs(d as *const u8, 4 * ss, nt);
     let mut acc = [[_mm256_setzero_ps(); T]; GROUP];
     let ones = _mm256_set1_epi16(1);
     for b in 0..nb {
@@ -212,21 +218,28 @@ unsafe fn gemm_tile<W: Legacy, const T: usize>(
 }
 
 /// Adds `Σ_b m · s_y` (summed in block order, four rows at once) to `nt` tokens' outputs of a
-/// group; `s` holds each token's `nb` block sums.
+/// group; token `t`'s `nb` block sums `s_y` are at `s + t · ss`. Four tokens at a time, so
+/// four independent running sums hide the adds' latency.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn add_mins<W: Legacy>(nb: usize, g: *const u8, nr: usize, s: *const f32, nt: usize, out: *mut f32, os: usize) {
-    for t in 0..nt {
-        let st = s.add(t * nb);
-        let mut accm = _mm_setzero_ps();
+unsafe fn add_mins<W: Legacy>(nb: usize, g: *const u8, nr: usize, s: *const f32, ss: usize, nt: usize, out: *mut f32, os: usize) {
+    const N: usize = 4;
+    for t0 in (0..nt).step_by(N) {
+        let n = N.min(nt - t0);
+        let st: [*const u8; N] = row_ptrs(s.add(t0 * ss) as *const u8, 4 * ss, n);
+        let mut accm = [_mm_setzero_ps(); N];
         for b in 0..nb {
             let m4 = _mm_cvtph_ps(_mm_loadl_epi64(g.add(b * GROUP * W::BYTES + 2 * GROUP) as *const __m128i));
-            accm = _mm_add_ps(accm, _mm_mul_ps(m4, _mm_set1_ps(*st.add(b))));
+            for (acc, st) in accm.iter_mut().zip(st) {
+                *acc = _mm_add_ps(*acc, _mm_mul_ps(m4, _mm_set1_ps(*(st as *const f32).add(b))));
+            }
         }
-        let mut m = [0.0f32; GROUP];
-        _mm_storeu_ps(m.as_mut_ptr(), accm);
-        for (r, m) in m.iter().enumerate().take(nr) {
-            *out.add(r * os + t) += m;
+        for (t, acc) in accm.iter().enumerate().take(n) {
+            let mut m = [0.0f32; GROUP];
+            _mm_storeu_ps(m.as_mut_ptr(), *acc);
+            for (r, m) in m.iter().enumerate().take(nr) {
+                *out.add(r * os + t0 + t) += m;
+            }
         }
     }
 }
@@ -334,7 +347,7 @@ impl Nibbles for Iq4NlW {
     }
 }
 
-fn matmul_pairs<W: Nibbles, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+fn matmul_pairs<W: Nibbles, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], _sc: &[f32], n_tok: usize, out: &mut [f32]) {
     if n_rows == 0 || n_tok == 0 {
         return;
     }

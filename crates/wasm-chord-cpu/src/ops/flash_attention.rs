@@ -18,7 +18,7 @@ use half::slice::HalfFloatSliceExt;
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
 use wasm_chord_core::quant::{q8_0, BlockQ8_0};
 
-use super::dot::{axpy_f32, dot_f32};
+use super::dot::axpy_f32;
 use crate::tensor::CpuTensor;
 use crate::threads::Threads;
 
@@ -234,7 +234,10 @@ fn attend_block(
     let mut max = vec![f32::NEG_INFINITY; n_rows * heads];
     let mut sum = vec![0.0f32; n_rows * heads];
     let mut acc = vec![0.0f32; n_rows * heads * dv];
-    let mut k_tile = vec![0.0f32; KV_TILE * dk];
+    let mut k_rows = vec![0.0f32; KV_TILE * dk];
+    // The key tile transposed, `[dk, KV_TILE]`: a query's scores against the whole tile are
+    // then `KV_TILE` running sums, one per key, that stay in registers while `d` advances.
+    let mut k_cols = vec![0.0f32; dk * KV_TILE];
     let mut v_tile = vec![0.0f32; KV_TILE * dv];
     let mut scores = [0.0f32; KV_TILE];
 
@@ -242,24 +245,30 @@ fn attend_block(
     let mut t0 = span.start;
     while t0 < span.end {
         let t1 = span.end.min(t0 + KV_TILE);
-        k.load(t0, kv_head * dk, dk, &mut k_tile[..(t1 - t0) * dk]);
-        v.load(t0, kv_head * dv, dv, &mut v_tile[..(t1 - t0) * dv]);
+        let n = t1 - t0;
+        k.load(t0, kv_head * dk, dk, &mut k_rows[..n * dk]);
+        for (d, col) in k_cols.chunks_exact_mut(KV_TILE).enumerate() {
+            for (j, c) in col.iter_mut().enumerate() {
+                // Keys past the tile's end get zeros: finite scores that nothing reads.
+                *c = if j < n { k_rows[j * dk + d] } else { 0.0 };
+            }
+        }
+        v.load(t0, kv_head * dv, dv, &mut v_tile[..n * dv]);
         for r in 0..n_rows {
             let see = visible(p, rows.start + r);
             let (j0, j1) = (see.start.max(t0), see.end.min(t1));
             if j0 >= j1 {
                 continue;
             }
-            let s = &mut scores[..j1 - j0];
             for h in 0..heads {
                 let slot = r * heads + h;
-                let qh = &qs[slot * dk..][..dk];
-                for (s, j) in s.iter_mut().zip(j0..j1) {
-                    let mut x = dot_f32(&k_tile[(j - t0) * dk..][..dk], qh);
+                scores_tile(&qs[slot * dk..][..dk], &k_cols, &mut scores);
+                let s = &mut scores[j0 - t0..j1 - t0];
+                for x in s.iter_mut() {
                     if let Some(cap) = p.softcap {
-                        x = cap * (x / cap).tanh();
+                        *x = cap * (*x / cap).tanh();
                     }
-                    *s = x * p.scale;
+                    *x *= p.scale;
                 }
                 let tile_max = s.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
                 let new_max = max[slot].max(tile_max);
@@ -276,9 +285,7 @@ fn attend_block(
                 if rescale != 1.0 {
                     o.iter_mut().for_each(|y| *y *= rescale);
                 }
-                for (w, j) in s.iter().zip(j0..j1) {
-                    axpy_f32(o, *w, &v_tile[(j - t0) * dv..][..dv]);
-                }
+                add_values(o, s, &v_tile[(j0 - t0) * dv..(j1 - t0) * dv]);
             }
         }
         t0 = t1;
@@ -288,6 +295,44 @@ fn attend_block(
     for ((o, s), d) in acc.chunks_exact(dv).zip(&sum).zip(dst.iter_mut().flat_map(|row| row.chunks_exact_mut(dv))) {
         let inv = 1.0 / s;
         d.iter_mut().zip(o).for_each(|(d, o)| *d = o * inv);
+    }
+}
+
+/// `scores[j] = Σ_d q[d] · k_cols[d, j]` for every key `j` of a tile, summed over `d` in order.
+#[inline(always)]
+fn scores_tile(q: &[f32], k_cols: &[f32], scores: &mut [f32; KV_TILE]) {
+    let mut s = [0.0f32; KV_TILE];
+    for (&qd, col) in q.iter().zip(k_cols.chunks_exact(KV_TILE)) {
+        for (s, &k) in s.iter_mut().zip(col) {
+            *s += qd * k;
+        }
+    }
+    *scores = s;
+}
+
+/// Output columns per register block of [`add_values`].
+const V_COLS: usize = 64;
+
+/// `o += Σ_j w[j] · values[j]` (`values` holds `w.len()` rows of `o.len()`), each output
+/// summed over `j` in order, [`V_COLS`] columns at a time so their sums stay in registers.
+#[inline(always)]
+fn add_values(o: &mut [f32], w: &[f32], values: &[f32]) {
+    let dv = o.len();
+    let mut blocks = o.chunks_exact_mut(V_COLS);
+    for (c, ob) in (&mut blocks).enumerate() {
+        let mut reg = [0.0f32; V_COLS];
+        reg.copy_from_slice(ob);
+        for (&wj, row) in w.iter().zip(values.chunks_exact(dv)) {
+            for (r, &x) in reg.iter_mut().zip(&row[c * V_COLS..][..V_COLS]) {
+                *r += wj * x;
+            }
+        }
+        ob.copy_from_slice(&reg);
+    }
+    let rest = blocks.into_remainder();
+    let c0 = dv - rest.len();
+    for (&wj, row) in w.iter().zip(values.chunks_exact(dv)) {
+        axpy_f32(rest, wj, &row[c0..]);
     }
 }
 
