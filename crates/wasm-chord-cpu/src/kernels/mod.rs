@@ -242,8 +242,8 @@ impl Kernels {
         PackedWeight::pack(ty, rows, cols, bytes)
     }
 
-    /// [`Kernels::matmul`] on rows `r0..r0 + n_rows` of a weight this set packed; `r0` must be
-    /// a multiple of [`packed::GROUP`]. `scales` holds the activations' block scales as f32
+    /// [`Kernels::matmul`] on rows `r0..r0 + n_rows` of a weight this set packed, written
+    /// token-major (`out[t * n_rows + r]`); `r0` must be a multiple of [`packed::GROUP`]. `scales` holds the activations' block scales as f32
     /// ([`Kernels::act_scales`], row after row), or is empty (the kernel converts them).
     #[allow(clippy::too_many_arguments)]
     pub fn matmul_packed(

@@ -23,9 +23,9 @@ use wasm_chord_core::TensorType;
 /// Rows interleaved in one group.
 pub const GROUP: usize = 4;
 
+/// `out[t * n_rows + r] = Σ_i w[r, i] · a[t, i]` (token-major, unlike [`super::MatmulFn`]):
 /// `w` holds the groups of the rows asked for (from a group boundary), `n_rows` of them valid;
-/// `scales` the activations' [`act_scales`] (or nothing: the kernel converts them itself);
-/// otherwise as [`super::MatmulFn`].
+/// `scales` the activations' [`act_scales`] (or nothing: the kernel converts them itself).
 pub type PackedFn = fn(k: usize, w: &[u8], n_rows: usize, a: &[u8], scales: &[f32], n_tok: usize, out: &mut [f32]);
 
 /// f32 values per token of [`act_scales`] for rows of `k` activations in blocks of

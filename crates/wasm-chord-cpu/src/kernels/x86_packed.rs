@@ -11,7 +11,7 @@ use wasm_chord_core::TensorType;
 
 use super::for_each_tile;
 use super::packed::{act_scales, act_scales_len, PackedFn, GROUP};
-use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, store, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_1W, Q8_0W};
+use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_1W, Q8_0W};
 
 /// The AVX2 packed matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
 pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
@@ -57,12 +57,12 @@ fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u
                 // (whole groups, the last one padded), and this entry exists only where the CPU
                 // has the tile's features.
                 unsafe {
-                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
+                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(t0 * n_rows + r0));
                     if nt == $T {
-                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_tok)
+                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_rows)
                     } else {
                         for t in 0..nt {
-                            $tile::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t), n_tok)
+                            $tile::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t * n_rows), n_rows)
                         }
                     }
                 }
@@ -73,6 +73,18 @@ fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u
         walk!(tile_vnni, 3)
     } else {
         walk!(tile_avx2, 2)
+    }
+}
+
+/// Stores the `nr x nt` corner of a tile's sums token by token (`out[t · os + r]`): the packed
+/// kernels write `[n_tok, n_rows]`, the layout of the matmul's output, so a caller copies whole
+/// runs of rows instead of transposing.
+#[inline(always)]
+unsafe fn store_by_token<const R: usize, const T: usize>(sums: [[f32; T]; R], nr: usize, nt: usize, out: *mut f32, os: usize) {
+    for (r, row) in sums.iter().enumerate().take(nr) {
+        for (t, &v) in row.iter().enumerate().take(nt) {
+            *out.add(t * os + r) = v;
+        }
     }
 }
 
@@ -130,17 +142,17 @@ fn gemm<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_to
                     let g = wp.add(r0 / GROUP * gs);
                     let mut t = t0;
                     while t < t1 {
-                        let (a, o, d) = (ap.add(t * as_), op.add(r0 * n_tok + t), sp.add(t * ss));
+                        let (a, o, d) = (ap.add(t * as_), op.add(t * n_rows + r0), sp.add(t * ss));
                         if t1 - t >= GEMM_T {
-                            gemm_tile::<W, GEMM_T>(nb, g, nr, a, as_, d, ss, GEMM_T, o, n_tok);
+                            gemm_tile::<W, GEMM_T>(nb, g, nr, a, as_, d, ss, GEMM_T, o, n_rows);
                             t += GEMM_T;
                         } else {
-                            gemm_tile::<W, 1>(nb, g, nr, a, as_, d, ss, 1, o, n_tok);
+                            gemm_tile::<W, 1>(nb, g, nr, a, as_, d, ss, 1, o, n_rows);
                             t += 1;
                         }
                     }
                     if !W::SIGNED {
-                        add_mins::<W>(nb, g, nr, sp.add(t0 * ss + nb), ss, t1 - t0, op.add(r0 * n_tok + t0), n_tok)
+                        add_mins::<W>(nb, g, nr, sp.add(t0 * ss + nb), ss, t1 - t0, op.add(t0 * n_rows + r0), n_rows)
                     }
                 }
             }
@@ -209,12 +221,23 @@ unsafe fn gemm_tile<W: Legacy, const T: usize>(
                 let y = _mm256_loadu_si256(ar[t].add((b + 1) * W::ACT_BYTES - 32) as *const __m256i);
                 let yt = if W::SIGNED { _mm256_sign_epi8(y, x) } else { y };
                 let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(ux, yt), ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(scale[t][r]), acc[t]);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), broadcast_from_memory(&scale[t][r]), acc[t]);
             }
         }
     }
     let sums: [[f32; T]; GROUP] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t])));
-    store(sums, nr, nt, out, os);
+    store_by_token(sums, nr, nt, out, os);
+}
+
+/// `x` in all eight lanes, loaded from memory: `vbroadcastss` from memory is a plain load on
+/// current cores, where the compiler, left alone, forwards the stored value and broadcasts it
+/// from a register with a shuffle or two (ALU work that competes with the dot products).
+#[inline]
+#[target_feature(enable = "avx")]
+unsafe fn broadcast_from_memory(x: &f32) -> __m256 {
+    let v: __m256;
+    std::arch::asm!("vbroadcastss {v}, dword ptr [{p}]", v = out(ymm_reg) v, p = in(reg) x as *const f32, options(pure, readonly, nostack, preserves_flags));
+    v
 }
 
 /// Adds `Σ_b m · s_y` (summed in block order, four rows at once) to `nt` tokens' outputs of a
@@ -238,7 +261,7 @@ unsafe fn add_mins<W: Legacy>(nb: usize, g: *const u8, nr: usize, s: *const f32,
             let mut m = [0.0f32; GROUP];
             _mm_storeu_ps(m.as_mut_ptr(), *acc);
             for (r, m) in m.iter().enumerate().take(nr) {
-                *out.add(r * os + t0 + t) += m;
+                *out.add((t0 + t) * os + r) += m;
             }
         }
     }
@@ -313,7 +336,7 @@ unsafe fn tile_body<W: Legacy, const T: usize, const VNNI: bool>(
         _mm_storeu_ps(m[t].as_mut_ptr(), accm[t]);
     }
     let sums: [[f32; T]; GROUP] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t]) + m[t][r]));
-    store(sums, nr, nt, out, os);
+    store_by_token(sums, nr, nt, out, os);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -361,12 +384,12 @@ fn matmul_pairs<W: Nibbles, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize,
             for_each_tile::<GROUP, $T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
                 // SAFETY: as in `matmul`.
                 unsafe {
-                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
+                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(t0 * n_rows + r0));
                     if nt == $T {
-                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_tok)
+                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_rows)
                     } else {
                         for t in 0..nt {
-                            $pairs::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t), n_tok)
+                            $pairs::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t * n_rows), n_rows)
                         }
                     }
                 }
@@ -467,5 +490,5 @@ unsafe fn pairs_body<W: Nibbles, const T: usize, const VNNI: bool>(
             hsum(acc) + m[t][r]
         })
     });
-    store(sums, nr, nt, out, os);
+    store_by_token(sums, nr, nt, out, os);
 }

@@ -222,11 +222,17 @@ fn matmul_tasks(threads: &Threads, kernels: &Kernels, w: &CpuWeight, acts: &[u8]
             if rows(r0, nr, tile).is_err() {
                 tile.fill(f32::NAN);
             }
+            // The packed kernels write `[n_tok, nr]`, the file-layout ones `[nr, n_tok]`.
+            let token_major = w.packed.is_some();
             for t in 0..n_tok {
                 // SAFETY: this task alone owns columns `r0..r0 + nr` of every row of
                 // `out`, which is `n_tok * n_out` long (checked by the caller).
                 let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * n_out + r0), nr) };
-                row.iter_mut().zip(tile[t..].iter().step_by(n_tok)).for_each(|(o, v)| *o = *v);
+                if token_major {
+                    row.copy_from_slice(&tile[t * nr..(t + 1) * nr]);
+                } else {
+                    row.iter_mut().zip(tile[t..].iter().step_by(n_tok)).for_each(|(o, v)| *o = *v);
+                }
             }
         });
     });
