@@ -270,17 +270,15 @@ fn attend_block(
                     }
                     *x *= p.scale;
                 }
-                let tile_max = s.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+                let tile_max = lane_reduce(s, f32::NEG_INFINITY, f32::max);
                 let new_max = max[slot].max(tile_max);
                 // exp(-inf) = 0 on the first tile, where the sum and output are still zero.
                 let rescale = (max[slot] - new_max).exp();
                 max[slot] = new_max;
-                let mut tile_sum = 0.0f32;
                 for x in s.iter_mut() {
-                    *x = (*x - new_max).exp();
-                    tile_sum += *x;
+                    *x = exp_nonpositive(*x - new_max);
                 }
-                sum[slot] = sum[slot] * rescale + tile_sum;
+                sum[slot] = sum[slot] * rescale + lane_reduce(s, 0.0, |a, b| a + b);
                 let o = &mut acc[slot * dv..][..dv];
                 if rescale != 1.0 {
                     o.iter_mut().for_each(|y| *y *= rescale);
@@ -296,6 +294,39 @@ fn attend_block(
         let inv = 1.0 / s;
         d.iter_mut().zip(o).for_each(|(d, o)| *d = o * inv);
     }
+}
+
+/// `f` folded over `x` in eight interleaved running values (so the compiler can keep them in
+/// one vector register), combined at the end.
+#[inline(always)]
+fn lane_reduce(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut lanes = [init; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = f(*l, v);
+        }
+    }
+    let rest = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
+    f(lanes.iter().fold(init, |a, &v| f(a, v)), rest)
+}
+
+/// `exp(x)` for `x <= 0` (a score minus the running maximum) without a library call, so a
+/// tile's exponentials vectorize: Cephes' `expf` (range reduction by `ln 2` in two parts and a
+/// degree-6 polynomial, within 2 ulp), with `x` clamped at -87.3 where `exp` leaves the normal
+/// range (a result of 1e-38 instead of 0 weighs nothing against the running maximum's 1).
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.max(-87.3);
+    let z = x * std::f32::consts::LOG2_E + ROUND;
+    let n = z - ROUND;
+    let r = (x - n * 0.693_359_375) - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    let e = (z.to_bits() as i32 - ROUND.to_bits() as i32 + 127) << 23;
+    y * f32::from_bits(e as u32)
 }
 
 /// `scores[j] = Σ_d q[d] · k_cols[d, j]` for every key `j` of a tile, summed over `d` in order.
@@ -340,6 +371,7 @@ fn add_values(o: &mut [f32], w: &[f32], values: &[f32]) {
 mod tests {
     use super::*;
     use crate::ops::testutil::*;
+    use rand::Rng;
 
     /// The AVX2 copy of a task computes the same bits as the plain one.
     #[test]
@@ -365,6 +397,18 @@ mod tests {
         let (a, b) = (run(true), run(false));
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
         assert!(a.iter().any(|x| *x != 0.0));
+    }
+
+    #[test]
+    fn exp_nonpositive_is_within_2_ulp() {
+        let mut r = rng(22);
+        for i in 0..200_000 {
+            let x = if i < 1000 { -(i as f32) / 1000.0 } else { -r.gen_range(0.0f32..87.0) };
+            let (got, want) = (exp_nonpositive(x) as f64, (x as f64).exp());
+            assert!((got - want).abs() <= 2.0 * f32::EPSILON as f64 * want, "{x}: {got} vs {want}");
+        }
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert!(exp_nonpositive(f32::NEG_INFINITY) < 1e-37);
     }
 
     #[test]
