@@ -151,8 +151,11 @@ fn gemm<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_to
                             t += 1;
                         }
                     }
-                    if !W::SIGNED {
-                        add_mins::<W>(nb, g, nr, sp.add(t0 * ss + nb), ss, t1 - t0, op.add(t0 * n_rows + r0), n_rows)
+                    // The mins of two groups at once (eight rows fill a register).
+                    let pair0 = r0 - r0 % (2 * GROUP);
+                    if !W::SIGNED && (r0 != pair0 || r0 + GROUP >= n_rows) {
+                        let (g, nr) = (wp.add(pair0 / GROUP * gs), (2 * GROUP).min(n_rows - pair0));
+                        add_mins::<W>(nb, g, gs, nr, sp.add(t0 * ss + nb), ss, t1 - t0, op.add(t0 * n_rows + pair0), n_rows)
                     }
                 }
             }
@@ -240,26 +243,31 @@ unsafe fn broadcast_from_memory(x: &f32) -> __m256 {
     v
 }
 
-/// Adds `Σ_b m · s_y` (summed in block order, four rows at once) to `nt` tokens' outputs of a
-/// group; token `t`'s `nb` block sums `s_y` are at `s + t · ss`. Four tokens at a time, so
-/// four independent running sums hide the adds' latency.
+/// Adds `Σ_b m · s_y` (summed in block order) to `nt` tokens' outputs of up to two groups of
+/// rows (`nr <= 8`, the second group `gs` bytes after the first), eight rows per register;
+/// token `t`'s `nb` block sums `s_y` are at `s + t · ss`. Four tokens at a time, so four
+/// independent running sums hide the adds' latency.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn add_mins<W: Legacy>(nb: usize, g: *const u8, nr: usize, s: *const f32, ss: usize, nt: usize, out: *mut f32, os: usize) {
+unsafe fn add_mins<W: Legacy>(nb: usize, g: *const u8, gs: usize, nr: usize, s: *const f32, ss: usize, nt: usize, out: *mut f32, os: usize) {
     const N: usize = 4;
+    let g1 = if nr > GROUP { g.add(gs) } else { g };
     for t0 in (0..nt).step_by(N) {
         let n = N.min(nt - t0);
         let st: [*const u8; N] = row_ptrs(s.add(t0 * ss) as *const u8, 4 * ss, n);
-        let mut accm = [_mm_setzero_ps(); N];
+        let mut accm = [_mm256_setzero_ps(); N];
         for b in 0..nb {
-            let m4 = _mm_cvtph_ps(_mm_loadl_epi64(g.add(b * GROUP * W::BYTES + 2 * GROUP) as *const __m128i));
+            let off = b * GROUP * W::BYTES + 2 * GROUP;
+            let m0 = _mm_cvtph_ps(_mm_loadl_epi64(g.add(off) as *const __m128i));
+            let m1 = _mm_cvtph_ps(_mm_loadl_epi64(g1.add(off) as *const __m128i));
+            let m8 = _mm256_set_m128(m1, m0);
             for (acc, st) in accm.iter_mut().zip(st) {
-                *acc = _mm_add_ps(*acc, _mm_mul_ps(m4, _mm_set1_ps(*(st as *const f32).add(b))));
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(m8, _mm256_broadcast_ss(&*(st as *const f32).add(b))));
             }
         }
         for (t, acc) in accm.iter().enumerate().take(n) {
-            let mut m = [0.0f32; GROUP];
-            _mm_storeu_ps(m.as_mut_ptr(), *acc);
+            let mut m = [0.0f32; 2 * GROUP];
+            _mm256_storeu_ps(m.as_mut_ptr(), *acc);
             for (r, m) in m.iter().enumerate().take(nr) {
                 *out.add((t0 + t) * os + r) += m;
             }
