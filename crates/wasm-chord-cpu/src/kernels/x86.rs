@@ -644,6 +644,26 @@ unsafe fn hsum_i32_tile<const R: usize, const T: usize>(v: &[[__m256i; T]; R]) -
     std::mem::transmute(_mm256_add_epi32(lo, hi))
 }
 
+/// Eight outputs' mins by sub-block (lane `k` of `v[o]` is sub-block `k`, 32 weights) turned
+/// into per-64-weight sums by output: lane `o` of result `sb` is `v[o][2 sb] + v[o][2 sb + 1]`
+/// (exact integer sums; one pairwise add and a transpose).
+#[inline(always)]
+unsafe fn mins_by_pairs(v: &[__m256i; 8]) -> [__m256i; 4] {
+    // h[i] = [o(2i) 0, o(2i) 1, o(2i+1) 0, o(2i+1) 1 | the same for 64-weight runs 2 and 3].
+    let h: [__m256; 4] = std::array::from_fn(|i| _mm256_castsi256_ps(_mm256_hadd_epi32(v[2 * i], v[2 * i + 1])));
+    // [o0..o3 run 0 | o0..o3 run 2], [o0..o3 run 1 | o0..o3 run 3], then o4..o7 likewise.
+    let a0 = _mm256_shuffle_ps(h[0], h[1], 0b10_00_10_00);
+    let a1 = _mm256_shuffle_ps(h[0], h[1], 0b11_01_11_01);
+    let b0 = _mm256_shuffle_ps(h[2], h[3], 0b10_00_10_00);
+    let b1 = _mm256_shuffle_ps(h[2], h[3], 0b11_01_11_01);
+    [
+        _mm256_castps_si256(_mm256_permute2f128_ps(a0, b0, 0x20)),
+        _mm256_castps_si256(_mm256_permute2f128_ps(a1, b1, 0x20)),
+        _mm256_castps_si256(_mm256_permute2f128_ps(a0, b0, 0x31)),
+        _mm256_castps_si256(_mm256_permute2f128_ps(a1, b1, 0x31)),
+    ]
+}
+
 /// One `R x T` tile of super-blocks, summed in `order`; inlined into wrappers that enable the
 /// features. The integer products are the same in every order; only the float steps differ.
 #[inline(always)]
@@ -670,23 +690,20 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     let ar: [*const u8; T] = row_ptrs(a, as_, nt);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut sacc = [[KAcc::default(); T]; R];
+    // The repacked gemm's running sums, one output per lane (at most 8 = R x T).
+    let (mut vacc, mut vmins) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for b in 0..nb {
         let wb: [*const u8; R] = std::array::from_fn(|r| wr[r].add(b * W::BYTES));
         let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
         let prep: [KPrep; R] = std::array::from_fn(|r| *preps.add(r * nb + b));
         let mut isum = [[_mm256_setzero_si256(); T]; R];
-        // Per 64 weights, for the repacked gemm's order.
-        let mut isb = [[[0i32; 4]; T]; R];
+        // Per 64 weights, for the repacked gemm's order: lane `r * T + t` of `isv[sb]`.
+        let mut isv = [_mm256_setzero_si256(); 4];
         macro_rules! snapshot {
             ($sb:literal) => {
                 if order == KOrder::RepackedGemm {
-                    let sums = hsum_i32_tile(&isum);
-                    for r in 0..R {
-                        for t in 0..T {
-                            isb[r][t][$sb] = sums[r * T + t];
-                            isum[r][t] = _mm256_setzero_si256();
-                        }
-                    }
+                    isv[$sb] = std::mem::transmute(hsum_i32_tile(&isum));
+                    isum = [[_mm256_setzero_si256(); T]; R];
                 }
             };
         }
@@ -718,6 +735,33 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
         step!(6);
         step!(7);
         snapshot!(3);
+        if order == KOrder::RepackedGemm {
+            // The whole tile's float steps at once, one output per lane (`r * T + t`): per
+            // 64 weights `acc = fma(isum, d·dy, acc)` and `mins = fma(imin, dmin·dy, mins)`.
+            let (mut d8, mut dmin8, mut dy8) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+            let mut mv = [_mm256_setzero_si256(); 8];
+            for t in 0..T {
+                let dy = f32_at(ab[t]);
+                let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
+                for r in 0..R {
+                    (d8[r * T + t], dmin8[r * T + t], dy8[r * T + t]) = (prep[r].d, prep[r].dmin, dy);
+                    if W::CORR == Correction::Mins {
+                        mv[r * T + t] = _mm256_madd_epi16(bsums, prep[r].corr);
+                    }
+                }
+            }
+            let dy8 = _mm256_loadu_ps(dy8.as_ptr());
+            let ddy = _mm256_mul_ps(_mm256_loadu_ps(d8.as_ptr()), dy8);
+            let dmdy = _mm256_mul_ps(_mm256_loadu_ps(dmin8.as_ptr()), dy8);
+            let im = mins_by_pairs(&mv);
+            for sb in 0..4 {
+                vacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isv[sb]), ddy, vacc);
+                if W::CORR == Correction::Mins {
+                    vmins = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im[sb]), dmdy, vmins);
+                }
+            }
+            continue;
+        }
         for t in 0..T {
             let dy = f32_at(ab[t]);
             let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
@@ -738,13 +782,6 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
                         acc[r][t] = _mm256_fnmadd_ps(_mm256_set1_ps(prep[r].dmin * dy), c, acc[r][t]);
                     }
                     acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prep[r].d * dy), _mm256_cvtepi32_ps(s), acc[r][t]);
-                } else if order == KOrder::RepackedGemm {
-                    // Lane k of the mins holds sub-block k (32 weights); 64 weights are two lanes.
-                    let m: [i32; 8] = std::mem::transmute(mins);
-                    for sb in 0..4 {
-                        let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: isb[r][t][sb], imin: m[2 * sb] + m[2 * sb + 1] };
-                        sacc[r][t].add(order, p, W::CORR == Correction::Mins);
-                    }
                 } else {
                     let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: hsum_i32(s), imin: hsum_i32(mins) };
                     sacc[r][t].add(order, p, W::CORR == Correction::Mins);
@@ -752,8 +789,14 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
             }
         }
     }
+    let mut gemm = [0.0f32; 8];
+    _mm256_storeu_ps(gemm.as_mut_ptr(), _mm256_sub_ps(vacc, vmins));
     let sums: [[f32; T]; R] = std::array::from_fn(|r| {
-        std::array::from_fn(|t| if order == KOrder::VecDot { hsum(acc[r][t]) } else { sacc[r][t].total() })
+        std::array::from_fn(|t| match order {
+            KOrder::VecDot => hsum(acc[r][t]),
+            KOrder::RepackedGemm => gemm[r * T + t],
+            _ => sacc[r][t].total(),
+        })
     });
     store(sums, nr, nt, out, os);
 }
