@@ -690,7 +690,7 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     let ar: [*const u8; T] = row_ptrs(a, as_, nt);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut sacc = [[KAcc::default(); T]; R];
-    // The repacked gemm's running sums, one output per lane (at most 8 = R x T).
+    // The repacked gemm's and the tiled order's running sums, one output per lane (R x T <= 8).
     let (mut vacc, mut vmins) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for b in 0..nb {
         let wb: [*const u8; R] = std::array::from_fn(|r| wr[r].add(b * W::BYTES));
@@ -762,6 +762,36 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
             }
             continue;
         }
+        if order == KOrder::Tiled {
+            // Likewise one output per lane: `res = d·isum`, `res = fma(-dmin, imin, res)`,
+            // `acc = fma(res, dy, acc)` per super-block, the lane sums reduced for all outputs
+            // at once.
+            let (mut d8, mut dmin8, mut dy8) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+            let mut mins = [[_mm256_setzero_si256(); T]; R];
+            for t in 0..T {
+                let dy = f32_at(ab[t]);
+                let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
+                for r in 0..R {
+                    (d8[r * T + t], dmin8[r * T + t], dy8[r * T + t]) = (prep[r].d, prep[r].dmin, dy);
+                    match W::CORR {
+                        Correction::None => {}
+                        Correction::Offset(sh) => {
+                            let c = _mm256_madd_epi16(bsums, prep[r].corr);
+                            isum[r][t] = _mm256_sub_epi32(isum[r][t], _mm256_sllv_epi32(c, _mm256_set1_epi32(sh)));
+                        }
+                        Correction::Mins => mins[r][t] = _mm256_madd_epi16(bsums, prep[r].corr),
+                    }
+                }
+            }
+            let is8: __m256i = std::mem::transmute(hsum_i32_tile(&isum));
+            let mut res = _mm256_mul_ps(_mm256_loadu_ps(d8.as_ptr()), _mm256_cvtepi32_ps(is8));
+            if W::CORR == Correction::Mins {
+                let im8: __m256i = std::mem::transmute(hsum_i32_tile(&mins));
+                res = _mm256_fnmadd_ps(_mm256_loadu_ps(dmin8.as_ptr()), _mm256_cvtepi32_ps(im8), res);
+            }
+            vacc = _mm256_fmadd_ps(res, _mm256_loadu_ps(dy8.as_ptr()), vacc);
+            continue;
+        }
         for t in 0..T {
             let dy = f32_at(ab[t]);
             let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
@@ -794,7 +824,7 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     let sums: [[f32; T]; R] = std::array::from_fn(|r| {
         std::array::from_fn(|t| match order {
             KOrder::VecDot => hsum(acc[r][t]),
-            KOrder::RepackedGemm => gemm[r * T + t],
+            KOrder::RepackedGemm | KOrder::Tiled => gemm[r * T + t],
             _ => sacc[r][t].total(),
         })
     });
