@@ -242,10 +242,20 @@ impl Kernels {
         PackedWeight::pack(ty, rows, cols, bytes)
     }
 
-    /// [`Kernels::matmul`] on rows `r0..r0 + n_rows` of a weight this set packed; `r0` must be
-    /// a multiple of [`packed::GROUP`].
+    /// [`Kernels::matmul`] on rows `r0..r0 + n_rows` of a weight this set packed, written
+    /// token-major (`out[t * n_rows + r]`); `r0` must be a multiple of [`packed::GROUP`]. `scales` holds the activations' block scales as f32
+    /// ([`Kernels::act_scales`], row after row), or is empty (the kernel converts them).
     #[allow(clippy::too_many_arguments)]
-    pub fn matmul_packed(&self, w: &PackedWeight, r0: usize, n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) -> Result<(), KernelError> {
+    pub fn matmul_packed(
+        &self,
+        w: &PackedWeight,
+        r0: usize,
+        n_rows: usize,
+        a: &[u8],
+        scales: &[f32],
+        n_tok: usize,
+        out: &mut [f32],
+    ) -> Result<(), KernelError> {
         let (ty, k) = (w.ty, w.cols);
         let f = self.packed[type_index(w.layout)].ok_or(KernelError::Unsupported(ty))?;
         let a_row = ActType::for_weight(ty).row_bytes(k).ok_or(KernelError::PartialBlock { ty, k })?;
@@ -258,8 +268,24 @@ impl Kernels {
         if out.len() != n_rows * n_tok {
             return Err(KernelError::BadOutput { expected: n_rows * n_tok, got: out.len() });
         }
-        f(k, w.groups(r0, n_rows), n_rows, a, n_tok, out);
+        f(k, w.groups(r0, n_rows), n_rows, a, scales, n_tok, out);
         Ok(())
+    }
+
+    /// f32 values per activation row that [`Kernels::act_scales`] writes for the packed weight
+    /// `w`: nonzero only where this set's batched kernel for it reads them.
+    pub fn act_scales_len(&self, w: &PackedWeight) -> usize {
+        let act = ActType::for_weight(w.ty);
+        if self.packed[type_index(w.layout)].is_none() || !matches!(act, ActType::Q8_0 | ActType::Q8_1) {
+            return 0;
+        }
+        packed::act_scales_len(act.block_bytes(), w.cols)
+    }
+
+    /// One quantized activation row's block scales as f32 (`act_scales_len(w)` values), for
+    /// [`Kernels::matmul_packed`].
+    pub fn act_scales(&self, w: &PackedWeight, a_row: &[u8], out: &mut [f32]) {
+        packed::act_scales(ActType::for_weight(w.ty).block_bytes(), a_row, out)
     }
 
     /// Quantizes one activation row as [`quantize_act`] does (the same bytes), with this

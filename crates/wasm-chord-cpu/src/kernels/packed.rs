@@ -23,9 +23,30 @@ use wasm_chord_core::TensorType;
 /// Rows interleaved in one group.
 pub const GROUP: usize = 4;
 
+/// `out[t * n_rows + r] = Σ_i w[r, i] · a[t, i]` (token-major, unlike [`super::MatmulFn`]):
 /// `w` holds the groups of the rows asked for (from a group boundary), `n_rows` of them valid;
-/// otherwise as [`super::MatmulFn`].
-pub type PackedFn = fn(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]);
+/// `scales` the activations' [`act_scales`] (or nothing: the kernel converts them itself).
+pub type PackedFn = fn(k: usize, w: &[u8], n_rows: usize, a: &[u8], scales: &[f32], n_tok: usize, out: &mut [f32]);
+
+/// f32 values per token of [`act_scales`] for rows of `k` activations in blocks of
+/// `block_bytes` (34: Q8_0, `d` only; 36: Q8_1, `d` and `s`).
+pub fn act_scales_len(block_bytes: usize, k: usize) -> usize {
+    k / 32 * if block_bytes == 36 { 2 } else { 1 }
+}
+
+/// One row of Q8_0 or Q8_1 activations' block scales as f32, converted once per product for
+/// the batched kernels: `d` of every block, then `s` of every block for Q8_1.
+pub fn act_scales(block_bytes: usize, row: &[u8], out: &mut [f32]) {
+    let nb = row.len() / block_bytes;
+    let f16_at = |i: usize| half::f16::from_le_bytes([row[i], row[i + 1]]).to_f32();
+    let (d, s) = out.split_at_mut(nb.min(out.len()));
+    for (b, d) in d.iter_mut().enumerate() {
+        *d = f16_at(b * block_bytes);
+    }
+    for (b, s) in s.iter_mut().enumerate().take(nb) {
+        *s = f16_at(b * block_bytes + 2);
+    }
+}
 
 /// A weight matrix in the packed layout.
 #[derive(Debug)]

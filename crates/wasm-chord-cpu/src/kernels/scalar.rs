@@ -138,6 +138,7 @@ row_dot!(Iq4NlDot, |w, a| pairs::<BlockIQ4NL, BlockQ8_0>(w, a)
     .sum());
 
 /// Q4_K/Q5_K's eight 6-bit scales and mins unpacked from their 12 bytes (ggml's `utmp` dance).
+#[inline]
 pub(crate) fn scales_mins_k4(packed: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
     let (mut sc, mut mn) = ([0u8; 8], [0u8; 8]);
     for j in 0..4 {

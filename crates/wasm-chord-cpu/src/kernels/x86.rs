@@ -6,6 +6,7 @@
 //! k-quant super-blocks ([`KQuant`]) and plain floats ([`FloatRow`]).
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use wasm_chord_core::TensorType;
 
@@ -85,8 +86,9 @@ pub(super) unsafe fn hsum(v: __m256) -> f32 {
 /// 16 bytes of nibbles to 32 bytes: low nibbles (elements 0..16) then high (16..32).
 #[inline(always)]
 unsafe fn nibbles_32(p: *const u8) -> __m256i {
-    let t = _mm_loadu_si128(p as *const __m128i);
-    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(0x0F))
+    // Both halves from one broadcast load; the upper half shifted down a nibble.
+    let t = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
+    _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F))
 }
 
 /// The 32 bits at `p` spread to 32 bytes: 0xFF where the bit is set (ggml's `bytes_from_bits_32`).
@@ -360,7 +362,8 @@ enum Correction {
     Offset(i32),
 }
 
-/// A super-block's scales, read once per tile row.
+/// A super-block's scales, unpacked once per group of rows and token chunk.
+#[derive(Clone, Copy)]
 struct KPrep {
     d: f32,
     dmin: f32,
@@ -523,11 +526,74 @@ fn matmul_k<W: KQuant>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize
     // The summation order follows llama.cpp's choice for the whole product (see `KOrder`), so
     // this must see every token of the batch in one call.
     k_runs(W::REPACKED, n_rows, a, n_tok, out, |order, a, n, out| match order {
-        KOrder::VecDot => drive!(tile_k_vec, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
-        KOrder::Tiled => drive!(tile_k_tiled, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
-        KOrder::Repacked => drive!(tile_k_repacked, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
-        KOrder::RepackedGemm => drive!(tile_k_gemm, W, 4 x 2, k, w, n_rows, a, n, out, W::BYTES, 292),
+        KOrder::VecDot => drive_k::<W>(tile_k_vec::<W, 4, 2>, tile_k_vec::<W, 4, 1>, k, w, n_rows, a, n, out),
+        KOrder::Tiled => drive_k::<W>(tile_k_tiled::<W, 4, 2>, tile_k_tiled::<W, 4, 1>, k, w, n_rows, a, n, out),
+        KOrder::Repacked => drive_k::<W>(tile_k_repacked::<W, 4, 2>, tile_k_repacked::<W, 4, 1>, k, w, n_rows, a, n, out),
+        KOrder::RepackedGemm => drive_k::<W>(tile_k_gemm::<W, 4, 2>, tile_k_gemm::<W, 4, 1>, k, w, n_rows, a, n, out),
     })
+}
+
+/// A k-quant tile: `(nb, w, ws, nr, a, as_, nt, out, os, preps)`, `preps` the `4 x nb`
+/// [`KPrep`]s of its rows.
+type KTile = unsafe fn(usize, *const u8, usize, usize, *const u8, usize, usize, *mut f32, usize, *const KPrep);
+
+thread_local! {
+    /// The current group of rows' super-block scales, unpacked once for all its token tiles.
+    static K_PREPS: RefCell<Vec<KPrep>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`drive!`] for the k-quants: tiles of 4 rows by 2 tokens (single tokens for a tail), with
+/// each group of rows' scales unpacked once per token chunk instead of once per tile.
+#[allow(clippy::too_many_arguments)]
+fn drive_k<W: KQuant>(tile: KTile, one: KTile, k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    const R: usize = 4;
+    const T: usize = 2;
+    if n_rows == 0 || n_tok == 0 {
+        return;
+    }
+    let nb = k / W::LEN;
+    let (ws, as_) = (nb * W::BYTES, nb * 292);
+    let (wp, ap, op) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr());
+    let walk = |preps: &mut Vec<KPrep>| {
+        let mut group = usize::MAX;
+        for_each_tile::<R, T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
+            // SAFETY: the tile stays inside the lengths `Kernels::matmul` checked, `preps`
+            // holds `R * nb` entries, and this table entry exists only where the CPU has the
+            // tile's features.
+            unsafe {
+                let (w, a, o) = (wp.add(r0 * ws), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
+                if group != r0 {
+                    group = r0;
+                    fill_preps::<W, R>(nb, w, ws, nr, preps);
+                }
+                let pp = preps.as_ptr();
+                if nt == T {
+                    tile(nb, w, ws, nr, a, as_, nt, o, n_tok, pp)
+                } else {
+                    for t in 0..nt {
+                        one(nb, w, ws, nr, a.add(t * as_), as_, 1, o.add(t), n_tok, pp)
+                    }
+                }
+            }
+        })
+    };
+    K_PREPS.with(|c| match c.try_borrow_mut() {
+        Ok(mut v) => walk(&mut v),
+        Err(_) => walk(&mut Vec::new()),
+    });
+}
+
+/// `preps[r * nb + b]` = the scales of super-block `b` of row `r` (rows past `nr` repeat the
+/// last valid one, as [`row_ptrs`] does).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fill_preps<W: KQuant, const R: usize>(nb: usize, w: *const u8, ws: usize, nr: usize, preps: &mut Vec<KPrep>) {
+    preps.clear();
+    let wr: [*const u8; R] = row_ptrs(w, ws, nr);
+    for row in wr {
+        for b in 0..nb {
+            preps.push(W::prep(row.add(b * W::BYTES)));
+        }
+    }
 }
 
 macro_rules! tile_k_order {
@@ -544,8 +610,9 @@ macro_rules! tile_k_order {
             nt: usize,
             out: *mut f32,
             os: usize,
+            preps: *const KPrep,
         ) {
-            tile_k::<W, R, T>($order, nb, w, ws, nr, a, as_, nt, out, os)
+            tile_k::<W, R, T>($order, nb, w, ws, nr, a, as_, nt, out, os, preps)
         }
     };
 }
@@ -577,6 +644,26 @@ unsafe fn hsum_i32_tile<const R: usize, const T: usize>(v: &[[__m256i; T]; R]) -
     std::mem::transmute(_mm256_add_epi32(lo, hi))
 }
 
+/// Eight outputs' mins by sub-block (lane `k` of `v[o]` is sub-block `k`, 32 weights) turned
+/// into per-64-weight sums by output: lane `o` of result `sb` is `v[o][2 sb] + v[o][2 sb + 1]`
+/// (exact integer sums; one pairwise add and a transpose).
+#[inline(always)]
+unsafe fn mins_by_pairs(v: &[__m256i; 8]) -> [__m256i; 4] {
+    // h[i] = [o(2i) 0, o(2i) 1, o(2i+1) 0, o(2i+1) 1 | the same for 64-weight runs 2 and 3].
+    let h: [__m256; 4] = std::array::from_fn(|i| _mm256_castsi256_ps(_mm256_hadd_epi32(v[2 * i], v[2 * i + 1])));
+    // [o0..o3 run 0 | o0..o3 run 2], [o0..o3 run 1 | o0..o3 run 3], then o4..o7 likewise.
+    let a0 = _mm256_shuffle_ps(h[0], h[1], 0b10_00_10_00);
+    let a1 = _mm256_shuffle_ps(h[0], h[1], 0b11_01_11_01);
+    let b0 = _mm256_shuffle_ps(h[2], h[3], 0b10_00_10_00);
+    let b1 = _mm256_shuffle_ps(h[2], h[3], 0b11_01_11_01);
+    [
+        _mm256_castps_si256(_mm256_permute2f128_ps(a0, b0, 0x20)),
+        _mm256_castps_si256(_mm256_permute2f128_ps(a1, b1, 0x20)),
+        _mm256_castps_si256(_mm256_permute2f128_ps(a0, b0, 0x31)),
+        _mm256_castps_si256(_mm256_permute2f128_ps(a1, b1, 0x31)),
+    ]
+}
+
 /// One `R x T` tile of super-blocks, summed in `order`; inlined into wrappers that enable the
 /// features. The integer products are the same in every order; only the float steps differ.
 #[inline(always)]
@@ -592,6 +679,7 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     nt: usize,
     out: *mut f32,
     os: usize,
+    preps: *const KPrep,
 ) {
     // Shuffles that broadcast scale bytes 2j (low 8 lanes) and 2j+1 (high 8 lanes).
     let spread: [__m128i; 8] = std::array::from_fn(|j| {
@@ -602,23 +690,20 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     let ar: [*const u8; T] = row_ptrs(a, as_, nt);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut sacc = [[KAcc::default(); T]; R];
+    // The repacked gemm's and the tiled order's running sums, one output per lane (R x T <= 8).
+    let (mut vacc, mut vmins) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for b in 0..nb {
         let wb: [*const u8; R] = std::array::from_fn(|r| wr[r].add(b * W::BYTES));
         let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
-        let prep: [KPrep; R] = std::array::from_fn(|r| W::prep(wb[r]));
+        let prep: [KPrep; R] = std::array::from_fn(|r| *preps.add(r * nb + b));
         let mut isum = [[_mm256_setzero_si256(); T]; R];
-        // Per 64 weights, for the repacked gemm's order.
-        let mut isb = [[[0i32; 4]; T]; R];
+        // Per 64 weights, for the repacked gemm's order: lane `r * T + t` of `isv[sb]`.
+        let mut isv = [_mm256_setzero_si256(); 4];
         macro_rules! snapshot {
             ($sb:literal) => {
                 if order == KOrder::RepackedGemm {
-                    let sums = hsum_i32_tile(&isum);
-                    for r in 0..R {
-                        for t in 0..T {
-                            isb[r][t][$sb] = sums[r * T + t];
-                            isum[r][t] = _mm256_setzero_si256();
-                        }
-                    }
+                    isv[$sb] = std::mem::transmute(hsum_i32_tile(&isum));
+                    isum = [[_mm256_setzero_si256(); T]; R];
                 }
             };
         }
@@ -650,6 +735,63 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
         step!(6);
         step!(7);
         snapshot!(3);
+        if order == KOrder::RepackedGemm {
+            // The whole tile's float steps at once, one output per lane (`r * T + t`): per
+            // 64 weights `acc = fma(isum, d·dy, acc)` and `mins = fma(imin, dmin·dy, mins)`.
+            let (mut d8, mut dmin8, mut dy8) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+            let mut mv = [_mm256_setzero_si256(); 8];
+            for t in 0..T {
+                let dy = f32_at(ab[t]);
+                let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
+                for r in 0..R {
+                    (d8[r * T + t], dmin8[r * T + t], dy8[r * T + t]) = (prep[r].d, prep[r].dmin, dy);
+                    if W::CORR == Correction::Mins {
+                        mv[r * T + t] = _mm256_madd_epi16(bsums, prep[r].corr);
+                    }
+                }
+            }
+            let dy8 = _mm256_loadu_ps(dy8.as_ptr());
+            let ddy = _mm256_mul_ps(_mm256_loadu_ps(d8.as_ptr()), dy8);
+            let dmdy = _mm256_mul_ps(_mm256_loadu_ps(dmin8.as_ptr()), dy8);
+            let im = mins_by_pairs(&mv);
+            for sb in 0..4 {
+                vacc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isv[sb]), ddy, vacc);
+                if W::CORR == Correction::Mins {
+                    vmins = _mm256_fmadd_ps(_mm256_cvtepi32_ps(im[sb]), dmdy, vmins);
+                }
+            }
+            continue;
+        }
+        if order == KOrder::Tiled {
+            // Likewise one output per lane: `res = d·isum`, `res = fma(-dmin, imin, res)`,
+            // `acc = fma(res, dy, acc)` per super-block, the lane sums reduced for all outputs
+            // at once.
+            let (mut d8, mut dmin8, mut dy8) = ([0.0f32; 8], [0.0f32; 8], [0.0f32; 8]);
+            let mut mins = [[_mm256_setzero_si256(); T]; R];
+            for t in 0..T {
+                let dy = f32_at(ab[t]);
+                let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
+                for r in 0..R {
+                    (d8[r * T + t], dmin8[r * T + t], dy8[r * T + t]) = (prep[r].d, prep[r].dmin, dy);
+                    match W::CORR {
+                        Correction::None => {}
+                        Correction::Offset(sh) => {
+                            let c = _mm256_madd_epi16(bsums, prep[r].corr);
+                            isum[r][t] = _mm256_sub_epi32(isum[r][t], _mm256_sllv_epi32(c, _mm256_set1_epi32(sh)));
+                        }
+                        Correction::Mins => mins[r][t] = _mm256_madd_epi16(bsums, prep[r].corr),
+                    }
+                }
+            }
+            let is8: __m256i = std::mem::transmute(hsum_i32_tile(&isum));
+            let mut res = _mm256_mul_ps(_mm256_loadu_ps(d8.as_ptr()), _mm256_cvtepi32_ps(is8));
+            if W::CORR == Correction::Mins {
+                let im8: __m256i = std::mem::transmute(hsum_i32_tile(&mins));
+                res = _mm256_fnmadd_ps(_mm256_loadu_ps(dmin8.as_ptr()), _mm256_cvtepi32_ps(im8), res);
+            }
+            vacc = _mm256_fmadd_ps(res, _mm256_loadu_ps(dy8.as_ptr()), vacc);
+            continue;
+        }
         for t in 0..T {
             let dy = f32_at(ab[t]);
             let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
@@ -670,13 +812,6 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
                         acc[r][t] = _mm256_fnmadd_ps(_mm256_set1_ps(prep[r].dmin * dy), c, acc[r][t]);
                     }
                     acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prep[r].d * dy), _mm256_cvtepi32_ps(s), acc[r][t]);
-                } else if order == KOrder::RepackedGemm {
-                    // Lane k of the mins holds sub-block k (32 weights); 64 weights are two lanes.
-                    let m: [i32; 8] = std::mem::transmute(mins);
-                    for sb in 0..4 {
-                        let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: isb[r][t][sb], imin: m[2 * sb] + m[2 * sb + 1] };
-                        sacc[r][t].add(order, p, W::CORR == Correction::Mins);
-                    }
                 } else {
                     let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: hsum_i32(s), imin: hsum_i32(mins) };
                     sacc[r][t].add(order, p, W::CORR == Correction::Mins);
@@ -684,8 +819,14 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
             }
         }
     }
+    let mut gemm = [0.0f32; 8];
+    _mm256_storeu_ps(gemm.as_mut_ptr(), _mm256_sub_ps(vacc, vmins));
     let sums: [[f32; T]; R] = std::array::from_fn(|r| {
-        std::array::from_fn(|t| if order == KOrder::VecDot { hsum(acc[r][t]) } else { sacc[r][t].total() })
+        std::array::from_fn(|t| match order {
+            KOrder::VecDot => hsum(acc[r][t]),
+            KOrder::RepackedGemm | KOrder::Tiled => gemm[r * T + t],
+            _ => sacc[r][t].total(),
+        })
     });
     store(sums, nr, nt, out, os);
 }

@@ -5,12 +5,13 @@
 //! order as the unpacked tile, so the same bits.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use wasm_chord_core::TensorType;
 
 use super::for_each_tile;
-use super::packed::{PackedFn, GROUP};
-use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, store, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_1W, Q8_0W};
+use super::packed::{act_scales, act_scales_len, PackedFn, GROUP};
+use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_1W, Q8_0W};
 
 /// The AVX2 packed matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
 pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
@@ -19,11 +20,11 @@ pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
     }
     use TensorType::*;
     Some(match ty {
-        Q4_0 => matmul_pairs::<Q4_0W, false>,
-        Q4_1 => matmul_pairs::<Q4_1W, false>,
-        Q5_1 => matmul::<Q5_1W, false>,
-        Q8_0 => matmul::<Q8_0W, false>,
-        IQ4_NL => matmul_pairs::<Iq4NlW, false>,
+        Q4_0 => matmul_avx2_nibbles::<Q4_0W>,
+        Q4_1 => matmul_avx2_nibbles::<Q4_1W>,
+        Q5_1 => matmul_avx2::<Q5_1W>,
+        Q8_0 => matmul_avx2::<Q8_0W>,
+        IQ4_NL => matmul_avx2_nibbles::<Iq4NlW>,
         _ => return None,
     })
 }
@@ -42,7 +43,7 @@ pub fn packed_fn_vnni(ty: TensorType) -> Option<PackedFn> {
     })
 }
 
-fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], _sc: &[f32], n_tok: usize, out: &mut [f32]) {
     if n_rows == 0 || n_tok == 0 {
         return;
     }
@@ -56,12 +57,12 @@ fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u
                 // (whole groups, the last one padded), and this entry exists only where the CPU
                 // has the tile's features.
                 unsafe {
-                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
+                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(t0 * n_rows + r0));
                     if nt == $T {
-                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_tok)
+                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_rows)
                     } else {
                         for t in 0..nt {
-                            $tile::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t), n_tok)
+                            $tile::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t * n_rows), n_rows)
                         }
                     }
                 }
@@ -72,6 +73,205 @@ fn matmul<W: Legacy, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u
         walk!(tile_vnni, 3)
     } else {
         walk!(tile_avx2, 2)
+    }
+}
+
+/// Stores the `nr x nt` corner of a tile's sums token by token (`out[t · os + r]`): the packed
+/// kernels write `[n_tok, n_rows]`, the layout of the matmul's output, so a caller copies whole
+/// runs of rows instead of transposing.
+#[inline(always)]
+unsafe fn store_by_token<const R: usize, const T: usize>(sums: [[f32; T]; R], nr: usize, nt: usize, out: *mut f32, os: usize) {
+    for (r, row) in sums.iter().enumerate().take(nr) {
+        for (t, &v) in row.iter().enumerate().take(nt) {
+            *out.add(t * os + r) = v;
+        }
+    }
+}
+
+/// AVX2: one token (decoding) through the one-token tile, batches through [`gemm`].
+fn matmul_avx2<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_tok: usize, out: &mut [f32]) {
+    if n_tok < 2 {
+        matmul::<W, false>(k, w, n_rows, a, sc, n_tok, out)
+    } else {
+        gemm::<W>(k, w, n_rows, a, sc, n_tok, out)
+    }
+}
+
+/// [`matmul_avx2`] for the nibble types, whose single tokens use the two-rows-per-register tile.
+fn matmul_avx2_nibbles<W: Nibbles>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_tok: usize, out: &mut [f32]) {
+    if n_tok < 2 {
+        matmul_pairs::<W, false>(k, w, n_rows, a, sc, n_tok, out)
+    } else {
+        gemm::<W>(k, w, n_rows, a, sc, n_tok, out)
+    }
+}
+
+thread_local! {
+    /// Activation scales converted here when the caller passed none.
+    static ACT_SCALES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Tokens per [`gemm_tile`].
+const GEMM_T: usize = 2;
+
+/// The batched AVX2 walk: the activations' scales come converted to f32 ([`act_scales`], once
+/// per product rather than once per tile), the `m · s_y` sums of Q4_1/Q5_1 run in their own
+/// pass ([`add_mins`]) so the tile keeps only its accumulators in registers, and each group of
+/// four rows meets [`GEMM_T`] tokens. Per output the operations of [`tile_body`]: `acc +=
+/// f32(Σ x·y) · (d_x · d_y)` in eight lanes per block, then `hsum(acc) + Σ m · s_y`, so the
+/// same bits.
+fn gemm<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_tok: usize, out: &mut [f32]) {
+    if n_rows == 0 || n_tok == 0 {
+        return;
+    }
+    let nb = k / 32;
+    let (gs, as_) = (GROUP * nb * W::BYTES, nb * W::ACT_BYTES);
+    let ss = act_scales_len(W::ACT_BYTES, k);
+    let mut run = |sc: &[f32]| {
+        let (wp, ap, op, sp) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr(), sc.as_ptr());
+        // Tokens in chunks whose activations stay in L2 while every group passes over them.
+        let chunk = ((128 << 10) / as_.max(1)).max(GEMM_T) / GEMM_T * GEMM_T;
+        for t0 in (0..n_tok).step_by(chunk) {
+            let t1 = n_tok.min(t0 + chunk);
+            for r0 in (0..n_rows).step_by(GROUP) {
+                let nr = GROUP.min(n_rows - r0);
+                // SAFETY: the tiles stay inside the lengths `Kernels::matmul_packed` checked
+                // (whole groups, the last one padded) and the `ss * n_tok` scales; this entry
+                // exists only where the CPU has AVX2, FMA and F16C.
+                unsafe {
+                    let g = wp.add(r0 / GROUP * gs);
+                    let mut t = t0;
+                    while t < t1 {
+                        let (a, o, d) = (ap.add(t * as_), op.add(t * n_rows + r0), sp.add(t * ss));
+                        if t1 - t >= GEMM_T {
+                            gemm_tile::<W, GEMM_T>(nb, g, nr, a, as_, d, ss, GEMM_T, o, n_rows);
+                            t += GEMM_T;
+                        } else {
+                            gemm_tile::<W, 1>(nb, g, nr, a, as_, d, ss, 1, o, n_rows);
+                            t += 1;
+                        }
+                    }
+                    // The mins of two groups at once (eight rows fill a register).
+                    let pair0 = r0 - r0 % (2 * GROUP);
+                    if !W::SIGNED && (r0 != pair0 || r0 + GROUP >= n_rows) {
+                        let (g, nr) = (wp.add(pair0 / GROUP * gs), (2 * GROUP).min(n_rows - pair0));
+                        add_mins::<W>(nb, g, gs, nr, sp.add(t0 * ss + nb), ss, t1 - t0, op.add(t0 * n_rows + pair0), n_rows)
+                    }
+                }
+            }
+        }
+    };
+    if sc.len() == ss * n_tok {
+        return run(sc);
+    }
+    let fill = |buf: &mut [f32]| {
+        for (row, dst) in a.chunks_exact(as_).zip(buf.chunks_exact_mut(ss)) {
+            act_scales(W::ACT_BYTES, row, dst);
+        }
+    };
+    ACT_SCALES.with(|c| match c.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < ss * n_tok {
+                buf.resize(ss * n_tok, 0.0);
+            }
+            fill(&mut buf[..ss * n_tok]);
+            run(&buf[..ss * n_tok]);
+        }
+        Err(_) => {
+            let mut buf = vec![0.0; ss * n_tok];
+            fill(&mut buf);
+            run(&buf);
+        }
+    });
+}
+
+/// One group of four rows by `T` tokens of [`gemm`]; token `t`'s `nb` block scales `d_y` are
+/// at `d + t · ss`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_tile<W: Legacy, const T: usize>(
+    nb: usize,
+    g: *const u8,
+    nr: usize,
+    a: *const u8,
+    as_: usize,
+    d: *const f32,
+    ss: usize,
+    nt: usize,
+    out: *mut f32,
+    os: usize,
+) {
+    let sb = if W::SIGNED { 2 } else { 4 };
+    let qb = W::BYTES - sb;
+    let ar: [*const u8; T] = row_ptrs(a, as_, nt);
+    let dr: [*const u8; T] = row_ptrs(d as *const u8, 4 * ss, nt);
+    let mut acc = [[_mm256_setzero_ps(); T]; GROUP];
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        let p = g.add(b * GROUP * W::BYTES);
+        let d4 = _mm_cvtph_ps(_mm_loadl_epi64(p as *const __m128i));
+        let mut scale = [[0.0f32; GROUP]; T];
+        for t in 0..T {
+            let dy = *(dr[t] as *const f32).add(b);
+            _mm_storeu_ps(scale[t].as_mut_ptr(), _mm_mul_ps(d4, _mm_set1_ps(dy)));
+        }
+        let q = p.add(GROUP * sb);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // `quants` reads past a block's scales; the packed quants start right here.
+            let x = W::quants(q.add(r * qb).sub(sb));
+            let ux = if W::SIGNED { _mm256_sign_epi8(x, x) } else { x };
+            for t in 0..T {
+                let y = _mm256_loadu_si256(ar[t].add((b + 1) * W::ACT_BYTES - 32) as *const __m256i);
+                let yt = if W::SIGNED { _mm256_sign_epi8(y, x) } else { y };
+                let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(ux, yt), ones);
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), broadcast_from_memory(&scale[t][r]), acc[t]);
+            }
+        }
+    }
+    let sums: [[f32; T]; GROUP] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t])));
+    store_by_token(sums, nr, nt, out, os);
+}
+
+/// `x` in all eight lanes, loaded from memory: `vbroadcastss` from memory is a plain load on
+/// current cores, where the compiler, left alone, forwards the stored value and broadcasts it
+/// from a register with a shuffle or two (ALU work that competes with the dot products).
+#[inline]
+#[target_feature(enable = "avx")]
+unsafe fn broadcast_from_memory(x: &f32) -> __m256 {
+    let v: __m256;
+    std::arch::asm!("vbroadcastss {v}, dword ptr [{p}]", v = out(ymm_reg) v, p = in(reg) x as *const f32, options(pure, readonly, nostack, preserves_flags));
+    v
+}
+
+/// Adds `Σ_b m · s_y` (summed in block order) to `nt` tokens' outputs of up to two groups of
+/// rows (`nr <= 8`, the second group `gs` bytes after the first), eight rows per register;
+/// token `t`'s `nb` block sums `s_y` are at `s + t · ss`. Four tokens at a time, so four
+/// independent running sums hide the adds' latency.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn add_mins<W: Legacy>(nb: usize, g: *const u8, gs: usize, nr: usize, s: *const f32, ss: usize, nt: usize, out: *mut f32, os: usize) {
+    const N: usize = 4;
+    let g1 = if nr > GROUP { g.add(gs) } else { g };
+    for t0 in (0..nt).step_by(N) {
+        let n = N.min(nt - t0);
+        let st: [*const u8; N] = row_ptrs(s.add(t0 * ss) as *const u8, 4 * ss, n);
+        let mut accm = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            let off = b * GROUP * W::BYTES + 2 * GROUP;
+            let m0 = _mm_cvtph_ps(_mm_loadl_epi64(g.add(off) as *const __m128i));
+            let m1 = _mm_cvtph_ps(_mm_loadl_epi64(g1.add(off) as *const __m128i));
+            let m8 = _mm256_set_m128(m1, m0);
+            for (acc, st) in accm.iter_mut().zip(st) {
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(m8, _mm256_broadcast_ss(&*(st as *const f32).add(b))));
+            }
+        }
+        for (t, acc) in accm.iter().enumerate().take(n) {
+            let mut m = [0.0f32; 2 * GROUP];
+            _mm256_storeu_ps(m.as_mut_ptr(), *acc);
+            for (r, m) in m.iter().enumerate().take(nr) {
+                *out.add((t0 + t) * os + r) += m;
+            }
+        }
     }
 }
 
@@ -144,7 +344,7 @@ unsafe fn tile_body<W: Legacy, const T: usize, const VNNI: bool>(
         _mm_storeu_ps(m[t].as_mut_ptr(), accm[t]);
     }
     let sums: [[f32; T]; GROUP] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t]) + m[t][r]));
-    store(sums, nr, nt, out, os);
+    store_by_token(sums, nr, nt, out, os);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -178,7 +378,7 @@ impl Nibbles for Iq4NlW {
     }
 }
 
-fn matmul_pairs<W: Nibbles, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+fn matmul_pairs<W: Nibbles, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize, a: &[u8], _sc: &[f32], n_tok: usize, out: &mut [f32]) {
     if n_rows == 0 || n_tok == 0 {
         return;
     }
@@ -192,12 +392,12 @@ fn matmul_pairs<W: Nibbles, const VNNI: bool>(k: usize, w: &[u8], n_rows: usize,
             for_each_tile::<GROUP, $T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
                 // SAFETY: as in `matmul`.
                 unsafe {
-                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
+                    let (g, a, o) = (wp.add(r0 / GROUP * gs), ap.add(t0 * as_), op.add(t0 * n_rows + r0));
                     if nt == $T {
-                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_tok)
+                        $tile::<W, $T>(nb, g, nr, a, as_, nt, o, n_rows)
                     } else {
                         for t in 0..nt {
-                            $pairs::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t), n_tok)
+                            $pairs::<W, 1>(nb, g, nr, a.add(t * as_), as_, 1, o.add(t * n_rows), n_rows)
                         }
                     }
                 }
@@ -298,5 +498,5 @@ unsafe fn pairs_body<W: Nibbles, const T: usize, const VNNI: bool>(
             hsum(acc) + m[t][r]
         })
     });
-    store(sums, nr, nt, out, os);
+    store_by_token(sums, nr, nt, out, os);
 }

@@ -126,6 +126,8 @@ pub fn matmul(
 thread_local! {
     /// The calling thread's quantized activations (shared read-only with the workers).
     static ACTS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The activations' block scales as f32, for the packed kernels (shared like `ACTS`).
+    static ACT_SCALES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Each thread's `[rows, tokens]` results of one task before they are written out.
     static TILE_OUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -155,7 +157,7 @@ fn rows_per_task(n_out: usize, n_tok: usize, n_threads: usize) -> usize {
 /// The fused path: `x` quantized to the weight type's [`ActType`] (rows split over the threads
 /// for a batch), then the kernels over tasks of weight rows, written into `out` `[n_tok, n_out]`.
 fn fused(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, out: &mut [f32]) -> Result<(), BackendError> {
-    let (n_tok, k, n_out) = (x.rows, x.cols, w.rows);
+    let (n_tok, k) = (x.rows, x.cols);
     let act = ActType::for_weight(w.ty);
     let a_row = act
         .row_bytes(k)
@@ -172,44 +174,68 @@ fn fused(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, out
             }
         });
         let acts: &[u8] = acts;
-        let all = w.bytes.bytes();
-        // Rows `r0..r0 + nr` against every token, from the packed copy where there is one
-        // (task starts are multiples of 4, a packed group).
-        let rows = |r0: usize, nr: usize, out: &mut [f32]| match w.packed.as_deref() {
-            Some(p) => kernels.matmul_packed(p, r0, nr, acts, n_tok, out),
-            None => kernels.matmul(w.ty, k, &all[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], nr, acts, n_tok, out),
+        // A batch against packed weights: their block scales as f32, once for every task.
+        let ss = match w.packed.as_deref() {
+            Some(p) if n_tok > 1 => kernels.act_scales_len(p),
+            _ => 0,
         };
-        let per = rows_per_task(n_out, n_tok, threads.count());
-        // Lengths were checked when the weight was loaded and above; NaN would make a broken
-        // invariant visible rather than silently wrong.
-        if n_tok == 1 {
-            // One token: `[n_tok, n_out]` is `[n_out, 1]`, so each task writes its own span.
-            threads.for_each_chunk(out, per, |task, span| {
-                let (r0, nr) = (task * per, span.len());
-                if rows(r0, nr, span).is_err() {
-                    span.fill(f32::NAN);
+        with_scratch(&ACT_SCALES, ss * n_tok, |scales| {
+            if let (Some(p), true) = (w.packed.as_deref(), ss > 0) {
+                for (row, dst) in acts.chunks_exact(a_row).zip(scales.chunks_exact_mut(ss)) {
+                    kernels.act_scales(p, row, dst);
                 }
-            });
-            return;
-        }
-        let dst = SendPtr(out.as_mut_ptr());
-        threads.for_each_task(n_out.div_ceil(per), |task| {
-            let r0 = task * per;
-            let nr = per.min(n_out - r0);
-            with_scratch(&TILE_OUT, nr * n_tok, |tile| {
-                if rows(r0, nr, tile).is_err() {
-                    tile.fill(f32::NAN);
-                }
-                for t in 0..n_tok {
-                    // SAFETY: this task alone owns columns `r0..r0 + nr` of every row of
-                    // `out`, which is `n_tok * n_out` long (checked by the caller).
-                    let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * n_out + r0), nr) };
-                    row.iter_mut().enumerate().for_each(|(r, o)| *o = tile[r * n_tok + t]);
-                }
-            });
+            }
+            matmul_tasks(threads, kernels, w, acts, scales, n_tok, out);
         });
     });
     Ok(())
+}
+
+/// The tasks of [`fused`]: runs of weight rows against every token of the quantized `acts`.
+fn matmul_tasks(threads: &Threads, kernels: &Kernels, w: &CpuWeight, acts: &[u8], scales: &[f32], n_tok: usize, out: &mut [f32]) {
+    let (k, n_out) = (w.cols, w.rows);
+    let all = w.bytes.bytes();
+    // Rows `r0..r0 + nr` against every token, from the packed copy where there is one
+    // (task starts are multiples of 4, a packed group).
+    let rows = |r0: usize, nr: usize, out: &mut [f32]| match w.packed.as_deref() {
+        Some(p) => kernels.matmul_packed(p, r0, nr, acts, scales, n_tok, out),
+        None => kernels.matmul(w.ty, k, &all[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], nr, acts, n_tok, out),
+    };
+    let per = rows_per_task(n_out, n_tok, threads.count());
+    // Lengths were checked when the weight was loaded and above; NaN would make a broken
+    // invariant visible rather than silently wrong.
+    if n_tok == 1 {
+        // One token: `[n_tok, n_out]` is `[n_out, 1]`, so each task writes its own span.
+        threads.for_each_chunk(out, per, |task, span| {
+            let (r0, nr) = (task * per, span.len());
+            if rows(r0, nr, span).is_err() {
+                span.fill(f32::NAN);
+            }
+        });
+        return;
+    }
+    let dst = SendPtr(out.as_mut_ptr());
+    threads.for_each_task(n_out.div_ceil(per), |task| {
+        let r0 = task * per;
+        let nr = per.min(n_out - r0);
+        with_scratch(&TILE_OUT, nr * n_tok, |tile| {
+            if rows(r0, nr, tile).is_err() {
+                tile.fill(f32::NAN);
+            }
+            // The packed kernels write `[n_tok, nr]`, the file-layout ones `[nr, n_tok]`.
+            let token_major = w.packed.is_some();
+            for t in 0..n_tok {
+                // SAFETY: this task alone owns columns `r0..r0 + nr` of every row of
+                // `out`, which is `n_tok * n_out` long (checked by the caller).
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * n_out + r0), nr) };
+                if token_major {
+                    row.copy_from_slice(&tile[t * nr..(t + 1) * nr]);
+                } else {
+                    row.iter_mut().zip(tile[t..].iter().step_by(n_tok)).for_each(|(o, v)| *o = *v);
+                }
+            }
+        });
+    });
 }
 
 /// The whole weight as f32 (small 1-D weights: norms, biases).
