@@ -233,13 +233,14 @@ impl Kernels {
     }
 
     /// `rows x cols` weights of type `ty` (the file's bytes) repacked for this set's packed
-    /// kernel, if it has one for `ty` and the shape has a whole group of rows.
-    pub fn pack(&self, ty: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Option<PackedWeight> {
+    /// kernel, if it has one for `ty` and the shape has a whole group of rows; `copied` as
+    /// [`PackedWeight::pack`]'s.
+    pub fn pack(&self, ty: TensorType, rows: usize, cols: usize, bytes: &[u8], copied: &mut dyn FnMut(std::ops::Range<usize>)) -> Option<PackedWeight> {
         self.packed[type_index(packed::layout(ty)?)]?;
         if rows < packed::GROUP {
             return None;
         }
-        PackedWeight::pack(ty, rows, cols, bytes)
+        PackedWeight::pack(ty, rows, cols, bytes, copied)
     }
 
     /// [`Kernels::matmul`] on rows `r0..r0 + n_rows` of a weight this set packed; `r0` must be

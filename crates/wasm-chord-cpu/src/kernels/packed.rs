@@ -42,7 +42,7 @@ pub struct PackedWeight {
 /// The block type weights of type `ty` are packed as, for the types that pack.
 pub fn layout(ty: TensorType) -> Option<TensorType> {
     scale_bytes(ty)?;
-    Some(if ty == TensorType::Q5_0 { TensorType::Q8_0 } else { ty })
+    Some(if ty == TensorType::Q5_0 && std::env::var_os("WC_Q5_NATIVE").is_none() { TensorType::Q8_0 } else { ty })
 }
 
 /// A Q5_0 block (d, 32 high bits, 16 bytes of nibbles) as a Q8_0 block of the same values.
@@ -68,8 +68,10 @@ pub fn scale_bytes(ty: TensorType) -> Option<usize> {
 
 impl PackedWeight {
     /// `rows` rows of `cols` weights of type `ty` (the file's bytes) repacked; `None` for a type
-    /// that does not pack or lengths that do not describe the shape.
-    pub fn pack(ty: TensorType, rows: usize, cols: usize, src: &[u8]) -> Option<Self> {
+    /// that does not pack or lengths that do not describe the shape. `copied` is called with
+    /// successive spans of `src` (about a MiB each, in order) once they have been read, only
+    /// when the packing succeeds.
+    pub fn pack(ty: TensorType, rows: usize, cols: usize, src: &[u8], copied: &mut dyn FnMut(std::ops::Range<usize>)) -> Option<Self> {
         let lay = layout(ty)?;
         let sb = scale_bytes(lay)?;
         let (src_bb, bb) = (ty.block_bytes(), lay.block_bytes());
@@ -81,7 +83,14 @@ impl PackedWeight {
         let mut bytes = Vec::new();
         bytes.try_reserve_exact(rows.div_ceil(GROUP) * GROUP * nb * bb).ok()?;
         bytes.resize(rows.div_ceil(GROUP) * GROUP * nb * bb, 0);
+        let src_group = GROUP * nb * src_bb;
+        let groups_per_span = ((1 << 20) / src_group).max(1);
+        let mut reported = 0;
         for (g, dst) in bytes.chunks_exact_mut(GROUP * nb * bb).enumerate() {
+            if g > 0 && g % groups_per_span == 0 {
+                copied(reported..g * src_group);
+                reported = g * src_group;
+            }
             for (b, dst) in dst.chunks_exact_mut(GROUP * bb).enumerate() {
                 let (scales, quants) = dst.split_at_mut(GROUP * sb);
                 for r in 0..GROUP.min(rows - g * GROUP) {
@@ -98,6 +107,7 @@ impl PackedWeight {
                 }
             }
         }
+        copied(reported..src.len());
         Some(Self { ty, layout: lay, rows, cols, bytes })
     }
 

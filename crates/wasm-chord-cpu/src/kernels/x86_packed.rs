@@ -10,7 +10,7 @@ use wasm_chord_core::TensorType;
 
 use super::for_each_tile;
 use super::packed::{PackedFn, GROUP};
-use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, store, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_1W, Q8_0W};
+use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, store, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_0W, Q5_1W, Q8_0W};
 
 /// The AVX2 packed matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
 pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
@@ -21,6 +21,7 @@ pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
     Some(match ty {
         Q4_0 => matmul_pairs::<Q4_0W, false>,
         Q4_1 => matmul_pairs::<Q4_1W, false>,
+        Q5_0 => matmul::<Q5_0W, false>,
         Q5_1 => matmul::<Q5_1W, false>,
         Q8_0 => matmul::<Q8_0W, false>,
         IQ4_NL => matmul_pairs::<Iq4NlW, false>,
@@ -35,6 +36,7 @@ pub fn packed_fn_vnni(ty: TensorType) -> Option<PackedFn> {
     Some(match ty {
         Q4_0 => matmul_pairs::<Q4_0W, true>,
         Q4_1 => matmul_pairs::<Q4_1W, true>,
+        Q5_0 => matmul::<Q5_0W, true>,
         Q5_1 => matmul::<Q5_1W, true>,
         Q8_0 => matmul::<Q8_0W, true>,
         IQ4_NL => matmul_pairs::<Iq4NlW, true>,

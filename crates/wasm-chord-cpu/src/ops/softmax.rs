@@ -41,6 +41,23 @@ pub fn top_k(x: &CpuTensor, row: usize, k: usize) -> Result<Vec<(u32, f32)>, Bac
     Ok(idx)
 }
 
+/// The column of the largest value of row `row`, ties to the lower index, NaNs last: the
+/// first entry of [`top_k`]`(x, row, 1)` in one pass, without its copy of the row.
+pub fn argmax(x: &CpuTensor, row: usize) -> Result<u32, BackendError> {
+    if row >= x.rows || x.cols == 0 {
+        return Err(BackendError::Shape { op: Op::TopK, detail: format!("argmax of row {row} of [{}, {}]", x.rows, x.cols) });
+    }
+    let key = |v: f32| if v.is_nan() { f32::NEG_INFINITY } else { v };
+    let values = x.row(row);
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate().skip(1) {
+        if key(v).total_cmp(&key(values[best])).is_gt() {
+            best = i;
+        }
+    }
+    Ok(best as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +92,24 @@ mod tests {
         let mut sorted: Vec<(u32, f32)> = data.iter().enumerate().map(|(i, v)| (i as u32, *v)).collect();
         sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
         assert_eq!(top_k(&x, 0, 10).unwrap(), sorted[..10].to_vec());
+    }
+
+    #[test]
+    fn argmax_is_top_k_first() {
+        let mut r = rng(16);
+        let mut cases = vec![
+            vec![1.0, 5.0, 3.0, 5.0, f32::NAN, -2.0],
+            vec![f32::NAN, f32::NAN],
+            vec![f32::NEG_INFINITY, f32::NAN, f32::NEG_INFINITY],
+            vec![-0.0, 0.0],
+            vec![2.0],
+        ];
+        cases.push(randn(&mut r, 1000, 1.0));
+        for data in cases {
+            let x = CpuTensor { rows: 1, cols: data.len(), data: data.clone() };
+            assert_eq!(argmax(&x, 0).unwrap(), top_k(&x, 0, 1).unwrap()[0].0, "{data:?}");
+        }
+        assert!(argmax(&CpuTensor { rows: 1, cols: 0, data: vec![] }, 0).is_err());
+        assert!(argmax(&CpuTensor { rows: 1, cols: 2, data: vec![0.0; 2] }, 1).is_err());
     }
 }
