@@ -1,5 +1,4 @@
-//! The AVX2 (and AVX-512 VNNI) kernels over [`super::packed`] weights (by packed layout: Q5_0
-//! weights run as Q8_0): the register tile of
+//! The AVX2 (and AVX-512 VNNI) kernels over [`super::packed`] weights: the register tile of
 //! [`super::x86`]'s 32-weight block kernel, four rows by up to three tokens, with the four rows'
 //! scales converted and multiplied as one vector. Per output, the same operations in the same
 //! order as the unpacked tile, so the same bits.
@@ -301,4 +300,29 @@ unsafe fn pairs_body<W: Nibbles, const T: usize, const VNNI: bool>(
         })
     });
     store(sums, nr, nt, out, os);
+}
+
+/// [`super::packed::expand_q5_0`] with AVX2: each row's 32 values built as the Q5_0 kernel
+/// builds them.
+pub fn expand_q5_0_avx2(src: &[u8], dst: &mut [u8]) -> bool {
+    use super::packed::{Q5_0_GROUP_BLOCK, Q8_0_GROUP_BLOCK};
+    if !is_x86_feature_detected!("avx2") {
+        return false;
+    }
+    #[target_feature(enable = "avx2")]
+    unsafe fn run(src: &[u8], dst: &mut [u8]) {
+        for (s, d) in src.chunks_exact(Q5_0_GROUP_BLOCK).zip(dst.chunks_exact_mut(Q8_0_GROUP_BLOCK)) {
+            d[..2 * GROUP].copy_from_slice(&s[..2 * GROUP]);
+            for r in 0..GROUP {
+                // `quants` reads a block from its scale on: here the row's qh sits 8 + 20r bytes
+                // in, so the block "starts" two bytes before it.
+                let x = Q5_0W::quants(s.as_ptr().add(2 * GROUP + 20 * r - 2));
+                _mm256_storeu_si256(d.as_mut_ptr().add(2 * GROUP + 32 * r) as *mut __m256i, x);
+            }
+        }
+    }
+    // SAFETY: AVX2 was just checked; every read and write stays inside one chunk (the row's
+    // 20 bytes start at least 2 bytes in, its 32 values end at the chunk's end).
+    unsafe { run(src, dst) };
+    true
 }
