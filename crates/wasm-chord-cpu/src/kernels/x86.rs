@@ -554,15 +554,6 @@ tile_k_order!(tile_k_tiled, KOrder::Tiled);
 tile_k_order!(tile_k_repacked, KOrder::Repacked);
 tile_k_order!(tile_k_gemm, KOrder::RepackedGemm);
 
-/// Sum of the eight i32 lanes (exact).
-#[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-    _mm_cvtsi128_si32(s)
-}
-
 /// The lane sums of up to 8 vectors at once (exact): a transposing reduction, a few shuffles
 /// for all of them instead of a reduction each.
 #[inline(always)]
@@ -650,6 +641,9 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
         step!(6);
         step!(7);
         snapshot!(3);
+        // The corrected sums and the mins of every output, lane-wise.
+        let mut sv = [[_mm256_setzero_si256(); T]; R];
+        let mut mv = [[_mm256_setzero_si256(); T]; R];
         for t in 0..T {
             let dy = f32_at(ab[t]);
             let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
@@ -664,6 +658,7 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
                     }
                     Correction::Mins => mins = _mm256_madd_epi16(bsums, prep[r].corr),
                 }
+                (sv[r][t], mv[r][t]) = (s, mins);
                 if order == KOrder::VecDot {
                     if W::CORR == Correction::Mins {
                         let c = _mm256_cvtepi32_ps(mins);
@@ -677,8 +672,18 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
                         let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: isb[r][t][sb], imin: m[2 * sb] + m[2 * sb + 1] };
                         sacc[r][t].add(order, p, W::CORR == Correction::Mins);
                     }
-                } else {
-                    let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: hsum_i32(s), imin: hsum_i32(mins) };
+                }
+            }
+        }
+        if matches!(order, KOrder::Tiled | KOrder::Repacked) {
+            // One transposing reduction for all the tile's sums (exact integers, so the same
+            // values as one reduction each), then each output's float steps in its order.
+            let is = hsum_i32_tile(&sv);
+            let im = if W::CORR == Correction::Mins { hsum_i32_tile(&mv) } else { [0; 8] };
+            for t in 0..T {
+                let dy = f32_at(ab[t]);
+                for r in 0..R {
+                    let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: is[r * T + t], imin: im[r * T + t] };
                     sacc[r][t].add(order, p, W::CORR == Correction::Mins);
                 }
             }
