@@ -155,7 +155,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 
     // The standard kernel (one block per query row and head) at decode, for contrast.
-    let std_g = CudaBackend::with_options(0, CudaOptions { attention: AttentionKind::Standard, kv_type: KvType::F16 })?;
+    let std_g = CudaBackend::with_options(0, CudaOptions { attention: AttentionKind::Standard, kv_type: KvType::F16, ..CudaOptions::default() })?;
     let kv_len = 8192;
     let mut kc = std_g.cache(kv_len, cols)?;
     let mut vc = std_g.cache(kv_len, cols)?;

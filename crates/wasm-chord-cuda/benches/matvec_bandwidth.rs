@@ -11,6 +11,13 @@
 //! matvec.cuh), one column per variant, each checked against the shipped kernel's output ("!":
 //! they differ by more than 1e-5 of the largest output).
 //! `--precompile ARCH` fills the kernel cache for ARCH without a GPU.
+//!
+//! Per type: the f32-activation kernel (matvec.cu, `CudaOptions::f32_matvec`) and the int8 one
+//! (mmvq.cu) in the same run: `int8` is the backend's matmul (the activation quantization
+//! launch included), `kern` the int8 kernel alone on activations quantized once, `gate` the
+//! fused gate+up+SiLU kernel over two such weights (compare with 2 x `int8`); the `q_*`
+//! columns (with `--variants`) are other int8 configurations (`ops::mmvq::VARIANTS`), checked
+//! against the shipped int8 kernel.
 
 use std::error::Error;
 use std::sync::Arc;
@@ -20,7 +27,7 @@ use cudarc::driver::{CudaFunction, CudaSlice};
 use cudarc::nvrtc::Ptx;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use wasm_chord_core::backend::{Backend, SharedBytes, WeightData};
+use wasm_chord_core::backend::{Activation, Backend, SharedBytes, WeightData};
 use wasm_chord_core::{quant, TensorType};
 use wasm_chord_cuda::kernels::KernelFile;
 use wasm_chord_cuda::{nvrtc, ops, CudaBackend, CudaWeight};
@@ -31,6 +38,10 @@ const REPEATS: usize = 7;
 
 /// The variant modules: (module name, whether built with the biased decoding).
 const MODULES: [(&str, bool); 2] = [("matvec_variants", false), ("matvec_variants_b", true)];
+
+fn mmvq_variant_file() -> KernelFile {
+    KernelFile { name: "mmvq_variants", source: Box::leak(ops::mmvq::variant_source().into_boxed_str()) }
+}
 
 fn variant_file(name: &'static str, biased: bool) -> KernelFile {
     KernelFile { name, source: Box::leak(ops::matvec::variant_source(biased).into_boxed_str()) }
@@ -115,6 +126,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         for (name, biased) in MODULES {
             nvrtc::compile(&variant_file(name, biased), arch)?;
         }
+        nvrtc::compile(&mmvq_variant_file(), arch)?;
         return Ok(());
     }
     let g = Arc::new(CudaBackend::new(0)?);
@@ -140,6 +152,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             variants.extend(ops::matvec::VARIANTS.iter().filter(|v| v.biased == biased).map(|v| (*v, module.clone())));
         }
     }
+    let mmvq_variants = if with_variants { Some(dev.context().load_module(Ptx::from_binary(nvrtc::compile(&mmvq_variant_file(), dev.arch())?))?) } else { None };
 
     let mut r = ChaCha8Rng::seed_from_u64(1);
     for (rows, cols) in shapes {
@@ -149,28 +162,85 @@ fn main() -> Result<(), Box<dyn Error>> {
         let gx8 = g.upload(&x8, 8, cols)?;
         let mut out = g.tensor(1, rows)?;
         let mut out8 = g.tensor(8, rows)?;
-        println!("\nmatrix {rows} x {cols}, one token (shipped kernel), 8 tokens (matmul8){}", if with_variants { ", other configurations (us; m8_: 8 tokens)" } else { "" });
-        print!("{:>7} {:>8} {:>8} {:>8} {:>6} {:>9}", "type", "MiB", "us", "GB/s", "%copy", "8-tok us");
+        let (mut scratch, mut scratch8) = (g.tensor(1, ops::mmvq::scratch_len(1, cols))?, g.tensor(1, ops::mmvq::scratch_len(8, cols))?);
+        println!("\nmatrix {rows} x {cols}: one token, f32-activation kernel (f32) and int8 (int8: with the quantize launch; kern: alone); 8 tokens; gate: fused gate+up over two weights");
+        print!("{:>7} {:>7} {:>7} {:>5} {:>7} {:>5} {:>7} {:>5} {:>8} {:>8} {:>7}", "type", "MiB", "f32 us", "%copy", "int8 us", "%copy", "kern us", "%copy", "8t f32", "8t int8", "gate us");
         for (v, _) in &variants {
             print!(" {:>8}", v.name);
+        }
+        if mmvq_variants.is_some() {
+            for v in ops::mmvq::VARIANTS {
+                print!(" {:>8}", v.name);
+            }
         }
         println!();
         for &ty in &types {
             let ws = weights(&g, &mut r, ty, rows, cols)?;
             let nb = ws.len();
             let total = rows * ty.row_bytes(cols)?;
-            let t1 = timer.time(|i| Ok(g.matmul(&ws[i % nb], None, &gx, &mut out)?))?;
-            let t8 = timer.time(|i| Ok(g.matmul(&ws[i % nb], None, &gx8, &mut out8)?))?;
-            let gbs = total as f64 / t1 / 1e9;
-            print!("{:>7} {:>8.1} {:>8.2} {:>8.0} {:>5.0}% {:>9.1}", ty.name(), total as f64 / (1 << 20) as f64, t1 * 1e6, gbs, 100.0 * gbs / copy_gbs, t8 * 1e6);
+            let pct = |t: f64| 100.0 * total as f64 / t / 1e9 / copy_gbs;
+            let t1 = timer.time(|i| Ok(ops::matvec::matmul(dev, &ws[i % nb], None, &gx, &mut out)?))?;
+            let int8 = ops::mmvq::supports(ty);
+            // The quantize launch and the kernel, as a matmul whose activations no earlier
+            // matmul quantized (the backend reuses them across matmuls of one tensor).
+            let t1q = if int8 {
+                timer.time(|i| {
+                    let xq = ops::mmvq::quantize(dev, &gx, &mut scratch)?;
+                    Ok(ops::mmvq::matmul(dev, &ws[i % nb], None, &xq, &mut out, false)?)
+                })?
+            } else {
+                timer.time(|i| Ok(g.matmul(&ws[i % nb], None, &gx, &mut out)?))?
+            };
+            let xq = ops::mmvq::quantize(dev, &gx, &mut scratch)?;
+            let tk = if int8 { timer.time(|i| Ok(ops::mmvq::matmul(dev, &ws[i % nb], None, &xq, &mut out, false)?))? } else { f64::NAN };
+            let t8 = timer.time(|i| Ok(ops::matvec::matmul(dev, &ws[i % nb], None, &gx8, &mut out8)?))?;
+            let t8q = if int8 {
+                timer.time(|i| {
+                    let xq = ops::mmvq::quantize(dev, &gx8, &mut scratch8)?;
+                    Ok(ops::mmvq::matmul(dev, &ws[i % nb], None, &xq, &mut out8, false)?)
+                })?
+            } else {
+                timer.time(|i| Ok(g.matmul(&ws[i % nb], None, &gx8, &mut out8)?))?
+            };
+            let tg = if int8 {
+                timer.time(|i| {
+                    let xq = ops::mmvq::quantize(dev, &gx, &mut scratch)?;
+                    Ok(ops::mmvq::matmul_gated(dev, Activation::Silu, &ws[i % nb], &ws[(i + 1) % nb], &xq, &mut out)?)
+                })?
+            } else {
+                f64::NAN
+            };
+            print!(
+                "{:>7} {:>7.1} {:>7.2} {:>4.0}% {:>7.2} {:>4.0}% {:>7.2} {:>4.0}% {:>8.1} {:>8.1} {:>7.2}",
+                ty.name(),
+                total as f64 / (1 << 20) as f64,
+                t1 * 1e6,
+                pct(t1),
+                t1q * 1e6,
+                pct(t1q),
+                tk * 1e6,
+                pct(tk),
+                t8 * 1e6,
+                t8q * 1e6,
+                tg * 1e6
+            );
             // Each variant's output (last launch: buffer LAUNCHES - 1) against the shipped kernel's
             // on the same buffer; "!" marks a normalized difference over 1e-5.
             let last = &ws[(LAUNCHES - 1) % nb];
-            let (mut want1, mut want8) = (Vec::new(), Vec::new());
-            g.matmul(last, None, &gx, &mut out)?;
+            let (mut want1, mut want8, mut want_q) = (Vec::new(), Vec::new(), Vec::new());
+            ops::matvec::matmul(dev, last, None, &gx, &mut out)?;
             g.download(&out, &mut want1)?;
-            g.matmul(last, None, &gx8, &mut out8)?;
+            ops::matvec::matmul(dev, last, None, &gx8, &mut out8)?;
             g.download(&out8, &mut want8)?;
+            g.matmul(last, None, &gx, &mut out)?;
+            g.download(&out, &mut want_q)?;
+            let mark = |o: &wasm_chord_cuda::CudaTensor, want: &[f32]| -> Result<&'static str, Box<dyn Error>> {
+                let mut got = Vec::new();
+                g.download(o, &mut got)?;
+                let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+                let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs() / scale).fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
+                Ok(if diff > 1e-5 { "!" } else { " " })
+            };
             for (v, module) in &variants {
                 let f: CudaFunction = module.load_function(&format!("{}_{}", v.name, ty.name()))?;
                 let (x, o, want) = if v.tokens == 1 { (&gx, &mut out, &want1) } else { (&gx8, &mut out8, &want8) };
@@ -179,11 +249,18 @@ fn main() -> Result<(), Box<dyn Error>> {
                 } else {
                     timer.time(|i| Ok(ops::matvec::launch(dev, &f, (v.warps, v.rows), v.tokens, 0, &ws[i % nb], None, x, o)?))?
                 };
-                let mut got = Vec::new();
-                g.download(o, &mut got)?;
-                let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
-                let diff = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs() / scale).fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
-                print!(" {:>7.2}{}", t * 1e6, if diff > 1e-5 { "!" } else { " " });
+                print!(" {:>7.2}{}", t * 1e6, mark(o, want)?);
+            }
+            if let Some(module) = &mmvq_variants {
+                for v in ops::mmvq::VARIANTS {
+                    if !int8 {
+                        print!(" {:>8}", "-");
+                        continue;
+                    }
+                    let f: CudaFunction = module.load_function(&format!("{}_{}", v.name, ty.name()))?;
+                    let t = timer.time(|i| Ok(ops::mmvq::launch(dev, &f, (v.warps, v.rows), 1, &ws[i % nb], None, &xq, &mut out, false)?))?;
+                    print!(" {:>7.2}{}", t * 1e6, mark(&out, &want_q)?);
+                }
             }
             println!();
         }

@@ -83,6 +83,14 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(v);
 }
 
+// The gated feed-forward's activations (elementwise.cu's act_mul, mmvq.cu's gate kernels).
+__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
+
+__device__ __forceinline__ float gelu_tanh(float g) {
+    const float sqrt_2_over_pi = 0.7978846f;
+    return 0.5f * g * (1.0f + tanhf(sqrt_2_over_pi * g * (1.0f + 0.044715f * g * g)));
+}
+
 // Streaming 16-byte load: weights are read once per matvec, so keep them out of L1.
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
     return __ldcs(p);

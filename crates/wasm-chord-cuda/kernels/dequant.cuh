@@ -10,6 +10,11 @@
 // s and m once per half (m times the activations' half sums), which takes the per-weight scale
 // arithmetic out of its inner loop; q comes from the packed bits with one byte permute and one
 // add per weight (byte_f).
+//
+// The quantized types also have decode_i8(b, item, q, s, m) for the int8 matvec (mmvq.cu): the
+// same item as eight words of four signed bytes (q[i] holds weights 4i .. 4i+3; offsets that
+// are whole numbers, such as Q4_0's -8, are subtracted in the bytes), with
+// w[j] = s[j / 16] * q[j] + m[j / 16] and m zero unless MINS says otherwise.
 #pragma once
 #include "common.cuh"
 
@@ -82,6 +87,11 @@ __device__ __forceinline__ u32 iq4_lookup4(u32 idx) {
     return (hi & mask) | (lo & ~mask);
 }
 
+// The IQ4 grid values of four 4-bit indices as signed bytes in index order.
+__device__ __forceinline__ u32 iq4_signed4(u32 idx) {
+    return __byte_perm(iq4_lookup4(idx), 0u, 0x3120u) ^ 0x80808080u;
+}
+
 template <int BYTES_, int QK_, int ITEMS_, bool SPLIT_ = false>
 struct BlockType {
     static constexpr bool SPLIT = SPLIT_;
@@ -89,9 +99,24 @@ struct BlockType {
     static constexpr int QK = QK_;
     static constexpr int ITEMS = ITEMS_;
     static constexpr int ALIGN = gcd_c(BYTES_, 16);
+    // decode_i8 (the int8 matvec, mmvq.cu): how the offsets m are laid out (0: none, 1: one per
+    // item, 2: one per half item) and whether the two halves have their own scale.
+    static constexpr int MINS = 0;
+    static constexpr bool HALF_SCALES = false;
 };
 
 struct Q4_0 : BlockType<18, 32, 1, true> {
+    static constexpr int MINS = 0;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int, u32* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<2>(b + 2 + 4 * k);
+            q[k] = __vsub4(x & 0x0F0F0F0Fu, 0x08080808u);
+            q[4 + k] = __vsub4((x >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         const float d = load_half(b);
@@ -125,6 +150,17 @@ struct Q4_0 : BlockType<18, 32, 1, true> {
 };
 
 struct Q4_1 : BlockType<20, 32, 1, true> {
+    static constexpr int MINS = 1;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int, u32* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = load_half(b + 2);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<4>(b + 4 + 4 * k);
+            q[k] = x & 0x0F0F0F0Fu;
+            q[4 + k] = (x >> 4) & 0x0F0F0F0Fu;
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         s[0] = s[1] = load_half(b);
@@ -157,6 +193,18 @@ struct Q4_1 : BlockType<20, 32, 1, true> {
 };
 
 struct Q5_0 : BlockType<22, 32, 1, true> {
+    static constexpr int MINS = 0;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int, u32* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = 0.0f;
+        const u32 qh = load_u32<2>(b + 2);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<2>(b + 6 + 4 * k);
+            q[k] = __vsub4((x & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (4 * k)) & 15), 0x10101010u);
+            q[4 + k] = __vsub4(((x >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (16 + 4 * k)) & 15), 0x10101010u);
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         const float d = load_half(b);
@@ -194,6 +242,18 @@ struct Q5_0 : BlockType<22, 32, 1, true> {
 };
 
 struct Q5_1 : BlockType<24, 32, 1, true> {
+    static constexpr int MINS = 1;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int, u32* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = load_half(b + 2);
+        const u32 qh = load_u32<4>(b + 4);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<8>(b + 8 + 4 * k);
+            q[k] = (x & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (4 * k)) & 15);
+            q[4 + k] = ((x >> 4) & 0x0F0F0F0Fu) | bits_to_byte_bit4((qh >> (16 + 4 * k)) & 15);
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         s[0] = s[1] = load_half(b);
@@ -230,6 +290,13 @@ struct Q5_1 : BlockType<24, 32, 1, true> {
 };
 
 struct Q8_0 : BlockType<34, 32, 1, true> {
+    static constexpr int MINS = 0;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int, u32* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; k++) q[k] = load_u32<2>(b + 2 + 4 * k);
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         s[0] = s[1] = load_half(b);
@@ -253,6 +320,17 @@ struct Q8_0 : BlockType<34, 32, 1, true> {
 };
 
 struct IQ4_NL : BlockType<18, 32, 1, true> {
+    static constexpr int MINS = 0;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int, u32* q, float* s, float* m) {
+        s[0] = s[1] = load_half(b);
+        m[0] = m[1] = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const u32 x = load_u32<2>(b + 2 + 4 * k);
+            q[k] = iq4_signed4(x & 0x0F0F0F0Fu);
+            q[4 + k] = iq4_signed4((x >> 4) & 0x0F0F0F0Fu);
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int, float* q, float* s, float* m) {
         s[0] = s[1] = load_half(b);
@@ -286,6 +364,21 @@ struct IQ4_NL : BlockType<18, 32, 1, true> {
 // Item `it` of a k-quant block covers weights 32*it .. 32*it+32.
 
 struct Q2_K : BlockType<84, QK_K, 8, true> {
+    static constexpr int MINS = 2;
+    static constexpr bool HALF_SCALES = true;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int it, u32* q, float* s, float* m) {
+        const float d = load_half(b + 80), dmin = load_half(b + 82);
+        const int shift = 2 * (it % 4);
+        const u8* qs = b + 16 + 32 * (it / 4);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            const u32 sc = b[2 * it + g];
+            s[g] = d * (float)(sc & 15);
+            m[g] = -dmin * (float)(sc >> 4);
+#pragma unroll
+            for (int k = 0; k < 4; k++) q[4 * g + k] = (load_u32<4>(qs + 16 * g + 4 * k) >> shift) & 0x03030303u;
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         const float d = load_half(b + 80), dmin = load_half(b + 82);
@@ -324,6 +417,24 @@ struct Q2_K : BlockType<84, QK_K, 8, true> {
 };
 
 struct Q3_K : BlockType<110, QK_K, 8, true> {
+    static constexpr int MINS = 0;
+    static constexpr bool HALF_SCALES = true;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int it, u32* q, float* s, float* m) {
+        const float d = load_half(b + 108);
+        const int shift = 2 * (it % 4);
+        const u8* qs = b + 32 + 32 * (it / 4);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            s[g] = d * (float)(scale6(b + 96, 2 * it + g) - 32);
+            m[g] = 0.0f;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                const u32 low = (load_u32<2>(qs + 16 * g + 4 * k) >> shift) & 0x03030303u;
+                const u32 high = (load_u32<2>(b + 16 * g + 4 * k) >> it) & 0x01010101u;
+                q[4 * g + k] = __vsub4(low | (high << 2), 0x04040404u);
+            }
+        }
+    }
     static __device__ __forceinline__ int scale6(const u8* sc, int j) {
         const int low = j < 8 ? (sc[j] & 15) : (sc[j - 8] >> 4);
         return low | (((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
@@ -383,6 +494,23 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, floa
 }
 
 struct Q4_K : BlockType<144, QK_K, 8, true> {
+    static constexpr int MINS = 1;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int it, u32* q, float* s, float* m) {
+        float sc, mn;
+        scale_min_k4(it, b + 4, &sc, &mn);
+        s[0] = s[1] = load_half(b) * sc;
+        m[0] = m[1] = -(load_half(b + 2) * mn);
+        const int shift = 4 * (it % 2);
+        const uint4* qs = reinterpret_cast<const uint4*>(b + 16 + 32 * (it / 2));
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint4 q4 = qs[v];
+            q[4 * v] = (q4.x >> shift) & 0x0F0F0F0Fu;
+            q[4 * v + 1] = (q4.y >> shift) & 0x0F0F0F0Fu;
+            q[4 * v + 2] = (q4.z >> shift) & 0x0F0F0F0Fu;
+            q[4 * v + 3] = (q4.w >> shift) & 0x0F0F0F0Fu;
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         float sc, mn;
@@ -423,6 +551,24 @@ struct Q4_K : BlockType<144, QK_K, 8, true> {
 };
 
 struct Q5_K : BlockType<176, QK_K, 8, true> {
+    static constexpr int MINS = 1;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int it, u32* q, float* s, float* m) {
+        float sc, mn;
+        scale_min_k4(it, b + 4, &sc, &mn);
+        s[0] = s[1] = load_half(b) * sc;
+        m[0] = m[1] = -(load_half(b + 2) * mn);
+        const int shift = 4 * (it % 2);
+        const uint4* qs = reinterpret_cast<const uint4*>(b + 48 + 32 * (it / 2));
+        const uint4* qh = reinterpret_cast<const uint4*>(b + 16);
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint4 q4 = qs[v], h4 = qh[v];
+            const u32 qw[4] = {q4.x, q4.y, q4.z, q4.w};
+            const u32 hw[4] = {h4.x, h4.y, h4.z, h4.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++) q[4 * v + k] = ((qw[k] >> shift) & 0x0F0F0F0Fu) | (((hw[k] >> it) & 0x01010101u) << 4);
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         float sc, mn;
@@ -470,6 +616,27 @@ struct Q5_K : BlockType<176, QK_K, 8, true> {
 };
 
 struct Q6_K : BlockType<210, QK_K, 8, true> {
+    static constexpr int MINS = 0;
+    static constexpr bool HALF_SCALES = true;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int it, u32* q, float* s, float* m) {
+        const float d = load_half(b + 208);
+        const int h = it / 4, k = it % 4;
+        const u8* ql = b + 64 * h + 32 * (k & 1);
+        const u8* qh = b + 128 + 32 * h;
+        const int lshift = 4 * (k >> 1), hshift = 2 * k;
+        const i8* scales = reinterpret_cast<const i8*>(b + 192 + 8 * h + 2 * k);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            s[g] = d * (float)scales[g];
+            m[g] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const u32 l = (load_u32<2>(ql + 16 * g + 4 * c) >> lshift) & 0x0F0F0F0Fu;
+                const u32 hb = (load_u32<2>(qh + 16 * g + 4 * c) >> hshift) & 0x03030303u;
+                q[4 * g + c] = __vsub4(l | (hb << 4), 0x20202020u);
+            }
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         const float d = load_half(b + 208);
@@ -518,6 +685,22 @@ struct Q6_K : BlockType<210, QK_K, 8, true> {
 };
 
 struct IQ4_XS : BlockType<136, QK_K, 8, true> {
+    static constexpr int MINS = 0;
+    static __device__ __forceinline__ void decode_i8(const u8* b, int it, u32* q, float* s, float* m) {
+        const u32 scales_h = *reinterpret_cast<const u16*>(b + 2);
+        const int ls = ((b[4 + it / 2] >> (4 * (it % 2))) & 15) | (((scales_h >> (2 * it)) & 3) << 4);
+        s[0] = s[1] = load_half(b) * (float)(ls - 32);
+        m[0] = m[1] = 0.0f;
+        const uint2* qs = reinterpret_cast<const uint2*>(b + 8 + 16 * it);
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint2 q2 = qs[v];
+            q[2 * v] = iq4_signed4(q2.x & 0x0F0F0F0Fu);
+            q[2 * v + 1] = iq4_signed4(q2.y & 0x0F0F0F0Fu);
+            q[4 + 2 * v] = iq4_signed4((q2.x >> 4) & 0x0F0F0F0Fu);
+            q[4 + 2 * v + 1] = iq4_signed4((q2.y >> 4) & 0x0F0F0F0Fu);
+        }
+    }
     template <bool BIASED = WC_BIASED_DECODE != 0>
     static __device__ __forceinline__ void decode(const u8* b, int it, float* q, float* s, float* m) {
         const u32 scales_h = *reinterpret_cast<const u16*>(b + 2);

@@ -2,13 +2,6 @@
 // store, and the row softmax.
 #include "common.cuh"
 
-__device__ __forceinline__ float silu(float g) { return g / (1.0f + expf(-g)); }
-
-__device__ __forceinline__ float gelu_tanh(float g) {
-    const float sqrt_2_over_pi = 0.7978846f;
-    return 0.5f * g * (1.0f + tanhf(sqrt_2_over_pi * g * (1.0f + 0.044715f * g * g)));
-}
-
 // out = act(gate) * up; act 0 is SiLU, 1 is GeLU (tanh approximation).
 extern "C" __global__ void act_mul(const float* __restrict__ gate, const float* __restrict__ up,
                                    float* __restrict__ out, u64 n, int act) {

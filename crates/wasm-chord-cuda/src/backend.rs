@@ -91,6 +91,10 @@ pub struct CudaOptions {
     pub attention: AttentionKind,
     /// How cache rows are stored.
     pub kv_type: KvType,
+    /// Quantized weights at 1..8 tokens: the f32-activation matvec (`matvec.cu`, within 1e-5 of
+    /// the f32 reference) instead of the int8 one (`mmvq.cu`: activations rounded to 8 bits per
+    /// block of 32, as llama.cpp and the CPU backend with ggml's rounding do; faster).
+    pub f32_matvec: bool,
 }
 
 /// The CUDA backend on one device.
@@ -103,6 +107,10 @@ pub struct CudaBackend {
     step: Mutex<StepState>,
     /// Where `argmax` leaves its answer.
     argmax_out: Mutex<CudaSlice<u32>>,
+    /// The int8 matvec's activation scratch outside decode steps (`int8_scratch`).
+    int8_scratch: Mutex<Option<CudaSlice<f32>>>,
+    /// The int8 activations the last int8 matmul used, keyed by (tensor address, step epoch).
+    int8_last: Mutex<Option<((u64, u64), ops::mmvq::QuantizedActs)>>,
     /// Rope frequency factors already on the device, by value (a model has one or two sets).
     freq_factors: Mutex<Vec<(Vec<f32>, CudaSlice<f32>)>>,
 }
@@ -114,8 +122,10 @@ impl CudaBackend {
     }
 
     /// Opens GPU `ordinal` with the given attention kind and cache type. Decode steps are
-    /// captured as CUDA graphs unless `WASM_CHORD_CUDA_GRAPH=0`.
-    pub fn with_options(ordinal: usize, opts: CudaOptions) -> Result<Self, CudaError> {
+    /// captured as CUDA graphs unless `WASM_CHORD_CUDA_GRAPH=0`; `WASM_CHORD_CUDA_F32_MATVEC=1`
+    /// sets `f32_matvec` (the previous kernels, for comparisons in one binary).
+    pub fn with_options(ordinal: usize, mut opts: CudaOptions) -> Result<Self, CudaError> {
+        opts.f32_matvec |= std::env::var("WASM_CHORD_CUDA_F32_MATVEC").is_ok_and(|v| v == "1");
         let dev = CudaDevice::new(ordinal)?;
         let graphs = std::env::var("WASM_CHORD_CUDA_GRAPH").map_or(true, |v| v != "0");
         let step = StepState::new(dev.stream(), graphs).map_err(|e| CudaError::NoDevice { detail: format!("allocating the step buffers: {e}") })?;
@@ -127,6 +137,8 @@ impl CudaBackend {
             gemm: OnceLock::new(),
             step: Mutex::new(step),
             argmax_out: Mutex::new(argmax_out),
+            int8_scratch: Mutex::new(None),
+            int8_last: Mutex::new(None),
             freq_factors: Mutex::new(Vec::new()),
         })
     }
@@ -149,6 +161,58 @@ impl CudaBackend {
 
     fn step(&self) -> MutexGuard<'_, StepState> {
         self.step.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a matmul of `w` over `x` runs on the int8 kernels (mmvq.cu): fewer tokens than
+    /// the cuBLAS path takes, a quantized type, and not `CudaOptions::f32_matvec`.
+    fn int8_matvec(&self, w: &CudaWeight, x: &CudaTensor) -> bool {
+        !self.opts.f32_matvec
+            && (1..ops::gemm::MIN_TOKENS).contains(&x.rows)
+            && ops::mmvq::supports(w.ty)
+            && w.cols == x.cols
+            && w.cols % w.ty.block_len().max(32) == 0
+    }
+
+    /// The scratch of a matmul's int8 activations (`n` f32): an arena slot inside a decode
+    /// step, else one buffer reused by every call (the stream orders its uses) and grown when a
+    /// call needs more.
+    fn int8_scratch(&self, n: usize) -> Result<CudaTensor, BackendError> {
+        if self.step().mode() != Mode::Off {
+            return self.tensor(1, n);
+        }
+        let mut held = self.int8_scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().is_none_or(|b| b.len() < n) {
+            *held = None;
+            *held = Some(self.zeros::<f32>(n)?);
+        }
+        let buf = held.as_ref().ok_or_else(|| BackendError::Other { op: Op::Alloc, detail: "int8 scratch".into() })?;
+        // SAFETY: the buffer holds at least `n` f32 and is only replaced by a later call, whose
+        // kernels the stream runs after this one's.
+        let data = unsafe { DeviceBuf::borrowed(self.dev.stream(), address(buf, self.dev.stream()), n) };
+        Ok(CudaTensor { rows: 1, cols: n, data })
+    }
+
+    /// The start of an int8 matmul over `x`: its scratch (taken by every call, launching or
+    /// not, so that a step's arena slots are the same in every replay) and, when the previous
+    /// int8 matmul quantized this same tensor with no op in between (q, k and v of one normed
+    /// x), those activations. The sequence of ops alone decides, the same in every replay.
+    fn int8_begin(&self, x: &CudaTensor) -> Result<(CudaTensor, Option<ops::mmvq::QuantizedActs>), BackendError> {
+        let key = (self.addr(&x.data), self.step().epoch());
+        let last = *self.int8_last.lock().unwrap_or_else(|p| p.into_inner());
+        let cached = last.filter(|(k, q)| *k == key && q.fits(x.rows, x.cols)).map(|(_, q)| q);
+        Ok((self.int8_scratch(ops::mmvq::scratch_len(x.rows, x.cols))?, cached))
+    }
+
+    /// The int8 activations of `x` (quantized now unless `int8_begin` found them), remembered
+    /// for the next int8 matmul.
+    fn int8_acts(&self, x: &CudaTensor, (mut scratch, cached): (CudaTensor, Option<ops::mmvq::QuantizedActs>)) -> Result<ops::mmvq::QuantizedActs, BackendError> {
+        let acts = match cached {
+            Some(q) => q,
+            None => ops::mmvq::quantize(&self.dev, x, &mut scratch)?,
+        };
+        let key = (self.addr(&x.data), self.step().epoch());
+        *self.int8_last.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, acts));
+        Ok(acts)
     }
 
     /// Notes an op in the current decode step; `false` when it must not launch (a replay).
@@ -238,6 +302,7 @@ impl Backend for CudaBackend {
 
     fn tensor(&self, rows: usize, cols: usize) -> Result<CudaTensor, BackendError> {
         let n = checked_len(Op::Alloc, rows, cols)?;
+        self.step().bump();
         let bytes = n.max(1).checked_mul(4).ok_or_else(|| BackendError::Shape { op: Op::Alloc, detail: format!("[{rows}, {cols}] overflows") })?;
         if let Some(ptr) = self.step().next_buffer(self.dev.stream(), bytes)? {
             // SAFETY: the arena slot holds `n.max(1)` f32 and lives as long as the backend.
@@ -257,6 +322,7 @@ impl Backend for CudaBackend {
         if matches!(self.step().mode(), Mode::Capture | Mode::Replay) {
             return Err(self.step().refuse(Op::Transfer, "upload"));
         }
+        self.step().bump();
         Ok(CudaTensor { rows, cols, data: self.upload_vec(Op::Transfer, data)?.into() })
     }
 
@@ -332,6 +398,8 @@ impl Backend for CudaBackend {
 
     fn matmul(&self, w: &CudaWeight, bias: Option<&CudaWeight>, x: &CudaTensor, out: &mut CudaTensor) -> Result<(), BackendError> {
         let bias_addr = bias.and_then(|b| b.values.as_ref()).map_or(0, |v| self.addr(v));
+        // Taken before a replay returns, so that every step takes the same arena slots.
+        let int8 = if self.int8_matvec(w, x) { Some(self.int8_begin(x)?) } else { None };
         if !self.step_note(Op::MatMul, &[self.addr(&w.bytes), bias_addr, self.addr(&x.data), self.addr(&out.data), x.rows as u64]) {
             return Ok(());
         }
@@ -348,7 +416,53 @@ impl Backend for CudaBackend {
                 return gemm.matmul(&self.dev, w, bias, x, out);
             }
         }
+        if let Some(int8) = int8 {
+            let xq = self.int8_acts(x, int8)?;
+            return ops::mmvq::matmul(&self.dev, w, bias.map(|b| self.addr(b)), &xq, out, false);
+        }
         ops::matvec::matmul(&self.dev, w, bias, x, out)
+    }
+
+    fn matmul_act_mul(&self, act: Activation, gate: &CudaWeight, up: &CudaWeight, x: &CudaTensor, out: &mut CudaTensor) -> Result<(), BackendError> {
+        let fused = self.int8_matvec(gate, x) && up.ty == gate.ty && up.rows == gate.rows && up.cols == gate.cols;
+        if !fused {
+            let mut g = self.tensor(x.rows, gate.rows)?;
+            let mut u = self.tensor(x.rows, up.rows)?;
+            self.matmul(gate, None, x, &mut g)?;
+            self.matmul(up, None, x, &mut u)?;
+            return self.act_mul(act, &g, &u, out);
+        }
+        let int8 = self.int8_begin(x)?;
+        let note = [self.addr(&gate.bytes), self.addr(&up.bytes), self.addr(&x.data), self.addr(&out.data), x.rows as u64, 2 + act as u64];
+        if !self.step_note(Op::MatMul, &note) {
+            return Ok(());
+        }
+        ops::matvec::check(gate, x, out)?;
+        let xq = self.int8_acts(x, int8)?;
+        ops::mmvq::matmul_gated(&self.dev, act, gate, up, &xq, out)
+    }
+
+    fn matmul_add(&self, w: &CudaWeight, bias: Option<&CudaWeight>, x: &CudaTensor, acc: &mut CudaTensor) -> Result<(), BackendError> {
+        if !self.int8_matvec(w, x) {
+            let mut y = self.tensor(x.rows, w.rows)?;
+            self.matmul(w, bias, x, &mut y)?;
+            return self.add(acc, &y);
+        }
+        let int8 = self.int8_begin(x)?;
+        let bias_addr = bias.and_then(|b| b.values.as_ref()).map_or(0, |v| self.addr(v));
+        if !self.step_note(Op::MatMul, &[self.addr(&w.bytes), bias_addr, self.addr(&x.data), self.addr(&acc.data), x.rows as u64, 1]) {
+            return Ok(());
+        }
+        let bias = match bias {
+            Some(b) if b.rows * b.cols != w.rows => {
+                return Err(BackendError::Shape { op: Op::MatMul, detail: format!("bias of {} for {} outputs", b.rows * b.cols, w.rows) })
+            }
+            Some(b) => Some(self.addr(values(b, Op::MatMul)?)),
+            None => None,
+        };
+        ops::matvec::check(w, x, acc)?;
+        let xq = self.int8_acts(x, int8)?;
+        ops::mmvq::matmul(&self.dev, w, bias, &xq, acc, true)
     }
 
     fn embed(&self, table: &CudaWeight, ids: &[u32], scale: f32, out: &mut CudaTensor) -> Result<(), BackendError> {

@@ -11,17 +11,19 @@ pub struct KernelFile {
 }
 
 /// Headers the kernel files include, by the name they include them under.
-pub const HEADERS: [(&str, &str); 4] = [
+pub const HEADERS: [(&str, &str); 5] = [
     ("attention.cuh", include_str!("../kernels/attention.cuh")),
     ("common.cuh", include_str!("../kernels/common.cuh")),
     ("dequant.cuh", include_str!("../kernels/dequant.cuh")),
     ("matvec.cuh", include_str!("../kernels/matvec.cuh")),
+    ("mmvq.cuh", include_str!("../kernels/mmvq.cuh")),
 ];
 
 /// Every kernel file.
-pub fn all() -> [KernelFile; 8] {
+pub fn all() -> [KernelFile; 9] {
     [
         crate::ops::matvec::SOURCE,
+        crate::ops::mmvq::SOURCE,
         crate::ops::norm::SOURCE,
         crate::ops::rope::SOURCE,
         crate::ops::elementwise::SOURCE,

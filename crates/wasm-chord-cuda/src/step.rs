@@ -97,6 +97,9 @@ pub struct StepState {
     pos_dev: DeviceBuf<i32>,
     /// Steps run and graphs launched, for tests and logs.
     pub stats: StepStats,
+    /// Counts ops (every `note`, in or out of steps) and new tensors (`bump`): two moments with
+    /// the same count have no op between them (the int8 matvec reuses quantized activations).
+    epoch: u64,
 }
 
 /// Counts of what the decode steps did.
@@ -154,7 +157,18 @@ impl StepState {
             token_dev,
             pos_dev,
             stats: StepStats::default(),
+            epoch: 0,
         })
+    }
+
+    /// See the `epoch` field.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Advances the epoch: something outside `note` wrote or allocated device memory.
+    pub fn bump(&mut self) {
+        self.epoch += 1;
     }
 
     pub fn mode(&self) -> Mode {
@@ -186,6 +200,7 @@ impl StepState {
 
     /// Mixes values an op depends on into the step's fingerprint.
     pub fn note(&mut self, op: Op, values: &[u64]) {
+        self.epoch += 1;
         if self.mode == Mode::Off {
             return;
         }

@@ -351,7 +351,7 @@ fn q8_0_cache_store_matches_ggml_quantizer() {
 fn backend_attention_matches_cpu() {
     for kv_type in KvType::ALL {
         for attention in AttentionKind::ALL {
-            let Some(g) = backend(CudaOptions { attention, kv_type }) else { return };
+            let Some(g) = backend(CudaOptions { attention, kv_type, ..CudaOptions::default() }) else { return };
             let c = CpuBackend::new(&CpuOptions { n_threads: 2, ggml_rounding: false, attention: AttentionKind::Flash, kv_type });
             let mut r = rng(6);
             // (n_head, n_head_kv, dk, dv, window, softcap, q_pos0, n)

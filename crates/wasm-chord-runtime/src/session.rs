@@ -125,7 +125,7 @@ fn load_model(file: Arc<GgufFile>, opts: &EngineOptions) -> Result<Loaded, Strin
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
-            let cuda = wasm_chord_cuda::CudaOptions { attention: opts.attention, kv_type: opts.kv_type };
+            let cuda = wasm_chord_cuda::CudaOptions { attention: opts.attention, kv_type: opts.kv_type, ..Default::default() };
             let backend = CudaBackend::with_options(0, cuda).map_err(|e| format!("the cuda backend is not available: {e}"))?;
             Model::load_on(backend, &crate::GgufSource::new(file)).map(Loaded::Cuda).map_err(|e| e.to_string())
         }

@@ -6,6 +6,7 @@ pub mod elementwise;
 pub mod flash;
 pub mod gemm;
 pub mod matvec;
+pub mod mmvq;
 pub mod norm;
 pub mod rope;
 pub mod step;

@@ -55,7 +55,36 @@ static unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
     return r;
 }
 
+// Per-byte subtraction modulo 256.
+static unsigned __vsub4(unsigned a, unsigned b) {
+    unsigned r = 0;
+    for (int i = 0; i < 4; i++) r |= ((((a >> (8 * i)) & 0xff) - ((b >> (8 * i)) & 0xff)) & 0xff) << (8 * i);
+    return r;
+}
+
 #include "dequant.cuh"
+
+// The int8 decoding (signed bytes, scale and offset per half item) must give the same weights
+// as dequant; a mismatch exits with 7.
+template <class T>
+static void check_decode_i8(const u8* b, int it, const float* w) {
+    if constexpr (T::SPLIT) {
+        unsigned q[8];
+        float s[2], m[2];
+        T::decode_i8(b, it, q, s, m);
+        for (int j = 0; j < 32; j++) {
+            const int qi = (int)(signed char)((q[j / 4] >> (8 * (j % 4))) & 0xff);
+            const float mj = T::MINS == 0 ? 0.0f : m[j / 16];
+            const float sj = T::HALF_SCALES ? s[j / 16] : s[0];
+            const float r = sj * (float)qi + mj;
+            const float scale = std::fabs(sj) * 128.0f + std::fabs(mj) + 1e-30f;
+            if (std::fabs(r - w[j]) > 1e-6f * scale) {
+                std::fprintf(stderr, "decode_i8 item %d weight %d: q %d s %g m %g -> %g, dequant %g\n", it, j, qi, sj, mj, r, w[j]);
+                std::exit(7);
+            }
+        }
+    }
+}
 
 // The split decoding (q, scale and offset per half item) of the types that have it must give
 // the same weights as dequant, up to the rounding of s * q + m; a mismatch exits with 6.
@@ -86,6 +115,7 @@ static std::vector<float> dequantize(const std::vector<u8>& in) {
             float w[32];
             T::dequant(in.data() + b * T::BYTES, it, w);
             check_decode<T>(in.data() + b * T::BYTES, it, w);
+            check_decode_i8<T>(in.data() + b * T::BYTES, it, w);
             std::memcpy(&out[b * T::QK + 32 * it], w, sizeof w);
         }
     return out;

@@ -1,0 +1,131 @@
+// The int8 matvec template (see mmvq.cu for the design). A header so that mmvq.cu instantiates
+// the shipped configuration and the bandwidth bench can compile others for comparison.
+#pragma once
+#include "dequant.cuh"
+
+// The types with decode_i8: every quantized weight type.
+#define FOR_EACH_QUANT_TYPE(M) \
+    M(q4_0, Q4_0)              \
+    M(q4_1, Q4_1)              \
+    M(q5_0, Q5_0)              \
+    M(q5_1, Q5_1)              \
+    M(q8_0, Q8_0)              \
+    M(q2_K, Q2_K)              \
+    M(q3_K, Q3_K)              \
+    M(q4_K, Q4_K)              \
+    M(q5_K, Q5_K)              \
+    M(q6_K, Q6_K)              \
+    M(iq4_nl, IQ4_NL)          \
+    M(iq4_xs, IQ4_XS)
+
+// One 32-weight item (at `b`, item `it` of its block) against the quantized activations of NT
+// tokens (xv: 32 signed bytes, xd: scale and sum of those bytes), added to acc[0..NT).
+template <class T, int NT>
+__device__ __forceinline__ void mmvq_item(const u8* b, int it, const int4 (&xv)[NT][2], const float2 (&xd)[NT],
+                                          float (&acc)[NT]) {
+    u32 q[8];
+    float s[2], m[2];
+    T::decode_i8(b, it, q, s, m);
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const int x[8] = {xv[t][0].x, xv[t][0].y, xv[t][0].z, xv[t][0].w,
+                          xv[t][1].x, xv[t][1].y, xv[t][1].z, xv[t][1].w};
+        int lo = 0, hi = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            lo = __dp4a((int)q[k], x[k], lo);
+            hi = __dp4a((int)q[4 + k], x[4 + k], hi);
+        }
+        float r = T::HALF_SCALES ? s[0] * (float)lo + s[1] * (float)hi : s[0] * (float)(lo + hi);
+        if constexpr (T::MINS == 1) r = fmaf(m[0], xd[t].y, r);
+        if constexpr (T::MINS == 2) {
+            int xlo = 0, xhi = 0;
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                xlo = __dp4a(0x01010101, x[k], xlo);
+                xhi = __dp4a(0x01010101, x[4 + k], xhi);
+            }
+            r += m[0] * (float)xlo + m[1] * (float)xhi;
+        }
+        acc[t] = fmaf(xd[t].x, r, acc[t]);
+    }
+}
+
+// y[t, row] for NT tokens (token group blockIdx.y) and the rows of block blockIdx.x: WARPS warps
+// split the row's 32-weight items (thread i takes items i, i + 32 WARPS, ...), partial sums meet
+// in shared memory. GATED: row `blockIdx.x` of w0 (gate) and of w1 (up), y = act(g) * u (`flags`
+// 0: SiLU, 1: GeLU-tanh); otherwise ROWS rows of w0, y = (flags & 1 ? y : 0) + dot + bias.
+// xq: per token `cols` bytes; xd: per token cols / 32 (scale, sum of the bytes).
+// UNROLL: item iterations the compiler may overlap (the next item's loads issued before this
+// one's dot products), for rows longer than one pass of the block.
+template <class T, int NT, int WARPS, int ROWS, bool GATED, int UNROLL = 1>
+__device__ __forceinline__ void mmvq(const u8* __restrict__ w0, const u8* __restrict__ w1, u64 row_stride,
+                                     const i8* __restrict__ xq, const float2* __restrict__ xd,
+                                     const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
+                                     int n_tok, int flags) {
+    constexpr int NR = GATED ? 2 : ROWS;
+    const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+    const int row0 = blockIdx.x * (GATED ? 1 : ROWS);
+    const int t0 = blockIdx.y * NT;
+    const int items = cols / 32;
+    const u8* wr[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        // Rows past the end read the last row (valid memory) and are not written.
+        const int row = min(row0 + (GATED ? 0 : r), rows - 1);
+        wr[r] = (GATED && r == 1 ? w1 : w0) + (u64)row * row_stride;
+    }
+    float acc[NR][NT];
+#pragma unroll
+    for (int r = 0; r < NR; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
+
+#pragma unroll UNROLL
+    for (int i = tid; i < items; i += WARPS * 32) {
+        int4 xv[NT][2];
+        float2 xs[NT];
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const int tt = min(t0 + t, n_tok - 1);
+            const int4* p = reinterpret_cast<const int4*>(xq + (u64)tt * cols + 32 * i);
+            xv[t][0] = p[0];
+            xv[t][1] = p[1];
+            xs[t] = xd[(u64)tt * items + i];
+        }
+        const int blk = i / T::ITEMS, it = i % T::ITEMS;
+#pragma unroll
+        for (int r = 0; r < NR; r++) mmvq_item<T, NT>(wr[r] + (u64)blk * T::BYTES, it, xv, xs, acc[r]);
+    }
+
+    __shared__ float part[WARPS][NR * NT];
+#pragma unroll
+    for (int r = 0; r < NR; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const float v = warp_sum(acc[r][t]);
+            if (lane == 0) part[warp][r * NT + t] = v;
+        }
+    __syncthreads();
+    if (tid >= NT || t0 + tid >= n_tok) return;
+    const int t = tid;
+    float v[NR];
+#pragma unroll
+    for (int r = 0; r < NR; r++) {
+        v[r] = 0.0f;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) v[r] += part[w][r * NT + t];
+    }
+    float* yt = y + (u64)(t0 + t) * rows;
+    if constexpr (GATED) {
+        if (row0 < rows) yt[row0] = (flags == 0 ? silu(v[0]) : gelu_tanh(v[0])) * v[1];
+    } else {
+#pragma unroll
+        for (int r = 0; r < NR; r++) {
+            const int row = row0 + r;
+            if (row >= rows) break;
+            const float o = v[r] + (bias ? bias[row] : 0.0f);
+            yt[row] = (flags & 1) ? yt[row] + o : o;
+        }
+    }
+}
