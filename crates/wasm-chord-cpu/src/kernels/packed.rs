@@ -108,6 +108,26 @@ impl PackedWeight {
         Some(Self { ty, rows, cols, bytes })
     }
 
+    /// Row `r`'s blocks put back in the file's layout into `out` (`false` if `r` or the
+    /// length is out of range): a packed table's rows for `embed`, so the file's pages, released
+    /// at packing, are not read back.
+    pub fn file_row(&self, r: usize, out: &mut [u8]) -> bool {
+        let Some(sb) = scale_bytes(self.ty) else { return false };
+        let (nb, bb) = (self.cols / 32, self.ty.block_bytes());
+        if r >= self.rows || out.len() != nb * bb {
+            return false;
+        }
+        let (group, i, qb) = (&self.bytes[r / GROUP * self.group_bytes()..][..self.group_bytes()], r % GROUP, bb - sb);
+        for (src, dst) in group.chunks_exact(GROUP * bb).zip(out.chunks_exact_mut(bb)) {
+            dst[..2].copy_from_slice(&src[2 * i..2 * i + 2]);
+            if sb == 4 {
+                dst[2..4].copy_from_slice(&src[2 * GROUP + 2 * i..][..2]);
+            }
+            dst[sb..].copy_from_slice(&src[GROUP * sb + i * qb..][..qb]);
+        }
+        true
+    }
+
     /// Bytes of one group of [`GROUP`] rows.
     pub fn group_bytes(&self) -> usize {
         GROUP * self.cols / 32 * self.ty.block_bytes()
