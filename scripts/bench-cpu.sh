@@ -11,7 +11,9 @@
 #   llama-bench -m MODEL -p P -n N -t T -r R -fa 0,1 -o json
 #   wasm-chord bench -m MODEL -p P -n N -t T -r R --json (skipped when the binary is missing)
 # and prints a table of prompt-processing (pp) and generation (tg) tokens/s with wasm-chord's
-# ratio to llama.cpp. Raw outputs and the table go to bench/runs/<UTC date>-<host>/.
+# ratio to llama.cpp, then each engine's peak resident memory over its whole run (GNU time's
+# maximum RSS; llama-bench's run covers both flash-attention settings). Raw outputs and the
+# tables go to bench/runs/<UTC date>-<host>/.
 #
 # wasm-chord is found as $WASM_CHORD_BIN, else $CARGO_TARGET_DIR/release/wasm-chord, else
 # target/release/wasm-chord.
@@ -23,7 +25,7 @@ P=512 N=128 T=2 R=3 SYNTH=0
 while getopts "p:n:t:r:sh" opt; do
     case "$opt" in
         p) P="$OPTARG" ;; n) N="$OPTARG" ;; t) T="$OPTARG" ;; r) R="$OPTARG" ;; s) SYNTH=1 ;;
-        *) sed -n '2,19p' "$0"; exit 2 ;;
+        *) sed -n '2,21p' "$0"; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
@@ -86,18 +88,25 @@ mkdir -p "$OUT"
     done
 } > "$OUT/env.txt"
 
+# Peak RSS in KiB of a command into $1 (empty when GNU time is missing).
+TIME_BIN="$(command -v /usr/bin/time || true)"
+peak_rss() {
+    local out="$1"; shift
+    if [ -n "$TIME_BIN" ]; then "$TIME_BIN" -f %M -o "$out" "$@"; else rm -f "$out"; "$@"; fi
+}
+
 for m in "${MODELS[@]}"; do
     base="$(basename "$m" .gguf)"
     if [ ! -e "$m" ]; then echo "missing $m" >&2; continue; fi
     if [ -n "$LLAMA_BENCH" ]; then
         echo "llama-bench $base ..." >&2
-        "$LLAMA_BENCH" -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" -fa 0,1 -o json \
+        peak_rss "$OUT/$base.llama.rss" "$LLAMA_BENCH" -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" -fa 0,1 -o json \
             > "$OUT/$base.llama.json" 2> "$OUT/$base.llama.log" \
             || echo "llama-bench failed on $m (see $OUT/$base.llama.log)" >&2
     fi
     if [ -n "$WC" ]; then
         echo "wasm-chord bench $base ..." >&2
-        "$WC" bench -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" --json \
+        peak_rss "$OUT/$base.wasm-chord.rss" "$WC" bench -m "$m" -p "$P" -n "$N" -t "$T" -r "$R" --json \
             > "$OUT/$base.wasm-chord.json" 2> "$OUT/$base.wasm-chord.log" \
             || echo "wasm-chord bench failed on $m (see $OUT/$base.wasm-chord.log)" >&2
     fi
@@ -133,10 +142,18 @@ def wc_rates(doc):
 def fmt(x):
     return "-" if x is None else f"{x:.1f}"
 
+def rss_mib(p):
+    """Peak RSS in MiB from a GNU time %M file (KiB, last line), or None."""
+    try:
+        return int(p.read_text().split()[-1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+
 print(f"| model | test | llama.cpp fa=0 t/s | llama.cpp fa=1 t/s | wasm-chord t/s | wasm-chord / best llama.cpp |")
 print("|---|---|---|---|---|---|")
-for lj in sorted(set(p.name.split(".llama.json")[0] for p in out.glob("*.llama.json")) |
-                 set(p.name.split(".wasm-chord.json")[0] for p in out.glob("*.wasm-chord.json"))):
+names = sorted(set(p.name.split(".llama.json")[0] for p in out.glob("*.llama.json")) |
+               set(p.name.split(".wasm-chord.json")[0] for p in out.glob("*.wasm-chord.json")))
+for lj in names:
     lr = llama_rates(load(out / f"{lj}.llama.json"))
     wr = wc_rates(load(out / f"{lj}.wasm-chord.json"))
     for kind, n in (("pp", P), ("tg", N)):
@@ -144,6 +161,14 @@ for lj in sorted(set(p.name.split(".llama.json")[0] for p in out.glob("*.llama.j
         best = max((x for x in (l0, l1) if x is not None), default=None)
         ratio = f"{w / best:.2f}x" if (w is not None and best) else "-"
         print(f"| {lj} | {kind}{n} | {fmt(l0)} | {fmt(l1)} | {fmt(w)} | {ratio} |")
+
+print()
+print("| model | llama.cpp peak RSS MiB | wasm-chord peak RSS MiB | wasm-chord / llama.cpp |")
+print("|---|---|---|---|")
+for lj in names:
+    l, w = rss_mib(out / f"{lj}.llama.rss"), rss_mib(out / f"{lj}.wasm-chord.rss")
+    ratio = f"{w / l:.2f}x" if (w is not None and l) else "-"
+    print(f"| {lj} | {fmt(l)} | {fmt(w)} | {ratio} |")
 EOF
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" >> "$OUT/env.txt"
 echo "results in $OUT" >&2

@@ -16,6 +16,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::gguf::GgufFile;
 use crate::quant::TensorType;
 
 /// Errors a backend reports: a shape that does not fit an op, a type it cannot handle,
@@ -62,26 +63,54 @@ impl std::fmt::Display for Op {
 /// backend can compute straight from the file without copying.
 #[derive(Clone)]
 pub struct SharedBytes {
-    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    owner: Owner,
     range: Range<usize>,
+}
+
+#[derive(Clone)]
+enum Owner {
+    Buffer(Arc<dyn AsRef<[u8]> + Send + Sync>),
+    /// A GGUF file, whose pages [`SharedBytes::release_pages`] can drop when it is mapped.
+    File(Arc<GgufFile>),
 }
 
 impl SharedBytes {
     /// `range` of `owner`'s bytes; `None` if the range lies outside them.
     pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, range: Range<usize>) -> Option<Self> {
         let len = (*owner).as_ref().len();
-        (range.start <= range.end && range.end <= len).then_some(Self { owner, range })
+        (range.start <= range.end && range.end <= len).then_some(Self { owner: Owner::Buffer(owner), range })
+    }
+
+    /// `range` of a GGUF file's bytes; `None` if the range lies outside the file.
+    pub fn from_file(file: Arc<GgufFile>, range: Range<usize>) -> Option<Self> {
+        (range.start <= range.end && range.end <= file.bytes().len()).then_some(Self { owner: Owner::File(file), range })
     }
 
     /// All of a buffer's bytes.
     pub fn from_vec(bytes: Vec<u8>) -> Self {
         let range = 0..bytes.len();
-        Self { owner: Arc::new(bytes), range }
+        Self { owner: Owner::Buffer(Arc::new(bytes)), range }
     }
 
     pub fn bytes(&self) -> &[u8] {
         // The range was checked against the owner's length at construction and owners are immutable.
-        &(*self.owner).as_ref()[self.range.clone()]
+        let all = match &self.owner {
+            Owner::Buffer(b) => (**b).as_ref(),
+            Owner::File(f) => f.bytes(),
+        };
+        &all[self.range.clone()]
+    }
+
+    /// Says bytes `range` of these (clamped to them) will not be read again soon, a backend
+    /// having copied them: pages of a memory-mapped file are dropped from this process's memory
+    /// ([`GgufFile::release_pages`]); buffers keep theirs. [`SharedBytes::bytes`] reads the same
+    /// values afterwards.
+    pub fn release_pages(&self, range: Range<usize>) {
+        if let Owner::File(f) = &self.owner {
+            let len = self.range.len();
+            let (start, end) = (range.start.min(len), range.end.min(len));
+            f.release_pages(self.range.start + start..self.range.start + end);
+        }
     }
 }
 

@@ -5,6 +5,7 @@ mod gguf_common;
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use wasm_chord_core::backend::SharedBytes;
 use wasm_chord_core::gguf::{keys, Array, GgufError, GgufFile, GgufWriter, Metadata, TensorInfo, Value};
 use wasm_chord_core::TensorType;
 
@@ -130,6 +131,38 @@ fn chunked_writes_equal_whole_writes_and_custom_alignment() {
         assert_eq!(t.offset % 128, 0);
         assert_eq!(file.tensor_data(t), d.as_slice());
     }
+}
+
+/// Released pages of a mapped file read back as the file's bytes, and releasing a file held
+/// in memory leaves its bytes alone (madvise on heap memory would zero them).
+#[test]
+fn released_pages_read_back_the_same_bytes() {
+    let md = every_value_type();
+    let tensors: Vec<TensorInfo> =
+        (0..3).map(|i| TensorInfo::new(format!("t{i}"), vec![3 << 16], TensorType::F32).unwrap()).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let data: Vec<Vec<u8>> = tensors.iter().map(|t| random_bytes(&mut rng, t.n_bytes)).collect();
+    let whole = write(&md, tensors, &data);
+    let path = std::env::temp_dir().join(format!("wasm-chord-release-{}.gguf", std::process::id()));
+    std::fs::write(&path, &whole).unwrap();
+    let mapped = GgufFile::open(&path).unwrap();
+    let held = GgufFile::from_bytes(whole.clone()).unwrap();
+    for file in [mapped, held] {
+        let file = std::sync::Arc::new(file);
+        assert_eq!(file.bytes(), whole.as_slice());
+        let t1 = file.tensor("t1").unwrap().clone();
+        let start = file.tensor_data(&t1).as_ptr() as usize - file.bytes().as_ptr() as usize;
+        let view = SharedBytes::from_file(file.clone(), start..start + t1.n_bytes).unwrap();
+        // Part of the view, then all of it and beyond (clamped), then the whole file.
+        view.release_pages(1000..100_000);
+        assert_eq!(view.bytes(), data[1].as_slice());
+        view.release_pages(0..usize::MAX);
+        assert_eq!(view.bytes(), data[1].as_slice());
+        file.release_pages(0..whole.len());
+        assert_eq!(file.bytes(), whole.as_slice());
+        assert!(SharedBytes::from_file(file.clone(), 0..whole.len() + 1).is_none());
+    }
+    std::fs::remove_file(&path).unwrap();
 }
 
 #[test]

@@ -144,6 +144,14 @@ impl Backend for CpuBackend {
         ops::matmul::matmul(&self.threads, w, bias, x, out, self.ggml_rounding)
     }
 
+    fn matmul_act_mul(&self, act: Activation, gate: &CpuWeight, up: &CpuWeight, x: &CpuTensor, out: &mut CpuTensor) -> Result<(), BackendError> {
+        ops::matmul::matmul_act_mul(&self.threads, act, gate, up, x, out, self.ggml_rounding)
+    }
+
+    fn matmul_add(&self, w: &CpuWeight, bias: Option<&CpuWeight>, x: &CpuTensor, acc: &mut CpuTensor) -> Result<(), BackendError> {
+        ops::matmul::matmul_add(&self.threads, w, bias, x, acc, self.ggml_rounding)
+    }
+
     fn embed(&self, table: &CpuWeight, ids: &[u32], scale: f32, out: &mut CpuTensor) -> Result<(), BackendError> {
         ops::embed::embed(table, ids, scale, out)
     }
@@ -201,5 +209,9 @@ impl Backend for CpuBackend {
 
     fn top_k(&self, x: &CpuTensor, row: usize, k: usize) -> Result<Vec<(u32, f32)>, BackendError> {
         ops::softmax::top_k(x, row, k)
+    }
+
+    fn argmax(&self, x: &CpuTensor, row: usize) -> Result<u32, BackendError> {
+        ops::softmax::argmax(x, row)
     }
 }

@@ -49,8 +49,12 @@ impl CpuWeight {
     }
 
     /// This weight with its rows also repacked for `kernels`, where they have a layout for it.
+    /// Matmuls then read only the packed copy, so the file's pages of the rows are released as
+    /// they are packed ([`SharedBytes::release_pages`]: the copy and the file never both sit
+    /// in memory); `embed` reads rows back out of the packed copy ([`PackedWeight::file_row`]).
     pub fn packed_for(mut self, kernels: &Kernels) -> Self {
-        self.packed = kernels.pack(self.ty, self.rows, self.cols, self.bytes.bytes()).map(Arc::new);
+        let bytes = self.bytes.clone();
+        self.packed = kernels.pack(self.ty, self.rows, self.cols, self.bytes.bytes(), &mut |r| bytes.release_pages(r)).map(Arc::new);
         self
     }
 

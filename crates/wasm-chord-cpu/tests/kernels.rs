@@ -304,3 +304,39 @@ fn neon_sets_run_and_match_scalar_k_quants_bitwise() {
         }
     }
 }
+
+/// Packed Q5_0 groups expand to packed Q8_0 blocks of the dequantized values (scalar), and
+/// every kernel set's expansion writes the scalar bytes, on random blocks (every bit pattern
+/// of qh and the nibbles, any scale).
+#[test]
+fn q5_0_expansion_matches_dequantized_values_and_scalar() {
+    use wasm_chord_cpu::kernels::packed::{expand_q5_0, PackedWeight, GROUP};
+    let mut r = rng(77);
+    let (rows, k) = (8, 32 * 5);
+    let mut file: Vec<u8> = (0..rows * k / 32 * 22).map(|_| r.gen()).collect();
+    for block in file.chunks_exact_mut(22) {
+        block[..2].copy_from_slice(&f16::from_f32(r.gen_range(-2.0f32..2.0)).to_le_bytes());
+    }
+    let packed = PackedWeight::pack(TensorType::Q5_0, rows, k, &file, &mut |_| {}).unwrap();
+    let groups = packed.groups(0, rows);
+    let mut want = vec![0u8; groups.len() / 22 * 34];
+    expand_q5_0(groups, &mut want);
+    let nb = k / 32;
+    let dequant = dequantize(TensorType::Q5_0, &file, rows * k);
+    for row in 0..rows {
+        for b in 0..nb {
+            // Group `row / 4`, block `b`: d[4] then 32 values per row.
+            let blk = &want[((row / GROUP) * nb + b) * GROUP * 34..][..GROUP * 34];
+            let d = f16::from_le_bytes([blk[2 * (row % GROUP)], blk[2 * (row % GROUP) + 1]]).to_f32();
+            for j in 0..32 {
+                let q = blk[2 * GROUP + 32 * (row % GROUP) + j] as i8;
+                assert_eq!(q as f32 * d, dequant[row * k + b * 32 + j], "row {row} block {b} value {j}");
+            }
+        }
+    }
+    for set in Kernels::available() {
+        let mut got = vec![0u8; want.len()];
+        set.expand_q5_0(groups, &mut got);
+        assert_eq!(got, want, "{:?}", set.isa);
+    }
+}

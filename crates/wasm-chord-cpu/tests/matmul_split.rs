@@ -96,3 +96,52 @@ fn matmul_is_bit_identical_for_every_split() {
         }
     }
 }
+
+/// The fused `matmul_act_mul` and `matmul_add` give the bits of their unfused compositions
+/// (two matmuls and `act_mul`; a matmul, its bias and `add`), in either layout, for every split.
+#[test]
+fn fused_ops_equal_their_compositions() {
+    use wasm_chord_core::backend::Activation;
+    use wasm_chord_cpu::ops::{act_mul::act_mul, elementwise::add, matmul::matmul_act_mul, matmul::matmul_add};
+    let kernels = Kernels::get();
+    let thread_sets: Vec<Threads> = [1, 2, 3].into_iter().map(Threads::new).collect();
+    let bits = |t: &CpuTensor| t.data.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    use TensorType::*;
+    // Pairs of gate/up types; the last pair differs, which takes the unfused path.
+    for (gt, ut) in [(Q4_1, Q4_1), (Q5_0, Q5_0), (Q8_0, Q8_0), (Q4_K, Q4_K), (Q6_K, Q6_K), (F16, F16), (Q4_K, Q6_K)] {
+        let mut r = ChaCha8Rng::seed_from_u64(300 + gt.ggml_id() as u64);
+        let k = if gt.block_len() == 256 || ut.block_len() == 256 { 512 } else { 160 };
+        for n_out in [37, 300] {
+            let gate = weight(gt, n_out, k, &values(&mut r, n_out * k));
+            let up = weight(ut, n_out, k, &values(&mut r, n_out * k));
+            let bias = weight(F32, 1, n_out, &values(&mut r, n_out));
+            let (gate_p, up_p) = (gate.clone().packed_for(kernels), up.clone().packed_for(kernels));
+            for n_tok in [1, 2, 5, 33] {
+                let x = CpuTensor { rows: n_tok, cols: k, data: values(&mut r, n_tok * k) };
+                let acc0 = CpuTensor { rows: n_tok, cols: n_out, data: values(&mut r, n_tok * n_out) };
+                for threads in &thread_sets {
+                    for (g, u) in [(&gate, &up), (&gate_p, &up_p)] {
+                        for act in [Activation::Silu, Activation::GeluTanh] {
+                            let (mut gv, mut uv, mut want) = (CpuTensor::zeros(n_tok, n_out), CpuTensor::zeros(n_tok, n_out), CpuTensor::zeros(n_tok, n_out));
+                            matmul(threads, g, None, &x, &mut gv, true).unwrap();
+                            matmul(threads, u, None, &x, &mut uv, true).unwrap();
+                            act_mul(threads, act, &gv, &uv, &mut want, true).unwrap();
+                            let mut got = CpuTensor::zeros(n_tok, n_out);
+                            matmul_act_mul(threads, act, g, u, &x, &mut got, true).unwrap();
+                            assert_eq!(bits(&got), bits(&want), "{gt}/{ut} {act:?}: {n_out} rows, {n_tok} tokens, {} threads", threads.count());
+                        }
+                        for b in [None, Some(&bias)] {
+                            let mut y = CpuTensor::zeros(n_tok, n_out);
+                            matmul(threads, g, b, &x, &mut y, true).unwrap();
+                            let mut want = acc0.clone();
+                            add(&mut want, &y).unwrap();
+                            let mut got = acc0.clone();
+                            matmul_add(threads, g, b, &x, &mut got, true).unwrap();
+                            assert_eq!(bits(&got), bits(&want), "{gt} add (bias {}): {n_out} rows, {n_tok} tokens, {} threads", b.is_some(), threads.count());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

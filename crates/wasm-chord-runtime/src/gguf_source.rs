@@ -8,25 +8,14 @@ use wasm_chord_core::hparams::MetadataSource;
 
 use crate::models::{ModelSource, TensorView};
 
-/// The whole file as shared bytes, so weights borrow it without copying.
-struct FileBytes(Arc<GgufFile>);
-
-impl AsRef<[u8]> for FileBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.0.bytes()
-    }
-}
-
 /// A GGUF file seen as a [`ModelSource`].
 pub struct GgufSource {
     file: Arc<GgufFile>,
-    bytes: Arc<dyn AsRef<[u8]> + Send + Sync>,
 }
 
 impl GgufSource {
     pub fn new(file: Arc<GgufFile>) -> Self {
-        let bytes = Arc::new(FileBytes(file.clone()));
-        Self { file, bytes }
+        Self { file }
     }
 }
 
@@ -40,7 +29,7 @@ impl ModelSource for GgufSource {
         let data = self.file.tensor_data(info);
         // The tensor's range within the file, from the slice the reader bounds-checked.
         let start = (data.as_ptr() as usize).checked_sub(self.file.bytes().as_ptr() as usize)?;
-        let bytes = SharedBytes::new(self.bytes.clone(), start..start + data.len())?;
+        let bytes = SharedBytes::from_file(self.file.clone(), start..start + data.len())?;
         Some(TensorView { ty: info.ty, dims: info.dims.clone(), bytes })
     }
 

@@ -97,6 +97,9 @@ pub fn run(args: Args) -> Result<()> {
         bail!("-r must be at least 1");
     }
     let path = args.model.model_path()?;
+    // Read before loading: parsing the header again (the vocabulary) next to a loaded model
+    // would be counted in its peak memory.
+    let weight_bytes_per_token = weight_bytes_per_token(&path)?;
     let engine = args.model.load()?;
     let n_vocab = engine.n_vocab() as u32;
     let n_ctx = (args.depth + args.n_prompt.max(args.n_gen)).max(1);
@@ -170,7 +173,7 @@ pub fn run(args: Args) -> Result<()> {
         device: engine.device_name(),
         threads: engine.n_threads(),
         depth,
-        weight_bytes_per_token: weight_bytes_per_token(&path)?,
+        weight_bytes_per_token,
         kv_bytes_per_position: {
             let hp = engine.hparams();
             let kv = args.model.kv_type;

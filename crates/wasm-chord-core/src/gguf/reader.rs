@@ -518,6 +518,31 @@ impl GgufFile {
         &self.storage
     }
 
+    /// Drops this process's resident pages of the file bytes `range` (the pages wholly inside
+    /// it) when the file is memory-mapped: a backend that copied a weight into its own layout
+    /// calls it so the file's copy does not stay in memory beside it. Reading the range again
+    /// still gives the file's bytes (the pages come back from the page cache or the disk); a
+    /// file held in memory (`from_bytes`) keeps its bytes and this does nothing.
+    pub fn release_pages(&self, range: std::ops::Range<usize>) {
+        #[cfg(all(unix, not(target_arch = "wasm32")))]
+        if let Storage::Mmap(map) = &self.storage {
+            // 4 KiB is the smallest page size; where pages are larger, memmap2 rounds the start
+            // down to one, which at worst drops a page of a neighbour (read back when touched).
+            const PAGE: usize = 4096;
+            let base = map.as_ptr() as usize;
+            let start = (base + range.start).next_multiple_of(PAGE) - base;
+            let end = ((base + range.end.min(map.len())) / PAGE * PAGE).saturating_sub(base);
+            if start < end {
+                // SAFETY: the map is a read-only shared file mapping (`Mmap::map`), so dropping
+                // its pages loses nothing: later reads fault the file's bytes back in. Failure
+                // (an unsupported advice) only leaves the pages resident.
+                let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+        #[cfg(not(all(unix, not(target_arch = "wasm32"))))]
+        let _ = range;
+    }
+
     /// A tensor's data, without copying. Infos from this file always lie inside it (checked
     /// at parse time); an info from another file that does not gives an empty slice.
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {

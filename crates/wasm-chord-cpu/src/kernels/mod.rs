@@ -233,13 +233,14 @@ impl Kernels {
     }
 
     /// `rows x cols` weights of type `ty` (the file's bytes) repacked for this set's packed
-    /// kernel, if it has one for `ty` and the shape has a whole group of rows.
-    pub fn pack(&self, ty: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Option<PackedWeight> {
-        self.packed[type_index(packed::layout(ty)?)]?;
+    /// kernel, if it has one for `ty` and the shape has a whole group of rows; `copied` as
+    /// [`PackedWeight::pack`]'s.
+    pub fn pack(&self, ty: TensorType, rows: usize, cols: usize, bytes: &[u8], copied: &mut dyn FnMut(std::ops::Range<usize>)) -> Option<PackedWeight> {
+        self.packed[type_index(ty)]?;
         if rows < packed::GROUP {
             return None;
         }
-        PackedWeight::pack(ty, rows, cols, bytes)
+        PackedWeight::pack(ty, rows, cols, bytes, copied)
     }
 
     /// [`Kernels::matmul`] on rows `r0..r0 + n_rows` of a weight this set packed, written
@@ -257,7 +258,7 @@ impl Kernels {
         out: &mut [f32],
     ) -> Result<(), KernelError> {
         let (ty, k) = (w.ty, w.cols);
-        let f = self.packed[type_index(w.layout)].ok_or(KernelError::Unsupported(ty))?;
+        let f = self.packed[type_index(ty)].ok_or(KernelError::Unsupported(ty))?;
         let a_row = ActType::for_weight(ty).row_bytes(k).ok_or(KernelError::PartialBlock { ty, k })?;
         if r0 % packed::GROUP != 0 || r0 + n_rows > w.rows {
             return Err(KernelError::BadLength { what: "packed rows", ty, k, expected: w.rows, got: r0 + n_rows });
@@ -268,7 +269,24 @@ impl Kernels {
         if out.len() != n_rows * n_tok {
             return Err(KernelError::BadOutput { expected: n_rows * n_tok, got: out.len() });
         }
-        f(k, w.groups(r0, n_rows), n_rows, a, scales, n_tok, out);
+        let groups = w.groups(r0, n_rows);
+        if ty == TensorType::Q5_0 && n_tok > 1 {
+            if let Some(f8) = self.packed[type_index(TensorType::Q8_0)] {
+                // A batch: the groups expanded once to Q8_0 (see `packed`), then the Q8_0 kernel
+                // (the same activations and scales: Q5_0 and Q8_0 weights take Q8_0 activations).
+                let len = groups.len() / packed::Q5_0_GROUP_BLOCK * packed::Q8_0_GROUP_BLOCK;
+                EXPANDED.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    if buf.len() < len {
+                        buf.resize(len, 0);
+                    }
+                    self.expand_q5_0(groups, &mut buf[..len]);
+                    f8(k, &buf[..len], n_rows, a, scales, n_tok, out);
+                });
+                return Ok(());
+            }
+        }
+        f(k, groups, n_rows, a, scales, n_tok, out);
         Ok(())
     }
 
@@ -276,7 +294,7 @@ impl Kernels {
     /// `w`: nonzero only where this set's batched kernel for it reads them.
     pub fn act_scales_len(&self, w: &PackedWeight) -> usize {
         let act = ActType::for_weight(w.ty);
-        if self.packed[type_index(w.layout)].is_none() || !matches!(act, ActType::Q8_0 | ActType::Q8_1) {
+        if self.packed[type_index(w.ty)].is_none() || !matches!(act, ActType::Q8_0 | ActType::Q8_1) {
             return 0;
         }
         packed::act_scales_len(act.block_bytes(), w.cols)
@@ -286,6 +304,15 @@ impl Kernels {
     /// [`Kernels::matmul_packed`].
     pub fn act_scales(&self, w: &PackedWeight, a_row: &[u8], out: &mut [f32]) {
         packed::act_scales(ActType::for_weight(w.ty).block_bytes(), a_row, out)
+    }
+
+    /// [`packed::expand_q5_0`] with this set's instructions where it has them.
+    pub fn expand_q5_0(&self, src: &[u8], dst: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self.isa, Isa::Avx2 | Isa::Avx512Vnni) && x86_packed::expand_q5_0_avx2(src, dst) {
+            return;
+        }
+        packed::expand_q5_0(src, dst)
     }
 
     /// Quantizes one activation row as [`quantize_act`] does (the same bytes), with this
@@ -304,6 +331,11 @@ impl Kernels {
         self.matmul(ty, k, w, 1, a, 1, &mut out)?;
         Ok(out[0])
     }
+}
+
+thread_local! {
+    /// A task's packed Q5_0 groups expanded to Q8_0 for a batch.
+    static EXPANDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Walks `n_rows x n_tok` in tiles of at most `R x T` and calls `tile(r0, nr, t0, nt, out)`

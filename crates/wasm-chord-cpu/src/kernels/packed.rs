@@ -13,10 +13,12 @@
 //! computed with exactly the operations of the unpacked kernel (tests assert equal bits); the
 //! packed copy is the same size as the rows it holds (plus zero rows padding the last group).
 //!
-//! Q5_0 is the exception: its quants are stored expanded to bytes, as Q8_0 blocks (`d` and the
-//! 32 values as i8), and run through the Q8_0 kernel. Rebuilding five-bit values from nibbles
-//! and a bit mask costs more than the rest of the dot product, and the Q8_0 kernel dots the
-//! same values with the same scales in the same order; the copy is 34/22 the size.
+//! Q5_0 decodes from its own packed layout (`d[4] | qh and quants of row 0 | ... | row 3`, 20
+//! bytes a row): decoding is bound by memory, which reads 22 bytes a block this way against 34
+//! as Q8_0. A batch of tokens instead expands each task's groups to packed Q8_0 blocks of the
+//! same values ([`expand_q5_0`], once per task) and runs the Q8_0 kernel, which dots the same
+//! values with the same scales in the same order: rebuilding five-bit values costs about as
+//! much as the rest of the dot product, once per token tile if done in the kernel.
 
 use wasm_chord_core::TensorType;
 
@@ -52,28 +54,29 @@ pub fn act_scales(block_bytes: usize, row: &[u8], out: &mut [f32]) {
 #[derive(Debug)]
 pub struct PackedWeight {
     pub ty: TensorType,
-    /// The block type of the packed rows (and so the kernel that reads them): `ty`, or Q8_0
-    /// for Q5_0.
-    pub layout: TensorType,
     pub rows: usize,
     pub cols: usize,
     bytes: Vec<u8>,
 }
 
-/// The block type weights of type `ty` are packed as, for the types that pack.
-pub fn layout(ty: TensorType) -> Option<TensorType> {
-    scale_bytes(ty)?;
-    Some(if ty == TensorType::Q5_0 { TensorType::Q8_0 } else { ty })
-}
+/// Bytes of one packed Q5_0 block of four rows, and of the packed Q8_0 block it expands to.
+pub const Q5_0_GROUP_BLOCK: usize = GROUP * 22;
+pub const Q8_0_GROUP_BLOCK: usize = GROUP * 34;
 
-/// A Q5_0 block (d, 32 high bits, 16 bytes of nibbles) as a Q8_0 block of the same values.
-fn q5_0_as_q8_0(block: &[u8], out: &mut [u8]) {
-    out[..2].copy_from_slice(&block[..2]);
-    let qh = u32::from_le_bytes([block[2], block[3], block[4], block[5]]);
-    for j in 0..32 {
-        let nibble = if j < 16 { block[6 + j] & 0x0F } else { block[6 + j - 16] >> 4 };
-        let high = ((qh >> j) & 1) as u8;
-        out[2 + j] = ((nibble | (high << 4)) as i8 - 16) as u8;
+/// The packed Q5_0 blocks in `src` as packed Q8_0 blocks of the same values in `dst` (as many
+/// as both hold): the scalar reference of the SIMD versions.
+pub fn expand_q5_0(src: &[u8], dst: &mut [u8]) {
+    for (s, d) in src.chunks_exact(Q5_0_GROUP_BLOCK).zip(dst.chunks_exact_mut(Q8_0_GROUP_BLOCK)) {
+        d[..2 * GROUP].copy_from_slice(&s[..2 * GROUP]);
+        for r in 0..GROUP {
+            let q = &s[2 * GROUP + 20 * r..][..20];
+            let qh = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
+            for (j, v) in d[2 * GROUP + 32 * r..][..32].iter_mut().enumerate() {
+                let nibble = if j < 16 { q[4 + j] & 0x0F } else { q[4 + j - 16] >> 4 };
+                let high = ((qh >> j) & 1) as u8;
+                *v = ((nibble | (high << 4)) as i8 - 16) as u8;
+            }
+        }
     }
 }
 
@@ -89,28 +92,31 @@ pub fn scale_bytes(ty: TensorType) -> Option<usize> {
 
 impl PackedWeight {
     /// `rows` rows of `cols` weights of type `ty` (the file's bytes) repacked; `None` for a type
-    /// that does not pack or lengths that do not describe the shape.
-    pub fn pack(ty: TensorType, rows: usize, cols: usize, src: &[u8]) -> Option<Self> {
-        let lay = layout(ty)?;
-        let sb = scale_bytes(lay)?;
-        let (src_bb, bb) = (ty.block_bytes(), lay.block_bytes());
-        if cols % 32 != 0 || cols == 0 || src.len() != rows.checked_mul(cols / 32 * src_bb)? {
+    /// that does not pack or lengths that do not describe the shape. `copied` is called with
+    /// successive spans of `src` (about a MiB each, in order) once they have been read, only
+    /// when the packing succeeds.
+    pub fn pack(ty: TensorType, rows: usize, cols: usize, src: &[u8], copied: &mut dyn FnMut(std::ops::Range<usize>)) -> Option<Self> {
+        let sb = scale_bytes(ty)?;
+        let bb = ty.block_bytes();
+        if cols % 32 != 0 || cols == 0 || src.len() != rows.checked_mul(cols / 32 * bb)? {
             return None;
         }
-        let mut expanded = [0u8; 34];
         let (nb, qb) = (cols / 32, bb - sb);
         let mut bytes = Vec::new();
         bytes.try_reserve_exact(rows.div_ceil(GROUP) * GROUP * nb * bb).ok()?;
         bytes.resize(rows.div_ceil(GROUP) * GROUP * nb * bb, 0);
+        let src_group = GROUP * nb * bb;
+        let groups_per_span = ((1 << 20) / src_group).max(1);
+        let mut reported = 0;
         for (g, dst) in bytes.chunks_exact_mut(GROUP * nb * bb).enumerate() {
+            if g > 0 && g % groups_per_span == 0 {
+                copied(reported..g * src_group);
+                reported = g * src_group;
+            }
             for (b, dst) in dst.chunks_exact_mut(GROUP * bb).enumerate() {
                 let (scales, quants) = dst.split_at_mut(GROUP * sb);
                 for r in 0..GROUP.min(rows - g * GROUP) {
-                    let mut block = &src[((g * GROUP + r) * nb + b) * src_bb..][..src_bb];
-                    if lay != ty {
-                        q5_0_as_q8_0(block, &mut expanded);
-                        block = &expanded;
-                    }
+                    let block = &src[((g * GROUP + r) * nb + b) * bb..][..bb];
                     scales[2 * r..2 * r + 2].copy_from_slice(&block[..2]);
                     if sb == 4 {
                         scales[2 * GROUP + 2 * r..][..2].copy_from_slice(&block[2..4]);
@@ -119,12 +125,33 @@ impl PackedWeight {
                 }
             }
         }
-        Some(Self { ty, layout: lay, rows, cols, bytes })
+        copied(reported..src.len());
+        Some(Self { ty, rows, cols, bytes })
+    }
+
+    /// Row `r`'s blocks put back in the file's layout into `out` (`false` if `r` or the
+    /// length is out of range): a packed table's rows for `embed`, so the file's pages, released
+    /// at packing, are not read back.
+    pub fn file_row(&self, r: usize, out: &mut [u8]) -> bool {
+        let Some(sb) = scale_bytes(self.ty) else { return false };
+        let (nb, bb) = (self.cols / 32, self.ty.block_bytes());
+        if r >= self.rows || out.len() != nb * bb {
+            return false;
+        }
+        let (group, i, qb) = (&self.bytes[r / GROUP * self.group_bytes()..][..self.group_bytes()], r % GROUP, bb - sb);
+        for (src, dst) in group.chunks_exact(GROUP * bb).zip(out.chunks_exact_mut(bb)) {
+            dst[..2].copy_from_slice(&src[2 * i..2 * i + 2]);
+            if sb == 4 {
+                dst[2..4].copy_from_slice(&src[2 * GROUP + 2 * i..][..2]);
+            }
+            dst[sb..].copy_from_slice(&src[GROUP * sb + i * qb..][..qb]);
+        }
+        true
     }
 
     /// Bytes of one group of [`GROUP`] rows.
     pub fn group_bytes(&self) -> usize {
-        GROUP * self.cols / 32 * self.layout.block_bytes()
+        GROUP * self.cols / 32 * self.ty.block_bytes()
     }
 
     /// The groups holding rows `r0..r0 + n` (`r0` a multiple of [`GROUP`], checked by the caller).

@@ -621,15 +621,6 @@ tile_k_order!(tile_k_tiled, KOrder::Tiled);
 tile_k_order!(tile_k_repacked, KOrder::Repacked);
 tile_k_order!(tile_k_gemm, KOrder::RepackedGemm);
 
-/// Sum of the eight i32 lanes (exact).
-#[inline(always)]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-    _mm_cvtsi128_si32(s)
-}
-
 /// The lane sums of up to 8 vectors at once (exact): a transposing reduction, a few shuffles
 /// for all of them instead of a reduction each.
 #[inline(always)]
@@ -695,6 +686,15 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     for b in 0..nb {
         let wb: [*const u8; R] = std::array::from_fn(|r| wr[r].add(b * W::BYTES));
         let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
+        for r in 0..R {
+            // Rows are a few super-blocks long (a decoding step's matrices are a few hundred
+            // KiB), too short for the hardware prefetcher to run ahead of: fetch two
+            // super-blocks ahead, into the next row or tile past a row's end (about a quarter
+            // off Gemma 3's Q4_K/Q6_K decode time). Prefetches never fault.
+            for line in 0..W::BYTES.div_ceil(64) {
+                _mm_prefetch::<_MM_HINT_T0>(wb[r].wrapping_add(2 * W::BYTES + 64 * line) as *const i8);
+            }
+        }
         let prep: [KPrep; R] = std::array::from_fn(|r| *preps.add(r * nb + b));
         let mut isum = [[_mm256_setzero_si256(); T]; R];
         // Per 64 weights, for the repacked gemm's order: lane `r * T + t` of `isv[sb]`.
@@ -792,6 +792,9 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
             vacc = _mm256_fmadd_ps(res, _mm256_loadu_ps(dy8.as_ptr()), vacc);
             continue;
         }
+        // The repacked order's corrected sums and mins of every output, lane-wise.
+        let mut sv = [[_mm256_setzero_si256(); T]; R];
+        let mut mv = [[_mm256_setzero_si256(); T]; R];
         for t in 0..T {
             let dy = f32_at(ab[t]);
             let bsums = _mm256_loadu_si256(ab[t].add(260) as *const __m256i);
@@ -813,7 +816,19 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
                     }
                     acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prep[r].d * dy), _mm256_cvtepi32_ps(s), acc[r][t]);
                 } else {
-                    let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: hsum_i32(s), imin: hsum_i32(mins) };
+                    (sv[r][t], mv[r][t]) = (s, mins);
+                }
+            }
+        }
+        if order == KOrder::Repacked {
+            // One transposing reduction for all the tile's sums (exact integers, so the same
+            // values as one reduction each), then each output's float steps in its order.
+            let is = hsum_i32_tile(&sv);
+            let im = if W::CORR == Correction::Mins { hsum_i32_tile(&mv) } else { [0; 8] };
+            for t in 0..T {
+                let dy = f32_at(ab[t]);
+                for r in 0..R {
+                    let p = KParts { d: prep[r].d, dmin: prep[r].dmin, dy, isum: is[r * T + t], imin: im[r * T + t] };
                     sacc[r][t].add(order, p, W::CORR == Correction::Mins);
                 }
             }

@@ -1,5 +1,4 @@
-//! The AVX2 (and AVX-512 VNNI) kernels over [`super::packed`] weights (by packed layout: Q5_0
-//! weights run as Q8_0): the register tile of
+//! The AVX2 (and AVX-512 VNNI) kernels over [`super::packed`] weights: the register tile of
 //! [`super::x86`]'s 32-weight block kernel, four rows by up to three tokens, with the four rows'
 //! scales converted and multiplied as one vector. Per output, the same operations in the same
 //! order as the unpacked tile, so the same bits.
@@ -11,7 +10,7 @@ use wasm_chord_core::TensorType;
 
 use super::for_each_tile;
 use super::packed::{act_scales, act_scales_len, PackedFn, GROUP};
-use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_1W, Q8_0W};
+use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_0W, Q5_1W, Q8_0W};
 
 /// The AVX2 packed matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
 pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
@@ -22,6 +21,8 @@ pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
     Some(match ty {
         Q4_0 => matmul_avx2_nibbles::<Q4_0W>,
         Q4_1 => matmul_avx2_nibbles::<Q4_1W>,
+        // One token only: batches run as Q8_0 after `Kernels::expand_q5_0`.
+        Q5_0 => matmul::<Q5_0W, false>,
         Q5_1 => matmul_avx2::<Q5_1W>,
         Q8_0 => matmul_avx2::<Q8_0W>,
         IQ4_NL => matmul_avx2_nibbles::<Iq4NlW>,
@@ -36,6 +37,7 @@ pub fn packed_fn_vnni(ty: TensorType) -> Option<PackedFn> {
     Some(match ty {
         Q4_0 => matmul_pairs::<Q4_0W, true>,
         Q4_1 => matmul_pairs::<Q4_1W, true>,
+        Q5_0 => matmul::<Q5_0W, true>,
         Q5_1 => matmul::<Q5_1W, true>,
         Q8_0 => matmul::<Q8_0W, true>,
         IQ4_NL => matmul_pairs::<Iq4NlW, true>,
@@ -499,4 +501,29 @@ unsafe fn pairs_body<W: Nibbles, const T: usize, const VNNI: bool>(
         })
     });
     store_by_token(sums, nr, nt, out, os);
+}
+
+/// [`super::packed::expand_q5_0`] with AVX2: each row's 32 values built as the Q5_0 kernel
+/// builds them.
+pub fn expand_q5_0_avx2(src: &[u8], dst: &mut [u8]) -> bool {
+    use super::packed::{Q5_0_GROUP_BLOCK, Q8_0_GROUP_BLOCK};
+    if !is_x86_feature_detected!("avx2") {
+        return false;
+    }
+    #[target_feature(enable = "avx2")]
+    unsafe fn run(src: &[u8], dst: &mut [u8]) {
+        for (s, d) in src.chunks_exact(Q5_0_GROUP_BLOCK).zip(dst.chunks_exact_mut(Q8_0_GROUP_BLOCK)) {
+            d[..2 * GROUP].copy_from_slice(&s[..2 * GROUP]);
+            for r in 0..GROUP {
+                // `quants` reads a block from its scale on: here the row's qh sits 8 + 20r bytes
+                // in, so the block "starts" two bytes before it.
+                let x = Q5_0W::quants(s.as_ptr().add(2 * GROUP + 20 * r - 2));
+                _mm256_storeu_si256(d.as_mut_ptr().add(2 * GROUP + 32 * r) as *mut __m256i, x);
+            }
+        }
+    }
+    // SAFETY: AVX2 was just checked; every read and write stays inside one chunk (the row's
+    // 20 bytes start at least 2 bytes in, its 32 values end at the chunk's end).
+    unsafe { run(src, dst) };
+    true
 }

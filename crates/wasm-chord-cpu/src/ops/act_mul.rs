@@ -30,7 +30,7 @@ pub fn act_mul(threads: &Threads, act: Activation, gate: &CpuTensor, up: &CpuTen
 
 /// One span, through a copy compiled with FMA where the CPU has it (ggml's `expf` is a chain
 /// of fused multiply-adds, a libm call each without it; the results are the same).
-fn act_mul_span(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32], ggml_rounding: bool) {
+pub(crate) fn act_mul_span(act: Activation, gate: &[f32], up: &[f32], out: &mut [f32], ggml_rounding: bool) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("fma") {
         // SAFETY: the feature was just checked.

@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 
-use wasm_chord_core::backend::{BackendError, Op};
+use wasm_chord_core::backend::{Activation, BackendError, Op};
 use wasm_chord_core::quant;
 
 use super::act_round::{q8_1_sum_deltas, round_row, ActRounding};
@@ -50,11 +50,7 @@ pub fn matmul(
 
     let kernels = Kernels::get();
     if round_activations && kernels.supports(w.ty) {
-        fused(threads, kernels, w, x, &mut out.data)?;
-        if let Some(b) = &bias {
-            out.data.chunks_exact_mut(n_out).for_each(|dst| dst.iter_mut().zip(b).for_each(|(d, b)| *d += b));
-        }
-        return Ok(());
+        return fused(threads, kernels, w, x, &mut out.data, bias.as_deref(), Epilogue::Store);
     }
     let out_t = {
         let rounding = if round_activations { ActRounding::for_weight(w.ty) } else { ActRounding::None };
@@ -126,10 +122,10 @@ pub fn matmul(
 thread_local! {
     /// The calling thread's quantized activations (shared read-only with the workers).
     static ACTS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// The activations' block scales as f32, for the packed kernels (shared like `ACTS`).
-    static ACT_SCALES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     /// Each thread's `[rows, tokens]` results of one task before they are written out.
     static TILE_OUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The activations' block scales as f32, for the packed kernels (shared like `ACTS`).
+    static ACT_SCALES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` on `cell`'s buffer grown to at least `len` elements, or on a fresh buffer when the
@@ -154,16 +150,26 @@ fn rows_per_task(n_out: usize, n_tok: usize, n_threads: usize) -> usize {
     (n_out / (n_threads * 8)).clamp(4, cap).next_multiple_of(4)
 }
 
-/// The fused path: `x` quantized to the weight type's [`ActType`] (rows split over the threads
-/// for a batch), then the kernels over tasks of weight rows, written into `out` `[n_tok, n_out]`.
-fn fused(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, out: &mut [f32]) -> Result<(), BackendError> {
+/// What the fused path does with each result `v` (the dot product, plus the bias if any).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// `out = v`.
+    Store,
+    /// `out += v`: a residual add, the same f32 add as `ops::elementwise::add`.
+    Add,
+}
+
+/// `x` quantized to the [`ActType`] of `w`'s type (rows split over the threads for a batch) in
+/// the calling thread's scratch, handed to `f` with, for a batch against packed weights, the
+/// activations' block scales as f32 (converted once for every task; empty otherwise).
+fn with_acts<R>(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, f: impl FnOnce(&[u8], &[f32]) -> R) -> Result<R, BackendError> {
     let (n_tok, k) = (x.rows, x.cols);
     let act = ActType::for_weight(w.ty);
     let a_row = act
         .row_bytes(k)
         .filter(|_| k > 0)
         .ok_or_else(|| BackendError::Shape { op: Op::MatMul, detail: format!("{k} columns are not whole {act:?} blocks") })?;
-    with_scratch(&ACTS, a_row * n_tok, |acts| {
+    Ok(with_scratch(&ACTS, a_row * n_tok, |acts| {
         // Activation rows per task: one task per thread and a half, so a delayed thread
         // leaves little behind.
         let per = n_tok.div_ceil(2 * threads.count()).max(1);
@@ -174,7 +180,6 @@ fn fused(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, out
             }
         });
         let acts: &[u8] = acts;
-        // A batch against packed weights: their block scales as f32, once for every task.
         let ss = match w.packed.as_deref() {
             Some(p) if n_tok > 1 => kernels.act_scales_len(p),
             _ => 0,
@@ -185,57 +190,158 @@ fn fused(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTensor, out
                     kernels.act_scales(p, row, dst);
                 }
             }
-            matmul_tasks(threads, kernels, w, acts, scales, n_tok, out);
-        });
-    });
-    Ok(())
+            f(acts, scales)
+        })
+    }))
 }
 
-/// The tasks of [`fused`]: runs of weight rows against every token of the quantized `acts`.
-fn matmul_tasks(threads: &Threads, kernels: &Kernels, w: &CpuWeight, acts: &[u8], scales: &[f32], n_tok: usize, out: &mut [f32]) {
-    let (k, n_out) = (w.cols, w.rows);
-    let all = w.bytes.bytes();
-    // Rows `r0..r0 + nr` against every token, from the packed copy where there is one
-    // (task starts are multiples of 4, a packed group).
-    let rows = |r0: usize, nr: usize, out: &mut [f32]| match w.packed.as_deref() {
+/// Rows `r0..r0 + nr` of `w` against every token of `acts` into `out`, from the packed copy
+/// where there is one (`r0` a multiple of 4, a packed group): the packed kernels write
+/// `[n_tok, nr]`, the file-layout ones `[nr, n_tok]` (see [`tile_at`]). `scales` are
+/// [`with_acts`]'s for `w`, or empty. Lengths were checked when the weight was loaded and by the
+/// callers; a failure would be a broken invariant, shown as NaN rather than silently wrong.
+#[allow(clippy::too_many_arguments)]
+fn weight_rows(kernels: &Kernels, w: &CpuWeight, acts: &[u8], scales: &[f32], n_tok: usize, r0: usize, nr: usize, out: &mut [f32]) {
+    let done = match w.packed.as_deref() {
         Some(p) => kernels.matmul_packed(p, r0, nr, acts, scales, n_tok, out),
-        None => kernels.matmul(w.ty, k, &all[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], nr, acts, n_tok, out),
+        None => kernels.matmul(w.ty, w.cols, &w.bytes.bytes()[r0 * w.row_bytes..(r0 + nr) * w.row_bytes], nr, acts, n_tok, out),
     };
-    let per = rows_per_task(n_out, n_tok, threads.count());
-    // Lengths were checked when the weight was loaded and above; NaN would make a broken
-    // invariant visible rather than silently wrong.
-    if n_tok == 1 {
-        // One token: `[n_tok, n_out]` is `[n_out, 1]`, so each task writes its own span.
-        threads.for_each_chunk(out, per, |task, span| {
-            let (r0, nr) = (task * per, span.len());
-            if rows(r0, nr, span).is_err() {
-                span.fill(f32::NAN);
-            }
-        });
-        return;
+    if done.is_err() {
+        out.fill(f32::NAN);
     }
-    let dst = SendPtr(out.as_mut_ptr());
-    threads.for_each_task(n_out.div_ceil(per), |task| {
-        let r0 = task * per;
-        let nr = per.min(n_out - r0);
-        with_scratch(&TILE_OUT, nr * n_tok, |tile| {
-            if rows(r0, nr, tile).is_err() {
-                tile.fill(f32::NAN);
-            }
-            // The packed kernels write `[n_tok, nr]`, the file-layout ones `[nr, n_tok]`.
-            let token_major = w.packed.is_some();
-            for t in 0..n_tok {
-                // SAFETY: this task alone owns columns `r0..r0 + nr` of every row of
-                // `out`, which is `n_tok * n_out` long (checked by the caller).
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * n_out + r0), nr) };
-                if token_major {
-                    row.copy_from_slice(&tile[t * nr..(t + 1) * nr]);
-                } else {
-                    row.iter_mut().zip(tile[t..].iter().step_by(n_tok)).for_each(|(o, v)| *o = *v);
+}
+
+/// Index of row `r`, token `t` in a task's results from [`weight_rows`] for `w`.
+fn tile_at(w: &CpuWeight, r: usize, t: usize, nr: usize, n_tok: usize) -> usize {
+    if w.packed.is_some() {
+        t * nr + r
+    } else {
+        r * n_tok + t
+    }
+}
+
+/// The fused path: `x` quantized to the weight type's [`ActType`], then the kernels over tasks
+/// of weight rows, each result (plus `bias`) written into `out` `[n_tok, n_out]` as `epilogue` says.
+fn fused(
+    threads: &Threads,
+    kernels: &Kernels,
+    w: &CpuWeight,
+    x: &CpuTensor,
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+) -> Result<(), BackendError> {
+    let (n_tok, n_out) = (x.rows, w.rows);
+    let finish = |v: f32, o: usize| bias.map_or(v, |b| v + b[o]);
+    with_acts(threads, kernels, w, x, |acts, scales| {
+        let per = rows_per_task(n_out, n_tok, threads.count());
+        if n_tok == 1 && epilogue == Epilogue::Store && bias.is_none() {
+            // One token: `[n_tok, n_out]` is `[n_out, 1]`, so each task writes its own span.
+            threads.for_each_chunk(out, per, |task, span| weight_rows(kernels, w, acts, scales, 1, task * per, span.len(), span));
+            return;
+        }
+        let dst = SendPtr(out.as_mut_ptr());
+        threads.for_each_task(n_out.div_ceil(per), |task| {
+            let r0 = task * per;
+            let nr = per.min(n_out - r0);
+            with_scratch(&TILE_OUT, nr * n_tok, |tile| {
+                weight_rows(kernels, w, acts, scales, n_tok, r0, nr, tile);
+                for t in 0..n_tok {
+                    // SAFETY: this task alone owns columns `r0..r0 + nr` of every row of
+                    // `out`, which is `n_tok * n_out` long (checked by the caller).
+                    let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * n_out + r0), nr) };
+                    let results = row.iter_mut().enumerate().map(|(r, o)| (o, finish(tile[tile_at(w, r, t, nr, n_tok)], r0 + r)));
+                    match epilogue {
+                        Epilogue::Store => results.for_each(|(o, v)| *o = v),
+                        Epilogue::Add => results.for_each(|(o, v)| *o += v),
+                    }
                 }
-            }
+            });
         });
-    });
+    })
+}
+
+/// `acc += x · wᵀ (+ bias)`: [`matmul`] into a temporary then `ops::elementwise::add`, with the
+/// add done by each task on its own outputs (the same f32 adds, so the same bits).
+pub fn matmul_add(
+    threads: &Threads,
+    w: &CpuWeight,
+    bias: Option<&CpuWeight>,
+    x: &CpuTensor,
+    acc: &mut CpuTensor,
+    round_activations: bool,
+) -> Result<(), BackendError> {
+    let kernels = Kernels::get();
+    if !(round_activations && kernels.supports(w.ty)) || w.cols != x.cols || acc.rows != x.rows || acc.cols != w.rows {
+        let mut y = CpuTensor::zeros(x.rows, w.rows);
+        matmul(threads, w, bias, x, &mut y, round_activations)?;
+        return super::elementwise::add(acc, &y);
+    }
+    let bias = match bias {
+        Some(b) if b.rows * b.cols != w.rows => {
+            return Err(BackendError::Shape { op: Op::MatMul, detail: format!("bias of {} for {} outputs", b.rows * b.cols, w.rows) })
+        }
+        Some(b) => Some(dequantize_all(b)?),
+        None => None,
+    };
+    fused(threads, Kernels::get(), w, x, &mut acc.data, bias.as_deref(), Epilogue::Add)
+}
+
+/// `out = act(x · gateᵀ) * (x · upᵀ)`: both projections and the activation in one pass over
+/// tasks of rows (each task's gate and up rows, then `act_mul` on them), with the values of two
+/// [`matmul`]s and `ops::act_mul::act_mul`: each dot product and each activation is the same.
+pub fn matmul_act_mul(
+    threads: &Threads,
+    act: Activation,
+    gate: &CpuWeight,
+    up: &CpuWeight,
+    x: &CpuTensor,
+    out: &mut CpuTensor,
+    round_activations: bool,
+) -> Result<(), BackendError> {
+    let kernels = Kernels::get();
+    let (n_tok, n_out) = (x.rows, gate.rows);
+    let fusable = round_activations
+        && kernels.supports(gate.ty)
+        && gate.ty == up.ty
+        && (gate.rows, gate.cols) == (up.rows, up.cols)
+        && gate.cols == x.cols
+        && (out.rows, out.cols) == (n_tok, n_out);
+    if !fusable {
+        let mut g = CpuTensor::zeros(n_tok, gate.rows);
+        let mut u = CpuTensor::zeros(n_tok, up.rows);
+        matmul(threads, gate, None, x, &mut g, round_activations)?;
+        matmul(threads, up, None, x, &mut u, round_activations)?;
+        return super::act_mul::act_mul(threads, act, &g, &u, out, round_activations);
+    }
+    let dst = SendPtr(out.data.as_mut_ptr());
+    with_acts(threads, kernels, gate, x, |acts, scales| {
+        // `up` has gate's type and shape, so the same scales when it is packed too; otherwise its
+        // kernel converts them itself.
+        let up_scales = if up.packed.is_some() == gate.packed.is_some() { scales } else { &[] };
+        let per = rows_per_task(n_out, n_tok, threads.count());
+        threads.for_each_task(n_out.div_ceil(per), |task| {
+            let r0 = task * per;
+            let nr = per.min(n_out - r0);
+            // Gate and up results `[nr, n_tok]`, then one token's `nr` of each.
+            with_scratch(&TILE_OUT, 2 * nr * (n_tok + 1), |tile| {
+                let (g, rest) = tile.split_at_mut(nr * n_tok);
+                let (u, rest) = rest.split_at_mut(nr * n_tok);
+                let (gt, ut) = rest.split_at_mut(nr);
+                weight_rows(kernels, gate, acts, scales, n_tok, r0, nr, g);
+                weight_rows(kernels, up, acts, up_scales, n_tok, r0, nr, u);
+                for t in 0..n_tok {
+                    for r in 0..nr {
+                        (gt[r], ut[r]) = (g[tile_at(gate, r, t, nr, n_tok)], u[tile_at(up, r, t, nr, n_tok)]);
+                    }
+                    // SAFETY: this task alone owns columns `r0..r0 + nr` of every row of
+                    // `out`, which is `n_tok * n_out` long (checked above).
+                    let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * n_out + r0), nr) };
+                    super::act_mul::act_mul_span(act, gt, ut, row, true);
+                }
+            });
+        });
+    })
 }
 
 /// The whole weight as f32 (small 1-D weights: norms, biases).

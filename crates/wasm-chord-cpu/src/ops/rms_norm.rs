@@ -16,7 +16,9 @@ pub fn rms_norm(threads: &Threads, x: &CpuTensor, weight: &[f32], eps: f32, out:
             detail: format!("x [{}, {}] in groups of {g} -> out [{}, {}]", x.rows, x.cols, out.rows, out.cols),
         });
     }
-    let span = g * (x.data.len() / g).div_ceil(4 * threads.count()).max(1);
+    // Spans of at least 4096 values: a decoding step's norms (one row, or its heads) are a
+    // microsecond of work, less than handing them to the pool.
+    let span = g * (x.data.len() / g).div_ceil(4 * threads.count()).max(4096_usize.div_ceil(g));
     threads.for_each_chunk(&mut out.data, span, |i, out| norm_groups(&x.data[i * span..][..out.len()], weight, eps, out));
     Ok(())
 }
