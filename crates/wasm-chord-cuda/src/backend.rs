@@ -479,9 +479,9 @@ impl Backend for CudaBackend {
         }
         let int8 = self.int8_begin(x)?;
         let bias_addrs = biases.map(|b| b.and_then(|b| b.values.as_ref()).map_or(0, |v| self.addr(v)));
-        let mut note = vec![self.addr(&x.data), x.rows as u64];
+        let mut note = [self.addr(&x.data); 10];
         for i in 0..3 {
-            note.extend([self.addr(&ws[i].bytes), bias_addrs[i], self.addr(&outs[i].data)]);
+            note[1 + 3 * i..4 + 3 * i].copy_from_slice(&[self.addr(&ws[i].bytes), bias_addrs[i], self.addr(&outs[i].data)]);
         }
         if !self.step_note(op, &note) {
             return Ok(());
