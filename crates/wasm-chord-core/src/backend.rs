@@ -399,6 +399,22 @@ pub trait Backend: Send + Sync {
         self.add(acc, &y)
     }
 
+    /// `outs[i] = x · ws[i]ᵀ (+ biases[i])` for three weights over the same input (an attention
+    /// block's q, k and v projections), which a backend may run as one launch. The default is
+    /// three matmuls, and a backend's own version must give the same values.
+    fn matmul_qkv(
+        &self,
+        ws: [&Self::Weight; 3],
+        biases: [Option<&Self::Weight>; 3],
+        x: &Self::Tensor,
+        outs: [&mut Self::Tensor; 3],
+    ) -> Result<(), BackendError> {
+        for ((w, bias), out) in ws.into_iter().zip(biases).zip(outs) {
+            self.matmul(w, bias, x, out)?;
+        }
+        Ok(())
+    }
+
     /// An attention block's rotary embedding and cache write: rotates the heads of `q` and `k`
     /// in place (as [`Backend::rope`], rows at `positions`), then writes `k` and `v` into cache
     /// rows `start..` (as [`Backend::store_kv`]), which a backend may do in one pass. The

@@ -9,7 +9,7 @@
 // Kernels per type: mmvq_<type> (one token), mmvq8_<type> (up to 8 tokens per weight pass,
 // grid.y over token groups) with the plain/accumulating epilogue, and mmvq_gate_<type> /
 // mmvq8_gate_<type>: the gate and up projections of a gated feed-forward in one pass over x,
-// writing act(gate) * up.
+// writing act(gate) * up; mmvq3_<type>: one token through up to three weights (q, k, v).
 #include "mmvq.cuh"
 
 // One warp per block of 32 values (all tokens' rows are contiguous, cols % 32 == 0): the scale
@@ -69,6 +69,10 @@ template <class T> struct Mmvq8Cfg : MmvqShape<4, 1, 1> {};
         mmvq8_gate_##name(const u8* gate, const u8* up, u64 rs, const i8* xq, const float2* xd, float* y, int rows,    \
                           int cols, int n_tok, int act) {                                                              \
         mmvq<T, 8, Mmvq8Cfg<T>::WARPS, 1, true>(gate, up, rs, xq, xd, nullptr, y, rows, cols, n_tok, act);             \
+    }                                                                                                                  \
+    extern "C" __global__ void __launch_bounds__(MmvqCfg<T>::WARPS * 32)                                               \
+        mmvq3_##name(const Mmvq3Args a, const i8* xq, const float2* xd, int cols) {                                    \
+        mmvq3<T, MmvqCfg<T>::WARPS, MmvqCfg<T>::ROWS, MmvqCfg<T>::UNROLL>(a, xq, xd, cols);                            \
     }
 
 FOR_EACH_QUANT_TYPE(MMVQ_KERNELS)

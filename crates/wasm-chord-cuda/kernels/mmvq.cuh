@@ -58,14 +58,16 @@ __device__ __forceinline__ void mmvq_item(const u8* b, int it, const int4 (&xv)[
 // xq: per token `cols` bytes; xd: per token cols / 32 (scale, sum of the bytes).
 // UNROLL: item iterations the compiler may overlap (the next item's loads issued before this
 // one's dot products), for rows longer than one pass of the block.
+// `bx`: the row block (blockIdx.x, or a block's index inside its weight when one launch
+// covers several, `mmvq3`).
 template <class T, int NT, int WARPS, int ROWS, bool GATED, int UNROLL = 1>
-__device__ __forceinline__ void mmvq(const u8* __restrict__ w0, const u8* __restrict__ w1, u64 row_stride,
-                                     const i8* __restrict__ xq, const float2* __restrict__ xd,
-                                     const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
-                                     int n_tok, int flags) {
+__device__ __forceinline__ void mmvq_rows(const u8* __restrict__ w0, const u8* __restrict__ w1, u64 row_stride,
+                                          const i8* __restrict__ xq, const float2* __restrict__ xd,
+                                          const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
+                                          int n_tok, int flags, int bx) {
     constexpr int NR = GATED ? 2 : ROWS;
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-    const int row0 = blockIdx.x * (GATED ? 1 : ROWS);
+    const int row0 = bx * (GATED ? 1 : ROWS);
     const int t0 = blockIdx.y * NT;
     const int items = cols / 32;
     const u8* wr[NR];
@@ -128,4 +130,38 @@ __device__ __forceinline__ void mmvq(const u8* __restrict__ w0, const u8* __rest
             yt[row] = (flags & 1) ? yt[row] + o : o;
         }
     }
+}
+
+template <class T, int NT, int WARPS, int ROWS, bool GATED, int UNROLL = 1>
+__device__ __forceinline__ void mmvq(const u8* __restrict__ w0, const u8* __restrict__ w1, u64 row_stride,
+                                     const i8* __restrict__ xq, const float2* __restrict__ xd,
+                                     const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
+                                     int n_tok, int flags) {
+    mmvq_rows<T, NT, WARPS, ROWS, GATED, UNROLL>(w0, w1, row_stride, xq, xd, bias, y, rows, cols, n_tok, flags,
+                                                 blockIdx.x);
+}
+
+// Up to three weights of one type over the same activations in one launch (q, k and v): the
+// grid's row blocks are those of w[0], then w[1], then w[2], each block one weight's plain
+// matvec (rows[i] == 0: no such weight).
+struct Mmvq3Args {
+    const u8* w[3];
+    u64 rs[3];
+    const float* bias[3];
+    float* y[3];
+    int rows[3];
+};
+
+template <class T, int WARPS, int ROWS, int UNROLL>
+__device__ __forceinline__ void mmvq3(const Mmvq3Args& a, const i8* xq, const float2* xd, int cols) {
+    // Selected with constant indices: a run-time index into the parameter struct would copy it
+    // to local memory.
+    const int nb0 = (a.rows[0] + ROWS - 1) / ROWS, nb1 = (a.rows[1] + ROWS - 1) / ROWS;
+    const int bx = blockIdx.x;
+    const int i = bx < nb0 ? 0 : bx < nb0 + nb1 ? 1 : 2;
+#define MMVQ3_PICK(f) (i == 0 ? a.f[0] : i == 1 ? a.f[1] : a.f[2])
+    mmvq_rows<T, 1, WARPS, ROWS, false, UNROLL>(MMVQ3_PICK(w), nullptr, MMVQ3_PICK(rs), xq, xd, MMVQ3_PICK(bias),
+                                                MMVQ3_PICK(y), MMVQ3_PICK(rows), cols, 1, 0,
+                                                bx - (i > 0 ? nb0 : 0) - (i > 1 ? nb1 : 0));
+#undef MMVQ3_PICK
 }

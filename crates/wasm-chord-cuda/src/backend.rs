@@ -302,13 +302,15 @@ impl Backend for CudaBackend {
 
     fn tensor(&self, rows: usize, cols: usize) -> Result<CudaTensor, BackendError> {
         let n = checked_len(Op::Alloc, rows, cols)?;
-        self.step().bump();
         let bytes = n.max(1).checked_mul(4).ok_or_else(|| BackendError::Shape { op: Op::Alloc, detail: format!("[{rows}, {cols}] overflows") })?;
         if let Some(ptr) = self.step().next_buffer(self.dev.stream(), bytes)? {
             // SAFETY: the arena slot holds `n.max(1)` f32 and lives as long as the backend.
             let data = unsafe { DeviceBuf::borrowed(self.dev.stream(), ptr, n.max(1)) };
             return Ok(CudaTensor { rows, cols, data });
         }
+        // A new allocation may reuse (and zero) memory of a tensor whose int8 activations are
+        // remembered.
+        self.step().bump();
         Ok(CudaTensor { rows, cols, data: self.zeros(n)?.into() })
     }
 
@@ -465,6 +467,45 @@ impl Backend for CudaBackend {
         ops::mmvq::matmul(&self.dev, w, bias, &xq, acc, true)
     }
 
+    /// One int8 launch per run of same-type weights (q, k and v of a Q4_K_M layer whose v is
+    /// Q6_K: two) for one token; otherwise three matmuls.
+    fn matmul_qkv(&self, ws: [&CudaWeight; 3], biases: [Option<&CudaWeight>; 3], x: &CudaTensor, mut outs: [&mut CudaTensor; 3]) -> Result<(), BackendError> {
+        let op = Op::MatMul;
+        if x.rows != 1 || !ws.iter().all(|w| self.int8_matvec(w, x)) {
+            for ((w, bias), out) in ws.into_iter().zip(biases).zip(outs) {
+                self.matmul(w, bias, x, out)?;
+            }
+            return Ok(());
+        }
+        let int8 = self.int8_begin(x)?;
+        let bias_addrs = biases.map(|b| b.and_then(|b| b.values.as_ref()).map_or(0, |v| self.addr(v)));
+        let mut note = [self.addr(&x.data); 10];
+        for i in 0..3 {
+            note[1 + 3 * i..4 + 3 * i].copy_from_slice(&[self.addr(&ws[i].bytes), bias_addrs[i], self.addr(&outs[i].data)]);
+        }
+        if !self.step_note(op, &note) {
+            return Ok(());
+        }
+        let mut bias = [None; 3];
+        for i in 0..3 {
+            ops::matvec::check(ws[i], x, outs[i])?;
+            if let Some(b) = biases[i] {
+                if b.rows * b.cols != ws[i].rows {
+                    return Err(BackendError::Shape { op, detail: format!("bias of {} for {} outputs", b.rows * b.cols, ws[i].rows) });
+                }
+                bias[i] = Some(self.addr(values(b, op)?));
+            }
+        }
+        let xq = self.int8_acts(x, int8)?;
+        let mut i = 0;
+        while i < 3 {
+            let j = (i + 1..3).find(|&j| ws[j].ty != ws[i].ty).unwrap_or(3);
+            ops::mmvq::matmul3(&self.dev, &ws[i..j], &bias[i..j], &xq, &mut outs[i..j])?;
+            i = j;
+        }
+        Ok(())
+    }
+
     fn embed(&self, table: &CudaWeight, ids: &[u32], scale: f32, out: &mut CudaTensor) -> Result<(), BackendError> {
         let op = Op::Embed;
         if out.rows != ids.len() || out.cols != table.cols {
@@ -492,12 +533,28 @@ impl Backend for CudaBackend {
         ops::matvec::embed(&self.dev, table, &ids_dev, ids.len(), scale, out)
     }
 
+    /// Inside a decode step, a norm of whole rows (the one before q/k/v, before the
+    /// feed-forward, before the output) also leaves its output quantized for the int8 matvec,
+    /// so the matmuls after it skip their quantize launch.
     fn rms_norm(&self, x: &CudaTensor, weight: &CudaWeight, eps: f32, out: &mut CudaTensor) -> Result<(), BackendError> {
         let w = values(weight, Op::RmsNorm)?;
+        let q8 = self.step().mode() != Mode::Off
+            && !self.opts.f32_matvec
+            && (1..ops::gemm::MIN_TOKENS).contains(&x.rows)
+            && w.len() == x.cols
+            && ops::norm::quantizes(x.cols);
+        // Taken before a replay returns, as the matmuls' scratch is.
+        let scratch = if q8 { Some(self.int8_scratch(ops::mmvq::scratch_len(x.rows, x.cols))?) } else { None };
         if !self.step_note(Op::RmsNorm, &[self.addr(&x.data), self.addr(w), self.addr(&out.data), eps.to_bits() as u64]) {
             return Ok(());
         }
-        ops::norm::rms_norm(&self.dev, x, w, eps, out)
+        let Some(mut scratch) = scratch else {
+            return ops::norm::rms_norm(&self.dev, x, w, eps, out);
+        };
+        let acts = ops::norm::rms_norm_q8(&self.dev, x, w, eps, out, &mut scratch)?;
+        let key = (self.addr(&out.data), self.step().epoch());
+        *self.int8_last.lock().unwrap_or_else(|p| p.into_inner()) = Some((key, acts));
+        Ok(())
     }
 
     fn rope(&self, x: &mut CudaTensor, head_dim: usize, positions: &[usize], p: &RopeParams) -> Result<(), BackendError> {

@@ -101,8 +101,9 @@ pub struct StepState {
     pos_dev: DeviceBuf<i32>,
     /// Steps run and graphs launched, for tests and logs.
     pub stats: StepStats,
-    /// Counts ops (every `note`, in or out of steps) and new tensors (`bump`): two moments with
-    /// the same count have no op between them (the int8 matvec reuses quantized activations).
+    /// Counts ops (every `note`, in or out of steps) and new tensors outside the arena (`bump`):
+    /// two moments with the same count have no op between them (the int8 matvec reuses
+    /// quantized activations).
     epoch: u64,
     /// Where replayed steps spend their time (`WASM_CHORD_STEP_TIMING=1`).
     timing: Option<Timing>,
@@ -288,6 +289,14 @@ impl StepState {
     /// Mixes values an op depends on into the step's fingerprint.
     pub fn note(&mut self, op: Op, values: &[u64]) {
         self.epoch += 1;
+        self.fingerprint(op, values);
+    }
+
+    /// Mixes values into the fingerprint without advancing the epoch: for arena slots, which
+    /// are distinct within a step and written by nothing when taken, so the int8 activations of
+    /// a tensor stay valid across them (a norm's, for the q, k and v matmuls after the
+    /// allocation of their outputs).
+    fn fingerprint(&mut self, op: Op, values: &[u64]) {
         if self.mode == Mode::Off {
             return;
         }
@@ -328,7 +337,7 @@ impl StepState {
         }
         let i = self.next_slot;
         self.next_slot += 1;
-        self.note(Op::Alloc, &[bytes as u64]);
+        self.fingerprint(Op::Alloc, &[bytes as u64]);
         if let Some(slot) = self.arena.get(i).filter(|s| s.bytes == bytes) {
             return Ok(Some(address(&slot.buf, stream)));
         }

@@ -322,15 +322,75 @@ fn rms_norm_matches_cpu() {
     let Some(g) = gpu() else { return };
     let c = cpu();
     let mut r = rng(3);
-    for (rows, cols, group) in [(3, 4096, 4096), (5, 1024, 64), (1, 576, 576)] {
+    // One or two float4 per thread up to 8192-value groups (13B's 5120 takes two; QK-norm
+    // heads one), the strided kernel for groups that are not a multiple of 4.
+    for (rows, cols, group) in [(3, 4096, 4096), (5, 1024, 64), (1, 576, 576), (1, 5120, 5120), (2, 8192, 8192), (4, 120, 30)] {
         let x = randn(&mut r, rows * cols, 2.0);
         let w = weight_data(TensorType::F32, 1, group, &randn(&mut r, group, 1.0));
-        let mut go = g.tensor(rows, cols).unwrap();
+        let mut go = poisoned(g, rows, cols);
         let mut co = c.tensor(rows, cols).unwrap();
         g.rms_norm(&g.upload(&x, rows, cols).unwrap(), &g.load_weight(w.clone()).unwrap(), 1e-6, &mut go).unwrap();
         c.rms_norm(&c.upload(&x, rows, cols).unwrap(), &c.load_weight(w).unwrap(), 1e-6, &mut co).unwrap();
         let err = norm_err(&down(g, &go), &co.data);
         assert!(err < 1e-5, "[{rows}, {cols}] groups of {group}: {err:.2e}");
+    }
+}
+
+/// The norm that also quantizes its output for the int8 matvec writes the same normed values
+/// as the plain norm and the same bytes, scales and sums as `mmvq::quantize` of them (bit for
+/// bit: both round the same values the same way), everywhere in the scratch.
+#[test]
+fn rms_norm_q8_matches_norm_then_quantize() {
+    let Some(g) = gpu() else { return };
+    let dev = g.device();
+    let mut r = rng(13);
+    for (rows, cols) in [(1, 2048), (1, 4096), (1, 5120), (3, 576), (8, 8192)] {
+        let x = g.upload(&randn(&mut r, rows * cols, 2.0), rows, cols).unwrap();
+        let w = g.load_weight(weight_data(TensorType::F32, 1, cols, &randn(&mut r, cols, 1.0))).unwrap();
+        let w = w.values.as_ref().unwrap();
+        let n = ops::mmvq::scratch_len(rows, cols);
+        let (mut fused, mut plain) = (poisoned(g, rows, cols), poisoned(g, rows, cols));
+        let mut fused_q = g.upload(&vec![7.0; n], 1, n).unwrap();
+        let mut plain_q = g.upload(&vec![-3.0; n], 1, n).unwrap();
+        let acts = ops::norm::rms_norm_q8(dev, &x, w, 1e-5, &mut fused, &mut fused_q).unwrap();
+        assert!(acts.fits(rows, cols));
+        ops::norm::rms_norm(dev, &x, w, 1e-5, &mut plain).unwrap();
+        ops::mmvq::quantize(dev, &plain, &mut plain_q).unwrap();
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(down(g, &fused)), bits(down(g, &plain)), "[{rows}, {cols}]: normed values");
+        assert_eq!(bits(down(g, &fused_q)), bits(down(g, &plain_q)), "[{rows}, {cols}]: int8 activations");
+    }
+}
+
+/// q, k and v in one launch per run of same-type weights give exactly the three matmuls'
+/// values (the same kernel body over the same activations), with biases, rows that do not
+/// fill a block, and a v of another type (Q4_K_M's Q6_K layers).
+#[test]
+fn matmul_qkv_matches_three_matmuls() {
+    let Some(g) = gpu() else { return };
+    let mut r = rng(14);
+    let cols = 512;
+    let cases: [([TensorType; 3], [usize; 3], bool); 4] = [
+        ([TensorType::Q4_K, TensorType::Q4_K, TensorType::Q4_K], [256, 64, 64], false),
+        ([TensorType::Q4_K, TensorType::Q4_K, TensorType::Q6_K], [256, 64, 64], true),
+        ([TensorType::Q4_0, TensorType::Q4_0, TensorType::Q4_0], [130, 33, 35], true),
+        ([TensorType::Q8_0, TensorType::Q5_K, TensorType::Q5_K], [97, 32, 31], false),
+    ];
+    for (types, rows, with_bias) in cases {
+        let x = g.upload(&randn(&mut r, cols, 1.0), 1, cols).unwrap();
+        let ws: Vec<_> = (0..3).map(|i| g.load_weight(weight_data(types[i], rows[i], cols, &randn(&mut r, rows[i] * cols, 1.0))).unwrap()).collect();
+        let bs: Vec<_> = (0..3).map(|i| g.load_weight(weight_data(TensorType::F32, 1, rows[i], &randn(&mut r, rows[i], 1.0))).unwrap()).collect();
+        let bias = |i: usize| with_bias.then(|| &bs[i]);
+        let mut fused: Vec<_> = (0..3).map(|i| poisoned(g, 1, rows[i])).collect();
+        let [q, k, v] = &mut fused[..] else { unreachable!() };
+        g.matmul_qkv([&ws[0], &ws[1], &ws[2]], [bias(0), bias(1), bias(2)], &x, [q, k, v]).unwrap();
+        for i in 0..3 {
+            let mut one = poisoned(g, 1, rows[i]);
+            g.matmul(&ws[i], bias(i), &x, &mut one).unwrap();
+            let (got, want) = (down(g, &fused[i]), down(g, &one));
+            assert!(got.iter().all(|v| v.is_finite()), "{types:?} {rows:?} output {i}: unwritten values");
+            assert_eq!(got, want, "{types:?} {rows:?} output {i}");
+        }
     }
 }
 

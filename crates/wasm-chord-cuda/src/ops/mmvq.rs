@@ -81,6 +81,12 @@ pub fn quantize(dev: &CudaDevice, x: &CudaTensor, scratch: &mut CudaTensor) -> R
 }
 
 impl QuantizedActs {
+    /// Activations of `n_tok` rows of `cols` values another kernel quantized into the scratch
+    /// at `base` (rms_norm_q8), laid out as [`quantize`] does.
+    pub(crate) fn at(base: u64, n_tok: usize, cols: usize) -> Self {
+        Self { base, n_tok, cols }
+    }
+
     /// Whether these are the activations of a tensor of `n_tok` x `cols` values.
     pub fn fits(&self, n_tok: usize, cols: usize) -> bool {
         (self.n_tok, self.cols) == (n_tok, cols)
@@ -174,6 +180,59 @@ pub fn matmul_gated(dev: &CudaDevice, act: Activation, gate: &CudaWeight, up: &C
     unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
     Ok(())
 }
+
+/// `outs[i] = x · ws[i]ᵀ (+ biases[i])` for up to three weights of one type over one token, in
+/// one launch (`mmvq3_<type>`): the q, k and v projections. `biases`: device addresses of
+/// `ws[i].rows` f32.
+pub fn matmul3(dev: &CudaDevice, ws: &[&CudaWeight], biases: &[Option<u64>], x: &QuantizedActs, outs: &mut [&mut CudaTensor]) -> Result<(), BackendError> {
+    let op = Op::MatMul;
+    let n = ws.len();
+    if !(1..=3).contains(&n) || biases.len() != n || outs.len() != n || x.n_tok != 1 || ws.iter().any(|w| w.ty != ws[0].ty) {
+        let types: Vec<_> = ws.iter().map(|w| w.ty.name()).collect();
+        return Err(BackendError::Shape { op, detail: format!("{n} weights ({types:?}), {} outputs, {} tokens in one int8 launch", outs.len(), x.n_tok) });
+    }
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        check(op, w, x, out)?;
+    }
+    let ty = ws[0].ty;
+    let (warps, rows_per_block) = config(ty, false);
+    let blocks: usize = ws.iter().map(|w| w.rows.div_ceil(rows_per_block)).sum();
+    if blocks == 0 {
+        return Ok(());
+    }
+    // The kernel's `Mmvq3Args`: 3 weight pointers, 3 row strides, 3 bias pointers, 3 output
+    // pointers (u64 each), then 3 row counts (i32) and padding to 8 bytes.
+    let mut args = Mmvq3Args { words: [0; 12], rows: [0; 4] };
+    for (i, (w, out)) in ws.iter().zip(outs.iter()).enumerate() {
+        args.words[i] = address(&w.bytes, dev.stream());
+        args.words[3 + i] = w.row_stride as u64;
+        args.words[6 + i] = biases[i].unwrap_or(0);
+        args.words[9 + i] = address(&out.data, dev.stream());
+        args.rows[i] = i32_of(op, "rows", w.rows)?;
+    }
+    let f = dev.function(&format!("mmvq3_{}", ty.name())).map_err(op_err(op))?;
+    let cfg = grid(op, blocks, 1, warps)?;
+    let cols = i32_of(op, "cols", x.cols)?;
+    let (xq, xd) = x.pointers();
+    let mut b = dev.stream().launch_builder(&f);
+    b.arg(&args).arg(&xq).arg(&xd).arg(&cols);
+    // SAFETY: `Mmvq3Args` mirrors the kernel's struct (passed by value); every weight and output
+    // was checked against the activations above, the grid covers exactly the weights' row
+    // blocks, and the outputs stay borrowed (mutably) until this returns.
+    unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
+    Ok(())
+}
+
+/// kernels/mmvq.cuh's `Mmvq3Args`, by value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Mmvq3Args {
+    words: [u64; 12],
+    rows: [i32; 4],
+}
+
+// SAFETY: plain old data of the kernel's struct layout (8-byte aligned, 112 bytes).
+unsafe impl cudarc::driver::DeviceRepr for Mmvq3Args {}
 
 fn grid(op: Op, blocks_x: usize, blocks_y: usize, warps: usize) -> Result<LaunchConfig, BackendError> {
     let gx = u32::try_from(blocks_x).map_err(|_| BackendError::Shape { op, detail: format!("{blocks_x} row blocks") })?;

@@ -149,9 +149,7 @@ fn attention_heads<B: Backend>(
     let mut q = b.tensor(n, hp.n_head * hp.head_dim_k)?;
     let mut k = b.tensor(n, hp.n_embd_k())?;
     let mut v = b.tensor(n, hp.n_embd_v())?;
-    b.matmul(&w.q, w.q_bias.as_ref(), h, &mut q)?;
-    b.matmul(&w.k, w.k_bias.as_ref(), h, &mut k)?;
-    b.matmul(&w.v, w.v_bias.as_ref(), h, &mut v)?;
+    b.matmul_qkv([&w.q, &w.k, &w.v], [w.q_bias.as_ref(), w.k_bias.as_ref(), w.v_bias.as_ref()], h, [&mut q, &mut k, &mut v])?;
     if let Some(qn) = &w.q_norm {
         let mut normed = b.tensor(n, hp.n_head * hp.head_dim_k)?;
         b.rms_norm(&q, qn, hp.rms_eps, &mut normed)?;
