@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Lead's shuttle call: append one part of the real models to /tmp/blob; with E2E=1, assemble the
+# models and run the end-to-end tests with the binaries the bench call left in /tmp/final.
+set -uo pipefail
+P="$1"
+cat ".device-carry/shuttle/$P" >> /tmp/blob && ls -l /tmp/blob
+if [ "${E2E:-0}" = 1 ]; then
+  export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-} NCCL_NVLS_ENABLE=0 WASM_CHORD_REQUIRE_GPU=1
+  mkdir -p /tmp/models
+  head -c 98362432 /tmp/blob > /tmp/models/SmolLM2-135M-Instruct.Q4_1.gguf
+  tail -c +98362433 /tmp/blob > /tmp/models/gemma-3-270m-q4_k_m.gguf
+  sha256sum /tmp/models/*.gguf | tee $OUT/sha256.txt
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $OUT/gpu.txt
+  bash /tmp/final/cuda-e2e.sh /tmp/final /tmp/models > $OUT/e2e.log 2>&1; echo "e2e rc=$?"
+  grep -E "test result|greedy|panicked|worst|FAILED" $OUT/e2e.log | cut -c1-300
+fi
