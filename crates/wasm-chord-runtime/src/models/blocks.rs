@@ -218,6 +218,13 @@ pub fn feed_forward_add<B: Backend>(b: &B, hp: &HParams, w: &FeedForwardWeights<
     Ok(())
 }
 
+/// Rows `rows` of `x`, in that order, as a new tensor.
+pub fn pick_rows<B: Backend>(b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+    let mut out = b.tensor(rows.len(), b.shape(x).1)?;
+    b.copy_rows(x, rows, &mut out)?;
+    Ok(out)
+}
+
 /// RMS norm of `x` with `weight` into a new tensor.
 pub fn rms_norm<B: Backend>(b: &B, hp: &HParams, x: &B::Tensor, weight: &B::Weight) -> Result<B::Tensor, RuntimeError> {
     let (rows, cols) = b.shape(x);
