@@ -218,6 +218,13 @@ pub fn feed_forward_add<B: Backend>(b: &B, hp: &HParams, w: &FeedForwardWeights<
     Ok(())
 }
 
+/// Rows `rows` of `x`, in that order, as a new tensor.
+pub fn pick_rows<B: Backend>(b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+    let mut out = b.tensor(rows.len(), b.shape(x).1)?;
+    b.copy_rows(x, rows, &mut out)?;
+    Ok(out)
+}
+
 /// RMS norm of `x` with `weight` into a new tensor.
 pub fn rms_norm<B: Backend>(b: &B, hp: &HParams, x: &B::Tensor, weight: &B::Weight) -> Result<B::Tensor, RuntimeError> {
     let (rows, cols) = b.shape(x);
@@ -288,6 +295,8 @@ impl<B: Backend> PreNormLayer<B> {
         })
     }
 
+    /// The layer on hidden state `x`; with `rows`, only those rows go on past attention
+    /// (llama.cpp picks them after the output projection, before the residual add).
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -298,9 +307,17 @@ impl<B: Backend> PreNormLayer<B> {
         cache: &mut LayerCache<B>,
         batch: &Batch<'_>,
         mut x: B::Tensor,
+        rows: Option<&[usize]>,
     ) -> Result<B::Tensor, RuntimeError> {
         let h = rms_norm(b, hp, &x, &self.attn_norm)?;
-        attention_add(b, hp, &self.attn, attn, cache, batch, &h, &mut x)?;
+        if let Some(rows) = rows {
+            let a = attention(b, hp, &self.attn, attn, cache, batch, &h)?;
+            let a = pick_rows(b, &a, rows)?;
+            x = pick_rows(b, &x, rows)?;
+            b.add(&mut x, &a)?;
+        } else {
+            attention_add(b, hp, &self.attn, attn, cache, batch, &h, &mut x)?;
+        }
         let h = rms_norm(b, hp, &x, &self.ffn_norm)?;
         feed_forward_add(b, hp, &self.ffn, act, &h, &mut x)?;
         Ok(x)

@@ -81,10 +81,30 @@ impl<B: Backend> Architecture<B> for Gemma3<B> {
         self.head.embed(b, &self.hp, batch, (self.hp.n_embd as f32).sqrt())
     }
 
-    fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, mut x: B::Tensor) -> Result<B::Tensor, RuntimeError> {
+    fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, x: B::Tensor) -> Result<B::Tensor, RuntimeError> {
+        self.run_layer(b, il, cache, batch, x, None)
+    }
+
+    fn layer_rows(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, x: B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+        self.run_layer(b, il, cache, batch, x, Some(rows))
+    }
+
+    fn head(&self, b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+        self.head.logits(b, &self.hp, x, rows, self.hp.final_logit_softcap)
+    }
+}
+
+impl<B: Backend> Gemma3<B> {
+    /// One layer; with `rows`, only those rows go on past attention (llama.cpp's graph picks
+    /// them after the output projection, so the projection still sees the whole batch).
+    fn run_layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, mut x: B::Tensor, rows: Option<&[usize]>) -> Result<B::Tensor, RuntimeError> {
         let (hp, layer) = (&self.hp, &self.layers[il]);
         let h = blocks::rms_norm(b, hp, &x, &layer.attn_norm)?;
-        let a = blocks::attention(b, hp, &layer.attn, &layer.cfg, cache, batch, &h)?;
+        let mut a = blocks::attention(b, hp, &layer.attn, &layer.cfg, cache, batch, &h)?;
+        if let Some(rows) = rows {
+            a = blocks::pick_rows(b, &a, rows)?;
+            x = blocks::pick_rows(b, &x, rows)?;
+        }
         let a = blocks::rms_norm(b, hp, &a, &layer.attn_post_norm)?;
         b.add(&mut x, &a)?;
         let h = blocks::rms_norm(b, hp, &x, &layer.ffn_norm)?;
@@ -92,9 +112,5 @@ impl<B: Backend> Architecture<B> for Gemma3<B> {
         let f = blocks::rms_norm(b, hp, &f, &layer.ffn_post_norm)?;
         b.add(&mut x, &f)?;
         Ok(x)
-    }
-
-    fn head(&self, b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
-        self.head.logits(b, &self.hp, x, rows, self.hp.final_logit_softcap)
     }
 }

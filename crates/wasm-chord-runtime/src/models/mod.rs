@@ -47,6 +47,15 @@ pub trait Architecture<B: Backend>: Send + Sync {
     /// Runs layer `il` on hidden state `x`, writing the batch's keys and values into `cache`.
     fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &blocks::Batch<'_>, x: B::Tensor) -> Result<B::Tensor, RuntimeError>;
 
+    /// Runs layer `il` like [`Architecture::layer`] but returns only the hidden-state rows
+    /// `rows` (in that order). The last layer runs this way when not every position needs
+    /// logits: keys and values are still written for the whole batch, but an architecture may
+    /// skip the other rows' work after attention, as llama.cpp does (`inp_out_ids`).
+    fn layer_rows(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &blocks::Batch<'_>, x: B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+        let y = self.layer(b, il, cache, batch, x)?;
+        blocks::pick_rows(b, &y, rows)
+    }
+
     /// Logits `[rows.len(), n_vocab]` of the chosen rows of the final hidden state.
     fn head(&self, b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError>;
 
@@ -56,7 +65,16 @@ pub trait Architecture<B: Backend>: Send + Sync {
     fn forward(&self, b: &B, kv: &mut KvCache<B>, tokens: &[u32], rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
         let batch = blocks::Batch::new(tokens, kv.len());
         let mut x = self.embed(b, &batch)?;
+        let n_layer = kv.layers.len();
+        // Every row is needed when all positions get logits; otherwise the last layer keeps
+        // only the output rows, which the head then takes in order.
+        let all_rows = rows.len() == batch.len() && rows.iter().enumerate().all(|(i, &r)| i == r);
         for (il, cache) in kv.layers.iter_mut().enumerate() {
+            if il + 1 == n_layer && !all_rows {
+                x = self.layer_rows(b, il, cache, &batch, x, rows)?;
+                let kept: Vec<usize> = (0..rows.len()).collect();
+                return self.head(b, &x, &kept);
+            }
             x = self.layer(b, il, cache, &batch, x)?;
         }
         self.head(b, &x, rows)

@@ -49,7 +49,11 @@ impl<B: Backend> Architecture<B> for Qwen2<B> {
     }
 
     fn layer(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, x: B::Tensor) -> Result<B::Tensor, RuntimeError> {
-        self.layers[il].forward(b, &self.hp, &self.attn, Activation::Silu, cache, batch, x)
+        self.layers[il].forward(b, &self.hp, &self.attn, Activation::Silu, cache, batch, x, None)
+    }
+
+    fn layer_rows(&self, b: &B, il: usize, cache: &mut LayerCache<B>, batch: &Batch<'_>, x: B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
+        self.layers[il].forward(b, &self.hp, &self.attn, Activation::Silu, cache, batch, x, Some(rows))
     }
 
     fn head(&self, b: &B, x: &B::Tensor, rows: &[usize]) -> Result<B::Tensor, RuntimeError> {
