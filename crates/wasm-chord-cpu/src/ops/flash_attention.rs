@@ -18,7 +18,7 @@ use half::slice::HalfFloatSliceExt;
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
 use wasm_chord_core::quant::{q8_0, BlockQ8_0};
 
-use super::dot::axpy_f32;
+use super::dot::{axpy_f32, dot_f32};
 use crate::tensor::CpuTensor;
 use crate::threads::Threads;
 
@@ -27,7 +27,7 @@ use crate::threads::Threads;
 pub const KV_TILE: usize = 64;
 /// Query rows per task: enough rows to reuse each converted tile, few enough that a prefill
 /// splits into many tasks.
-pub const Q_BLOCK: usize = 64;
+pub const Q_BLOCK: usize = 16;
 
 /// Values per Q8_0 block.
 const Q8_0_BLOCK: usize = 32;
@@ -164,9 +164,8 @@ fn visible(p: &AttentionParams, i: usize) -> std::ops::Range<usize> {
     p.window.map_or(0, |w| (pos + 1).saturating_sub(w))..pos + 1
 }
 
-/// [`attend_block`] compiled for AVX2 and FMA where the CPU has them: a tile's running sums fill
-/// 8-lane registers and each multiply-add is one instruction; every operation and its order
-/// stay the same.
+/// [`attend_block`] compiled for AVX2 where the CPU has it: the dot products' eight running
+/// sums fill one register instead of two; every operation and its order stay the same.
 #[allow(clippy::too_many_arguments)]
 fn attend_block_fast(
     q: &CpuTensor,
@@ -180,8 +179,8 @@ fn attend_block_fast(
     dst: &mut [&mut [f32]],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        #[target_feature(enable = "avx2,fma")]
+    if is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
         #[allow(clippy::too_many_arguments)]
         unsafe fn avx2(
             q: &CpuTensor,
@@ -235,10 +234,7 @@ fn attend_block(
     let mut max = vec![f32::NEG_INFINITY; n_rows * heads];
     let mut sum = vec![0.0f32; n_rows * heads];
     let mut acc = vec![0.0f32; n_rows * heads * dv];
-    let mut k_rows = vec![0.0f32; KV_TILE * dk];
-    // The key tile transposed, `[dk, KV_TILE]`: a query's scores against the whole tile are
-    // then `KV_TILE` running sums, one per key, that stay in registers while `d` advances.
-    let mut k_cols = vec![0.0f32; dk * KV_TILE];
+    let mut k_tile = vec![0.0f32; KV_TILE * dk];
     let mut v_tile = vec![0.0f32; KV_TILE * dv];
     let mut scores = [0.0f32; KV_TILE];
 
@@ -246,45 +242,43 @@ fn attend_block(
     let mut t0 = span.start;
     while t0 < span.end {
         let t1 = span.end.min(t0 + KV_TILE);
-        let n = t1 - t0;
-        k.load(t0, kv_head * dk, dk, &mut k_rows[..n * dk]);
-        for (d, col) in k_cols.chunks_exact_mut(KV_TILE).enumerate() {
-            for (j, c) in col.iter_mut().enumerate() {
-                // Keys past the tile's end get zeros: finite scores that nothing reads.
-                *c = if j < n { k_rows[j * dk + d] } else { 0.0 };
-            }
-        }
-        v.load(t0, kv_head * dv, dv, &mut v_tile[..n * dv]);
+        k.load(t0, kv_head * dk, dk, &mut k_tile[..(t1 - t0) * dk]);
+        v.load(t0, kv_head * dv, dv, &mut v_tile[..(t1 - t0) * dv]);
         for r in 0..n_rows {
             let see = visible(p, rows.start + r);
             let (j0, j1) = (see.start.max(t0), see.end.min(t1));
             if j0 >= j1 {
                 continue;
             }
+            let s = &mut scores[..j1 - j0];
             for h in 0..heads {
                 let slot = r * heads + h;
-                scores_tile(&qs[slot * dk..][..dk], &k_cols, &mut scores);
-                let s = &mut scores[j0 - t0..j1 - t0];
-                for x in s.iter_mut() {
+                let qh = &qs[slot * dk..][..dk];
+                for (s, j) in s.iter_mut().zip(j0..j1) {
+                    let mut x = dot_f32(&k_tile[(j - t0) * dk..][..dk], qh);
                     if let Some(cap) = p.softcap {
-                        *x = cap * (*x / cap).tanh();
+                        x = cap * (x / cap).tanh();
                     }
-                    *x *= p.scale;
+                    *s = x * p.scale;
                 }
-                let tile_max = lane_reduce(s, f32::NEG_INFINITY, f32::max);
+                let tile_max = s.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
                 let new_max = max[slot].max(tile_max);
                 // exp(-inf) = 0 on the first tile, where the sum and output are still zero.
                 let rescale = (max[slot] - new_max).exp();
                 max[slot] = new_max;
+                let mut tile_sum = 0.0f32;
                 for x in s.iter_mut() {
-                    *x = exp_nonpositive(*x - new_max);
+                    *x = (*x - new_max).exp();
+                    tile_sum += *x;
                 }
-                sum[slot] = sum[slot] * rescale + lane_reduce(s, 0.0, |a, b| a + b);
+                sum[slot] = sum[slot] * rescale + tile_sum;
                 let o = &mut acc[slot * dv..][..dv];
                 if rescale != 1.0 {
                     o.iter_mut().for_each(|y| *y *= rescale);
                 }
-                add_values(o, s, &v_tile[(j0 - t0) * dv..(j1 - t0) * dv]);
+                for (w, j) in s.iter().zip(j0..j1) {
+                    axpy_f32(o, *w, &v_tile[(j - t0) * dv..][..dv]);
+                }
             }
         }
         t0 = t1;
@@ -297,93 +291,10 @@ fn attend_block(
     }
 }
 
-/// `f` folded over `x` in eight interleaved running values (so the compiler can keep them in
-/// one vector register), combined at the end.
-#[inline(always)]
-fn lane_reduce(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut lanes = [init; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l = f(*l, v);
-        }
-    }
-    let rest = chunks.remainder().iter().fold(init, |a, &v| f(a, v));
-    f(lanes.iter().fold(init, |a, &v| f(a, v)), rest)
-}
-
-/// `exp(x)` for `x <= 0` (a score minus the running maximum) without a library call, so a
-/// tile's exponentials vectorize: Cephes' `expf` (range reduction by `ln 2` in two parts and a
-/// degree-6 polynomial, within 2 ulp), with `x` clamped at -87.3 where `exp` leaves the normal
-/// range (a result of 1e-38 instead of 0 weighs nothing against the running maximum's 1).
-#[inline(always)]
-fn exp_nonpositive(x: f32) -> f32 {
-    // 1.5 · 2^23: adding it rounds to an integer held in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.3);
-    let z = x * std::f32::consts::LOG2_E + ROUND;
-    let n = z - ROUND;
-    let r = (x - n * 0.693_359_375) - n * -2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 5.000_000_1e-1;
-    let y = p * r * r + r + 1.0;
-    let e = (z.to_bits() as i32 - ROUND.to_bits() as i32 + 127) << 23;
-    y * f32::from_bits(e as u32)
-}
-
-/// `a · b + c`, fused where the target has a fused multiply-add (x86-64 and aarch64: one
-/// instruction in the SIMD copy, and the same bits from the library call elsewhere on x86-64),
-/// separately rounded where it would be a slow software routine (wasm32).
-#[inline(always)]
-fn mul_add(a: f32, b: f32, c: f32) -> f32 {
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    return a.mul_add(b, c);
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    return a * b + c;
-}
-
-/// `scores[j] = Σ_d q[d] · k_cols[d, j]` for every key `j` of a tile, summed over `d` in order.
-#[inline(always)]
-fn scores_tile(q: &[f32], k_cols: &[f32], scores: &mut [f32; KV_TILE]) {
-    let mut s = [0.0f32; KV_TILE];
-    for (&qd, col) in q.iter().zip(k_cols.chunks_exact(KV_TILE)) {
-        for (s, &k) in s.iter_mut().zip(col) {
-            *s = mul_add(qd, k, *s);
-        }
-    }
-    *scores = s;
-}
-
-/// Output columns per register block of [`add_values`].
-const V_COLS: usize = 64;
-
-/// `o += Σ_j w[j] · values[j]` (`values` holds `w.len()` rows of `o.len()`), each output
-/// summed over `j` in order, [`V_COLS`] columns at a time so their sums stay in registers.
-#[inline(always)]
-fn add_values(o: &mut [f32], w: &[f32], values: &[f32]) {
-    let dv = o.len();
-    let mut blocks = o.chunks_exact_mut(V_COLS);
-    for (c, ob) in (&mut blocks).enumerate() {
-        let mut reg = [0.0f32; V_COLS];
-        reg.copy_from_slice(ob);
-        for (&wj, row) in w.iter().zip(values.chunks_exact(dv)) {
-            for (r, &x) in reg.iter_mut().zip(&row[c * V_COLS..][..V_COLS]) {
-                *r = mul_add(wj, x, *r);
-            }
-        }
-        ob.copy_from_slice(&reg);
-    }
-    let rest = blocks.into_remainder();
-    let c0 = dv - rest.len();
-    for (&wj, row) in w.iter().zip(values.chunks_exact(dv)) {
-        axpy_f32(rest, wj, &row[c0..]);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::testutil::*;
-    use rand::Rng;
 
     /// The AVX2 copy of a task computes the same bits as the plain one.
     #[test]
@@ -409,18 +320,6 @@ mod tests {
         let (a, b) = (run(true), run(false));
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
         assert!(a.iter().any(|x| *x != 0.0));
-    }
-
-    #[test]
-    fn exp_nonpositive_is_within_2_ulp() {
-        let mut r = rng(22);
-        for i in 0..200_000 {
-            let x = if i < 1000 { -(i as f32) / 1000.0 } else { -r.gen_range(0.0f32..87.0) };
-            let (got, want) = (exp_nonpositive(x) as f64, (x as f64).exp());
-            assert!((got - want).abs() <= 2.0 * f32::EPSILON as f64 * want, "{x}: {got} vs {want}");
-        }
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert!(exp_nonpositive(f32::NEG_INFINITY) < 1e-37);
     }
 
     #[test]
