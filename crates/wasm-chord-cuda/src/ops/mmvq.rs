@@ -108,7 +108,7 @@ fn check(op: Op, w: &CudaWeight, x: &QuantizedActs, out: &CudaTensor) -> Result<
 /// quantized by [`quantize`].
 pub fn matmul(dev: &CudaDevice, w: &CudaWeight, bias: Option<u64>, x: &QuantizedActs, out: &mut CudaTensor, accumulate: bool) -> Result<(), BackendError> {
     let batch = x.n_tok > 1;
-    let name = format!("{}_{}", if batch { "mmvq8" } else { "mmvq" }, w.ty.name());
+    let name = format!("{}_{}", if batch { "mmvq8" } else { "mmvq" }, w.layout.kernel_type(w.ty));
     let f = dev.function(&name).map_err(op_err(Op::MatMul))?;
     launch(dev, &f, config(w.ty, batch), if batch { BATCH } else { 1 }, w, bias, x, out, accumulate)
 }
@@ -151,14 +151,14 @@ pub fn launch(
 pub fn matmul_gated(dev: &CudaDevice, act: Activation, gate: &CudaWeight, up: &CudaWeight, x: &QuantizedActs, out: &mut CudaTensor) -> Result<(), BackendError> {
     let op = Op::MatMul;
     check(op, gate, x, out)?;
-    if up.ty != gate.ty || up.rows != gate.rows || up.cols != gate.cols || up.row_stride != gate.row_stride {
+    if up.ty != gate.ty || up.layout != gate.layout || up.rows != gate.rows || up.cols != gate.cols || up.row_stride != gate.row_stride {
         return Err(BackendError::Shape { op, detail: format!("gate {} [{}, {}] and up {} [{}, {}]", gate.ty, gate.rows, gate.cols, up.ty, up.rows, up.cols) });
     }
     if x.n_tok == 0 || gate.rows == 0 {
         return Ok(());
     }
     let batch = x.n_tok > 1;
-    let f = dev.function(&format!("{}_{}", if batch { "mmvq8_gate" } else { "mmvq_gate" }, gate.ty.name())).map_err(op_err(op))?;
+    let f = dev.function(&format!("{}_{}", if batch { "mmvq8_gate" } else { "mmvq_gate" }, gate.layout.kernel_type(gate.ty))).map_err(op_err(op))?;
     let cfg = grid(op, gate.rows, x.n_tok.div_ceil(if batch { BATCH } else { 1 }), config(gate.ty, batch).0)?;
     let (rows, cols, n_tok) = (i32_of(op, "rows", gate.rows)?, i32_of(op, "cols", gate.cols)?, i32_of(op, "tokens", x.n_tok)?);
     let (xq, xd) = x.pointers();
@@ -191,34 +191,38 @@ pub struct Variant {
     pub rows: usize,
     /// `#pragma unroll` of the item loop.
     pub unroll: usize,
+    /// Consecutive items per thread and pass, loaded together.
+    pub ipt: usize,
 }
 
-const fn v(name: &'static str, warps: usize, rows: usize, unroll: usize) -> Variant {
-    Variant { name, warps, rows, unroll }
+const fn v(name: &'static str, warps: usize, rows: usize, unroll: usize, ipt: usize) -> Variant {
+    Variant { name, warps, rows, unroll, ipt }
 }
 
 /// Candidates timed beside the shipped per-type configurations (`MmvqCfg`; each type's pick is
-/// the fastest of these over 7B's decode shapes, bench/runs/2026-11-26-h100-mmvq/call1).
-pub const VARIANTS: [Variant; 8] = [
-    v("q_w4r1", 4, 1, 1),
-    v("q_w2r2", 2, 2, 1),
-    v("q_w8r1", 8, 1, 1),
-    v("q_w2r4", 2, 4, 1),
-    v("q_w4r4", 4, 4, 1),
-    v("q_w4r2u2", 4, 2, 2),
-    v("q_w4r4u2", 4, 4, 2),
-    v("q_w8r2u2", 8, 2, 2),
+/// the fastest of these over 7B's decode shapes, bench/runs/2026-11-26-h100-repack).
+pub const VARIANTS: [Variant; 10] = [
+    v("q_w4r1", 4, 1, 1, 1),
+    v("q_w2r2", 2, 2, 1, 1),
+    v("q_w4r2u2", 4, 2, 2, 1),
+    v("q_w4r4u2", 4, 4, 2, 1),
+    v("q_w4r1i2", 4, 1, 1, 2),
+    v("q_w4r2i2", 4, 2, 1, 2),
+    v("q_w2r2i2", 2, 2, 1, 2),
+    v("q_w8r1i2", 8, 1, 1, 2),
+    v("q_w4r1i4", 4, 1, 1, 4),
+    v("q_w4r2i4", 4, 2, 1, 4),
 ];
 
 /// The CUDA source of [`VARIANTS`] (module `mmvq_variants`).
 pub fn variant_source() -> String {
     let mut s = String::from("#include \"mmvq.cuh\"\n");
     for v in VARIANTS {
-        let (name, warps, rows, unroll) = (v.name, v.warps, v.rows, v.unroll);
+        let (name, warps, rows, unroll, ipt) = (v.name, v.warps, v.rows, v.unroll, v.ipt);
         s += &format!(
             "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({threads}) {name}_##n(const u8* w, u64 rs, \
              const i8* xq, const float2* xd, const float* bias, float* y, int rows, int cols, int n_tok, int flags) {{ \
-             mmvq<T, 1, {warps}, {rows}, false, {unroll}>(w, nullptr, rs, xq, xd, bias, y, rows, cols, n_tok, flags); }}\nFOR_EACH_QUANT_TYPE(V_{name})\n",
+             mmvq<T, 1, {warps}, {rows}, false, {unroll}, {ipt}>(w, nullptr, rs, xq, xd, bias, y, rows, cols, n_tok, flags); }}\nFOR_EACH_QUANT_TYPE(V_{name})\n",
             threads = 32 * warps,
         );
     }
