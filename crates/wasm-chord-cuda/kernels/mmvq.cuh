@@ -86,12 +86,16 @@ __device__ __forceinline__ void mmvq(const u8* __restrict__ w0, const u8* __rest
 
 #pragma unroll UNROLL
     for (int i0 = tid * IPT; i0 < items; i0 += WARPS * 32 * IPT) {
+        // With IPT dividing the items of a block, a thread's items share one block (and the
+        // compiler sees it: one block pointer, item numbers it0 + j).
+        constexpr bool IN_BLOCK = T::ITEMS % IPT == 0;
+        const int blk0 = i0 / T::ITEMS, it0 = i0 % T::ITEMS;
 #pragma unroll
         for (int j = 0; j < IPT; j++) {
             // Rows hold whole blocks, so only types with fewer items per block than IPT can end
             // inside a thread's group.
             const int i = i0 + j;
-            if constexpr (T::ITEMS % IPT != 0) {
+            if constexpr (!IN_BLOCK) {
                 if (i >= items) break;
             }
             int4 xv[NT][2];
@@ -104,7 +108,7 @@ __device__ __forceinline__ void mmvq(const u8* __restrict__ w0, const u8* __rest
                 xv[t][1] = p[1];
                 xs[t] = xd[(u64)tt * items + i];
             }
-            const int blk = i / T::ITEMS, it = i % T::ITEMS;
+            const int blk = IN_BLOCK ? blk0 : i / T::ITEMS, it = IN_BLOCK ? it0 + j : i % T::ITEMS;
 #pragma unroll
             for (int r = 0; r < NR; r++) mmvq_item<T, NT>(wr[r], blk, nb, it, xv, xs, acc[r]);
         }
