@@ -28,9 +28,10 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restri
     if (lane == 0) xd[blk] = make_float2(amax / 127.0f, sum);
 }
 
-// (warps per block, rows per block, item-loop unrolling) of the one-token kernels, per type:
-// the fastest over 7B's four decode shapes of the candidates in ops::mmvq::VARIANTS
-// (bench/runs/2026-11-26-h100-mmvq/call1, H100; they differ by at most ~10%). The gate kernels
+// (warps per block, rows per block, item-loop unrolling, items per thread) of the one-token
+// kernels, per type: the fastest over 7B's four decode shapes of the candidates in
+// ops::mmvq::VARIANTS (bench/runs/2026-11-26-h100-mmvq/call1, H100; they differ by at most
+// ~10%; Q6_K_R: bench/runs/2026-11-26-h100-repack, where no type gained from IPT > 1). The gate kernels
 // take the same warps and unrolling with one row of each weight; the 8-token kernels 4 warps of
 // one row. ops/mmvq.rs mirrors WARPS and ROWS (`config`).
 template <int W, int R, int U, int I = 1>
@@ -41,6 +42,7 @@ template <> struct MmvqCfg<IQ4_XS> : MmvqShape<4, 4, 2> {};
 template <> struct MmvqCfg<Q4_1> : MmvqShape<4, 1, 1> {};
 template <> struct MmvqCfg<Q8_0> : MmvqShape<4, 1, 1> {};
 template <> struct MmvqCfg<Q6_K> : MmvqShape<4, 1, 1> {};
+template <> struct MmvqCfg<Q6_K_R> : MmvqShape<4, 4, 2> {};
 template <> struct MmvqCfg<Q2_K> : MmvqShape<2, 2, 1> {};
 template <> struct MmvqCfg<Q5_K> : MmvqShape<2, 2, 1> {};
 template <> struct MmvqCfg<IQ4_NL> : MmvqShape<2, 2, 1> {};

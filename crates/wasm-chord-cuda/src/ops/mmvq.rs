@@ -10,6 +10,7 @@ use super::{i32_of, launch_err, op_err};
 use crate::backend::{CudaTensor, CudaWeight};
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
+use crate::repack::Layout;
 use crate::step::address;
 
 pub const SOURCE: KernelFile = KernelFile { name: "mmvq", source: include_str!("../../kernels/mmvq.cu") };
@@ -25,17 +26,18 @@ pub fn supports(ty: TensorType) -> bool {
     matches!(ty, T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::IQ4_NL | T::IQ4_XS)
 }
 
-/// (Warps per block, rows per block) of `mmvq_<ty>` or, with `batch`, `mmvq8_<ty>`: `MmvqCfg` /
-/// `Mmvq8Cfg` in kernels/mmvq.cu, which this must mirror. The gate kernels take one row of each
-/// weight per block.
-pub fn config(ty: TensorType, batch: bool) -> (usize, usize) {
+/// (Warps per block, rows per block) of `mmvq_<ty>` or, with `batch`, `mmvq8_<ty>` for weights
+/// in `layout`: `MmvqCfg` / `Mmvq8Cfg` in kernels/mmvq.cu, which this must mirror. The gate
+/// kernels take one row of each weight per block.
+pub fn config(ty: TensorType, layout: Layout, batch: bool) -> (usize, usize) {
     use TensorType as T;
-    match (batch, ty) {
-        (true, _) => (4, 1),
-        (false, T::Q4_0 | T::IQ4_XS) => (4, 4),
-        (false, T::Q4_1 | T::Q8_0 | T::Q6_K) => (4, 1),
-        (false, T::Q2_K | T::Q5_K | T::IQ4_NL) => (2, 2),
-        (false, _) => (4, 2),
+    match (batch, layout, ty) {
+        (true, _, _) => (4, 1),
+        (false, Layout::Q6KSplit, _) => (4, 4),
+        (false, _, T::Q4_0 | T::IQ4_XS) => (4, 4),
+        (false, _, T::Q4_1 | T::Q8_0 | T::Q6_K) => (4, 1),
+        (false, _, T::Q2_K | T::Q5_K | T::IQ4_NL) => (2, 2),
+        (false, _, _) => (4, 2),
     }
 }
 
@@ -110,7 +112,7 @@ pub fn matmul(dev: &CudaDevice, w: &CudaWeight, bias: Option<u64>, x: &Quantized
     let batch = x.n_tok > 1;
     let name = format!("{}_{}", if batch { "mmvq8" } else { "mmvq" }, w.layout.kernel_type(w.ty));
     let f = dev.function(&name).map_err(op_err(Op::MatMul))?;
-    launch(dev, &f, config(w.ty, batch), if batch { BATCH } else { 1 }, w, bias, x, out, accumulate)
+    launch(dev, &f, config(w.ty, w.layout, batch), if batch { BATCH } else { 1 }, w, bias, x, out, accumulate)
 }
 
 /// Launches `f`, a kernel with the signature of `mmvq_<type>` whose blocks have `geometry.0`
@@ -159,7 +161,7 @@ pub fn matmul_gated(dev: &CudaDevice, act: Activation, gate: &CudaWeight, up: &C
     }
     let batch = x.n_tok > 1;
     let f = dev.function(&format!("{}_{}", if batch { "mmvq8_gate" } else { "mmvq_gate" }, gate.layout.kernel_type(gate.ty))).map_err(op_err(op))?;
-    let cfg = grid(op, gate.rows, x.n_tok.div_ceil(if batch { BATCH } else { 1 }), config(gate.ty, batch).0)?;
+    let cfg = grid(op, gate.rows, x.n_tok.div_ceil(if batch { BATCH } else { 1 }), config(gate.ty, gate.layout, batch).0)?;
     let (rows, cols, n_tok) = (i32_of(op, "rows", gate.rows)?, i32_of(op, "cols", gate.cols)?, i32_of(op, "tokens", x.n_tok)?);
     let (xq, xd) = x.pointers();
     let row_stride = gate.row_stride as u64;
