@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wasm_chord_core::backend::{Backend, SharedBytes, WeightData};
 use wasm_chord_core::{quant, TensorType};
-use wasm_chord_cuda::{ops, CudaBackend, CudaWeight};
+use wasm_chord_cuda::{ops, CudaBackend, CudaWeight, Layout};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -47,7 +47,7 @@ fn weights(g: &CudaBackend, r: &mut ChaCha8Rng, ty: TensorType, rows: usize, col
     let first = g.load_weight(WeightData { ty, rows, cols, bytes: SharedBytes::from_vec(bytes) })?;
     let mut all = Vec::new();
     for _ in 1..4 {
-        all.push(CudaWeight { ty, rows, cols, row_stride: first.row_stride, bytes: g.device().stream().clone_dtod(&first.bytes)?, values: None });
+        all.push(CudaWeight { ty, rows, cols, row_stride: first.row_stride, layout: first.layout, bytes: g.device().stream().clone_dtod(&first.bytes)?, values: None });
     }
     all.push(first);
     Ok(all)
@@ -70,7 +70,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                 let gx = g.upload(&x, n_tok, cols)?;
                 let mut out = g.tensor(n_tok, rows)?;
                 let tg = time(&g, |i| Ok(g.matmul(&ws[i % ws.len()], None, &gx, &mut out)?))?;
-                let t8 = if n_tok <= 128 {
+                // matvec.cu reads only the file layout (`-` for a repacked weight).
+                let t8 = if n_tok <= 128 && ws[0].layout == Layout::File {
                     time(&g, |i| Ok(ops::matvec::matmul(g.device(), &ws[i % ws.len()], None, &gx, &mut out)?))?
                 } else {
                     f64::NAN

@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use wasm_chord_core::backend::{Activation, Backend, SharedBytes, WeightData};
 use wasm_chord_core::{quant, TensorType};
 use wasm_chord_cuda::kernels::KernelFile;
-use wasm_chord_cuda::{nvrtc, ops, CudaBackend, CudaWeight};
+use wasm_chord_cuda::{nvrtc, ops, CudaBackend, CudaWeight, Layout};
 
 /// Launches per timed region, and timed regions per measurement (the median is reported).
 const LAUNCHES: usize = 20;
@@ -88,23 +88,28 @@ fn parse_shape(s: &str) -> Option<(usize, usize)> {
     Some((r.parse().ok()?, c.parse().ok()?))
 }
 
-/// `n_buf` device copies of one random matrix of type `ty` (quantized from a 64-row tile).
-fn weights(g: &CudaBackend, r: &mut ChaCha8Rng, ty: TensorType, rows: usize, cols: usize) -> Result<Vec<CudaWeight>, Box<dyn Error>> {
+/// `n_buf` device copies of one random matrix of type `ty` (quantized from a 64-row tile) in
+/// each layout of `layouts`.
+fn weights(g: &CudaBackend, r: &mut ChaCha8Rng, ty: TensorType, rows: usize, cols: usize, layouts: &[Layout]) -> Result<Vec<Vec<CudaWeight>>, Box<dyn Error>> {
     let row_bytes = ty.row_bytes(cols)?;
     let tile_rows = 64.min(rows);
     let vals: Vec<f32> = (0..tile_rows * cols).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();
     let mut tile = vec![0u8; tile_rows * row_bytes];
     quant::quantize(ty, &vals, &mut tile)?;
-    let bytes: Vec<u8> = tile.iter().copied().cycle().take(rows * row_bytes).collect();
+    let bytes = SharedBytes::from_vec(tile.iter().copied().cycle().take(rows * row_bytes).collect());
     let n_buf = (256usize << 20).div_ceil(rows * row_bytes).clamp(2, 8);
-    let first = g.load_weight(WeightData { ty, rows, cols, bytes: SharedBytes::from_vec(bytes) })?;
     let stream = g.device().stream();
-    let mut all = Vec::new();
-    for _ in 1..n_buf {
-        all.push(CudaWeight { ty, rows, cols, row_stride: first.row_stride, bytes: stream.clone_dtod(&first.bytes)?, values: None });
+    let mut sets = Vec::new();
+    for &layout in layouts {
+        let first = g.load_weight_in(WeightData { ty, rows, cols, bytes: bytes.clone() }, layout)?;
+        let mut all = Vec::new();
+        for _ in 1..n_buf {
+            all.push(CudaWeight { ty, rows, cols, row_stride: first.row_stride, layout, bytes: stream.clone_dtod(&first.bytes)?, values: None });
+        }
+        all.push(first);
+        sets.push(all);
     }
-    all.push(first);
-    Ok(all)
+    Ok(sets)
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -164,7 +169,10 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut out8 = g.tensor(8, rows)?;
         let (mut scratch, mut scratch8) = (g.tensor(1, ops::mmvq::scratch_len(1, cols))?, g.tensor(1, ops::mmvq::scratch_len(8, cols))?);
         println!("\nmatrix {rows} x {cols}: one token, f32-activation kernel (f32) and int8 (int8: with the quantize launch; kern: alone); 8 tokens; gate: fused gate+up over two weights");
-        print!("{:>7} {:>7} {:>7} {:>5} {:>7} {:>5} {:>7} {:>5} {:>8} {:>8} {:>7}", "type", "MiB", "f32 us", "%copy", "int8 us", "%copy", "kern us", "%copy", "8t f32", "8t int8", "gate us");
+        print!(
+            "{:>7} {:>7} {:>7} {:>5} {:>7} {:>5} {:>7} {:>5} {:>7} {:>5} {:>8} {:>8} {:>7}",
+            "type", "MiB", "f32 us", "%copy", "int8 us", "%copy", "kern us", "%copy", "old us", "%copy", "8t f32", "8t int8", "gate us"
+        );
         for (v, _) in &variants {
             print!(" {:>8}", v.name);
         }
@@ -175,11 +183,16 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
         println!();
         for &ty in &types {
-            let ws = weights(&g, &mut r, ty, rows, cols)?;
+            // ws: the backend's layout (the int8 columns); wf: the file layout (the f32 columns
+            // and `old`, the int8 kernel on the file layout, where the backend repacks).
+            let repacked = Layout::preferred(ty) != Layout::File;
+            let layouts: &[Layout] = if repacked { &[Layout::preferred(ty), Layout::File] } else { &[Layout::File] };
+            let sets = weights(&g, &mut r, ty, rows, cols, layouts)?;
+            let (ws, wf) = (&sets[0], &sets[sets.len() - 1]);
             let nb = ws.len();
             let total = rows * ty.row_bytes(cols)?;
             let pct = |t: f64| 100.0 * total as f64 / t / 1e9 / copy_gbs;
-            let t1 = timer.time(|i| Ok(ops::matvec::matmul(dev, &ws[i % nb], None, &gx, &mut out)?))?;
+            let t1 = timer.time(|i| Ok(ops::matvec::matmul(dev, &wf[i % nb], None, &gx, &mut out)?))?;
             let int8 = ops::mmvq::supports(ty);
             // The quantize launch and the kernel, as a matmul whose activations no earlier
             // matmul quantized (the backend reuses them across matmuls of one tensor).
@@ -193,7 +206,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             };
             let xq = ops::mmvq::quantize(dev, &gx, &mut scratch)?;
             let tk = if int8 { timer.time(|i| Ok(ops::mmvq::matmul(dev, &ws[i % nb], None, &xq, &mut out, false)?))? } else { f64::NAN };
-            let t8 = timer.time(|i| Ok(ops::matvec::matmul(dev, &ws[i % nb], None, &gx8, &mut out8)?))?;
+            let told = if int8 && repacked { timer.time(|i| Ok(ops::mmvq::matmul(dev, &wf[i % nb], None, &xq, &mut out, false)?))? } else { tk };
+            let t8 = timer.time(|i| Ok(ops::matvec::matmul(dev, &wf[i % nb], None, &gx8, &mut out8)?))?;
             let t8q = if int8 {
                 timer.time(|i| {
                     let xq = ops::mmvq::quantize(dev, &gx8, &mut scratch8)?;
@@ -211,7 +225,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 f64::NAN
             };
             print!(
-                "{:>7} {:>7.1} {:>7.2} {:>4.0}% {:>7.2} {:>4.0}% {:>7.2} {:>4.0}% {:>8.1} {:>8.1} {:>7.2}",
+                "{:>7} {:>7.1} {:>7.2} {:>4.0}% {:>7.2} {:>4.0}% {:>7.2} {:>4.0}% {:>7.2} {:>4.0}% {:>8.1} {:>8.1} {:>7.2}",
                 ty.name(),
                 total as f64 / (1 << 20) as f64,
                 t1 * 1e6,
@@ -220,17 +234,19 @@ fn main() -> Result<(), Box<dyn Error>> {
                 pct(t1q),
                 tk * 1e6,
                 pct(tk),
+                told * 1e6,
+                pct(told),
                 t8 * 1e6,
                 t8q * 1e6,
                 tg * 1e6
             );
             // Each variant's output (last launch: buffer LAUNCHES - 1) against the shipped kernel's
             // on the same buffer; "!" marks a normalized difference over 1e-5.
-            let last = &ws[(LAUNCHES - 1) % nb];
+            let (last, last_file) = (&ws[(LAUNCHES - 1) % nb], &wf[(LAUNCHES - 1) % nb]);
             let (mut want1, mut want8, mut want_q) = (Vec::new(), Vec::new(), Vec::new());
-            ops::matvec::matmul(dev, last, None, &gx, &mut out)?;
+            ops::matvec::matmul(dev, last_file, None, &gx, &mut out)?;
             g.download(&out, &mut want1)?;
-            ops::matvec::matmul(dev, last, None, &gx8, &mut out8)?;
+            ops::matvec::matmul(dev, last_file, None, &gx8, &mut out8)?;
             g.download(&out8, &mut want8)?;
             g.matmul(last, None, &gx, &mut out)?;
             g.download(&out, &mut want_q)?;
@@ -245,9 +261,9 @@ fn main() -> Result<(), Box<dyn Error>> {
                 let f: CudaFunction = module.load_function(&format!("{}_{}", v.name, ty.name()))?;
                 let (x, o, want) = if v.tokens == 1 { (&gx, &mut out, &want1) } else { (&gx8, &mut out8, &want8) };
                 let t = if v.stream {
-                    timer.time(|i| Ok(ops::matvec::launch_stream(dev, &f, v, &ws[i % nb], x, o)?))?
+                    timer.time(|i| Ok(ops::matvec::launch_stream(dev, &f, v, &wf[i % nb], x, o)?))?
                 } else {
-                    timer.time(|i| Ok(ops::matvec::launch(dev, &f, (v.warps, v.rows), v.tokens, 0, &ws[i % nb], None, x, o)?))?
+                    timer.time(|i| Ok(ops::matvec::launch(dev, &f, (v.warps, v.rows), v.tokens, 0, &wf[i % nb], None, x, o)?))?
                 };
                 print!(" {:>7.2}{}", t * 1e6, mark(o, want)?);
             }
@@ -257,7 +273,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                         print!(" {:>8}", "-");
                         continue;
                     }
-                    let f: CudaFunction = module.load_function(&format!("{}_{}", v.name, ty.name()))?;
+                    let f: CudaFunction = module.load_function(&format!("{}_{}", v.name, ws[0].layout.kernel_type(ty)))?;
                     let t = timer.time(|i| Ok(ops::mmvq::launch(dev, &f, (v.warps, v.rows), 1, &ws[i % nb], None, &xq, &mut out, false)?))?;
                     print!(" {:>7.2}{}", t * 1e6, mark(&out, &want_q)?);
                 }

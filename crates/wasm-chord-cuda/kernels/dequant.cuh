@@ -95,6 +95,8 @@ __device__ __forceinline__ u32 iq4_signed4(u32 idx) {
 template <int BYTES_, int QK_, int ITEMS_, bool SPLIT_ = false>
 struct BlockType {
     static constexpr bool SPLIT = SPLIT_;
+    // Whether blocks are not contiguous on the device (repacked at upload; see Q6_K_R).
+    static constexpr bool ROW_SPLIT = false;
     static constexpr int BYTES = BYTES_;
     static constexpr int QK = QK_;
     static constexpr int ITEMS = ITEMS_;
@@ -684,6 +686,76 @@ struct Q6_K : BlockType<210, QK_K, 8, true> {
     }
 };
 
+// Q6_K repacked at upload (src/repack.rs) so that every load is 16-byte aligned: a row of nb
+// blocks holds first each block's ql[128] and qh[64] (192 bytes, at 192 b), then each block's
+// 16 scales (at 192 nb + 16 b), then each block's f16 d (at 208 nb + 2 b): the same 210 bytes a
+// block. A file block is 2-byte aligned at best, so its 32-byte runs took 16 two-byte loads.
+// ROW_SPLIT types are read through decode_i8_at / dequant_at (a block is found from its row).
+struct Q6_K_R : BlockType<210, QK_K, 8, true> {
+    static constexpr bool ROW_SPLIT = true;
+    static constexpr bool HALF_SCALES = true;
+    struct Parts {
+        const u8* ql;
+        const u8* qh;
+        const i8* sc;
+        float d;
+        int lshift, hshift;
+    };
+    static __device__ __forceinline__ Parts parts(const u8* row, int blk, int nb, int it) {
+        const int h = it / 4, k = it % 4;
+        const u8* qb = row + 192 * (u64)blk;
+        return Parts{qb + 64 * h + 32 * (k & 1), qb + 128 + 32 * h,
+                     reinterpret_cast<const i8*>(row + 192 * (u64)nb + 16 * blk + 8 * h + 2 * k),
+                     load_half(row + 208 * (u64)nb + 2 * blk), 4 * (k >> 1), 2 * k};
+    }
+    static __device__ __forceinline__ void decode_i8(const u8* row, int blk, int nb, int it, u32* q, float* s,
+                                                     float* m) {
+        const Parts p = parts(row, blk, nb, it);
+        s[0] = p.d * (float)p.sc[0];
+        s[1] = p.d * (float)p.sc[1];
+        m[0] = m[1] = 0.0f;
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            const uint4 l4 = reinterpret_cast<const uint4*>(p.ql)[g], h4 = reinterpret_cast<const uint4*>(p.qh)[g];
+            const u32 lw[4] = {l4.x, l4.y, l4.z, l4.w}, hw[4] = {h4.x, h4.y, h4.z, h4.w};
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const u32 l = (lw[c] >> p.lshift) & 0x0F0F0F0Fu;
+                const u32 hb = (hw[c] >> p.hshift) & 0x03030303u;
+                q[4 * g + c] = __vsub4(l | (hb << 4), 0x20202020u);
+            }
+        }
+    }
+    static __device__ __forceinline__ void dequant(const u8* row, int blk, int nb, int it, float* w) {
+        const Parts p = parts(row, blk, nb, it);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            const float dl = p.d * (float)p.sc[g];
+            const uint4 l4 = reinterpret_cast<const uint4*>(p.ql)[g], h4 = reinterpret_cast<const uint4*>(p.qh)[g];
+            const u32 lw[4] = {l4.x, l4.y, l4.z, l4.w}, hw[4] = {h4.x, h4.y, h4.z, h4.w};
+#pragma unroll
+            for (int c = 0; c < 4; c++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    const u32 q = ((lw[c] >> (8 * j + p.lshift)) & 15) | (((hw[c] >> (8 * j + p.hshift)) & 3) << 4);
+                    w[16 * g + 4 * c + j] = dl * small_u2f(q, 32);
+                }
+        }
+    }
+};
+
+// Item `it` of block `blk` of a row of nb blocks, whatever the type's device layout.
+template <class T>
+__device__ __forceinline__ void decode_i8_at(const u8* row, int blk, int nb, int it, u32* q, float* s, float* m) {
+    if constexpr (T::ROW_SPLIT) T::decode_i8(row, blk, nb, it, q, s, m);
+    else T::decode_i8(row + (u64)blk * T::BYTES, it, q, s, m);
+}
+template <class T>
+__device__ __forceinline__ void dequant_at(const u8* row, int blk, int nb, int it, float* w) {
+    if constexpr (T::ROW_SPLIT) T::dequant(row, blk, nb, it, w);
+    else T::dequant(row + (u64)blk * T::BYTES, it, w);
+}
+
 struct IQ4_XS : BlockType<136, QK_K, 8, true> {
     static constexpr int MINS = 0;
     static __device__ __forceinline__ void decode_i8(const u8* b, int it, u32* q, float* s, float* m) {
@@ -806,3 +878,8 @@ struct BF16 : BlockType<64, 32, 1> {
     M(q6_K, Q6_K)               \
     M(iq4_nl, IQ4_NL)           \
     M(iq4_xs, IQ4_XS)
+
+// Device layouts made at upload (src/repack.rs), read by the int8 matvec, the prompt path's
+// dequantization and the embedding gather (not by matvec.cu: CudaOptions::f32_matvec keeps the
+// file layout).
+#define FOR_EACH_REPACKED_TYPE(M) M(q6_K_r, Q6_K_R)

@@ -23,7 +23,7 @@ __device__ __forceinline__ void dequant_f16(const u8* __restrict__ w, u64 row_st
         const int r = (int)(idx / items_per_row), it = (int)(idx % items_per_row);
         const int blk = it / T::ITEMS, item = it % T::ITEMS;
         float wv[32];
-        T::dequant(w + (u64)(row0 + r) * row_stride + (u64)blk * T::BYTES, item, wv);
+        dequant_at<T>(w + (u64)(row0 + r) * row_stride, blk, cols / T::QK, item, wv);
 #pragma unroll
         for (int v = 0; v < 4; v++) {
             u32 h[4];
@@ -53,6 +53,7 @@ __device__ __forceinline__ void dequant_f16(const u8* __restrict__ w, u64 row_st
     }
 
 FOR_EACH_WEIGHT_TYPE(DEQUANT_F16_KERNEL)
+FOR_EACH_REPACKED_TYPE(DEQUANT_F16_KERNEL)
 
 // out[i] = x[i] as f16 (round to nearest; values past the f16 range become infinities).
 extern "C" __global__ void f32_to_f16(const float* __restrict__ x, __half* __restrict__ out, u64 n) {

@@ -75,3 +75,10 @@ template <> struct Matmul8Cfg<IQ4_NL> : Cfg<4, 1, 1024, 2048, 4> {};
     }
 
 FOR_EACH_WEIGHT_TYPE(MATVEC_KERNELS)
+
+#define EMBED_KERNEL(name, T)                                                                                          \
+    extern "C" __global__ void embed_##name(const u8* w, u64 row_stride, const u32* ids, int cols, float scale,      \
+                                            float* out) {                                                              \
+        embed<T>(w, row_stride, ids, cols, scale, out);                                                                \
+    }
+FOR_EACH_REPACKED_TYPE(EMBED_KERNEL)

@@ -312,7 +312,7 @@ __device__ __forceinline__ void embed(const u8* __restrict__ w, u64 row_stride, 
     for (int it = threadIdx.x; it < n_items; it += blockDim.x) {
         const int blk = it / T::ITEMS, item = it % T::ITEMS;
         float wv[32];
-        T::dequant(wr + (u64)blk * T::BYTES, item, wv);
+        dequant_at<T>(wr, blk, cols / T::QK, item, wv);
         float* o = out + (u64)t * cols + (u64)blk * T::QK + 32 * item;
 #pragma unroll
         for (int j = 0; j < 32; j++) o[j] = wv[j] * scale;

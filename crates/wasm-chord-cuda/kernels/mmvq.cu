@@ -28,19 +28,21 @@ extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restri
     if (lane == 0) xd[blk] = make_float2(amax / 127.0f, sum);
 }
 
-// (warps per block, rows per block, item-loop unrolling) of the one-token kernels, per type:
-// the fastest over 7B's four decode shapes of the candidates in ops::mmvq::VARIANTS
-// (bench/runs/2026-11-26-h100-mmvq/call1, H100; they differ by at most ~10%). The gate kernels
+// (warps per block, rows per block, item-loop unrolling, items per thread) of the one-token
+// kernels, per type: the fastest over 7B's four decode shapes of the candidates in
+// ops::mmvq::VARIANTS (bench/runs/2026-11-26-h100-mmvq/call1, H100; they differ by at most
+// ~10%; Q6_K_R: bench/runs/2026-11-26-h100-repack, where no type gained from IPT > 1). The gate kernels
 // take the same warps and unrolling with one row of each weight; the 8-token kernels 4 warps of
 // one row. ops/mmvq.rs mirrors WARPS and ROWS (`config`).
-template <int W, int R, int U>
-struct MmvqShape { static constexpr int WARPS = W, ROWS = R, UNROLL = U; };
+template <int W, int R, int U, int I = 1>
+struct MmvqShape { static constexpr int WARPS = W, ROWS = R, UNROLL = U, IPT = I; };
 template <class T> struct MmvqCfg : MmvqShape<4, 2, 2> {};
 template <> struct MmvqCfg<Q4_0> : MmvqShape<4, 4, 2> {};
 template <> struct MmvqCfg<IQ4_XS> : MmvqShape<4, 4, 2> {};
 template <> struct MmvqCfg<Q4_1> : MmvqShape<4, 1, 1> {};
 template <> struct MmvqCfg<Q8_0> : MmvqShape<4, 1, 1> {};
 template <> struct MmvqCfg<Q6_K> : MmvqShape<4, 1, 1> {};
+template <> struct MmvqCfg<Q6_K_R> : MmvqShape<4, 4, 2> {};
 template <> struct MmvqCfg<Q2_K> : MmvqShape<2, 2, 1> {};
 template <> struct MmvqCfg<Q5_K> : MmvqShape<2, 2, 1> {};
 template <> struct MmvqCfg<IQ4_NL> : MmvqShape<2, 2, 1> {};
@@ -50,8 +52,9 @@ template <class T> struct Mmvq8Cfg : MmvqShape<4, 1, 1> {};
     extern "C" __global__ void __launch_bounds__(MmvqCfg<T>::WARPS * 32)                                               \
         mmvq_##name(const u8* w, u64 rs, const i8* xq, const float2* xd, const float* bias, float* y, int rows,        \
                     int cols, int n_tok, int flags) {                                                                  \
-        mmvq<T, 1, MmvqCfg<T>::WARPS, MmvqCfg<T>::ROWS, false, MmvqCfg<T>::UNROLL>(w, nullptr, rs, xq, xd, bias, y,    \
-                                                                                   rows, cols, n_tok, flags);          \
+        using C = MmvqCfg<T>;                                                                                          \
+        mmvq<T, 1, C::WARPS, C::ROWS, false, C::UNROLL, C::IPT>(w, nullptr, rs, xq, xd, bias, y, rows, cols, n_tok,    \
+                                                                flags);                                                \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(Mmvq8Cfg<T>::WARPS * 32)                                              \
         mmvq8_##name(const u8* w, u64 rs, const i8* xq, const float2* xd, const float* bias, float* y, int rows,       \
@@ -62,8 +65,8 @@ template <class T> struct Mmvq8Cfg : MmvqShape<4, 1, 1> {};
     extern "C" __global__ void __launch_bounds__(MmvqCfg<T>::WARPS * 32)                                               \
         mmvq_gate_##name(const u8* gate, const u8* up, u64 rs, const i8* xq, const float2* xd, float* y, int rows,     \
                          int cols, int n_tok, int act) {                                                               \
-        mmvq<T, 1, MmvqCfg<T>::WARPS, 1, true, MmvqCfg<T>::UNROLL>(gate, up, rs, xq, xd, nullptr, y, rows, cols, n_tok,  \
-                                                                   act);                                               \
+        using C = MmvqCfg<T>;                                                                                          \
+        mmvq<T, 1, C::WARPS, 1, true, C::UNROLL, C::IPT>(gate, up, rs, xq, xd, nullptr, y, rows, cols, n_tok, act);    \
     }                                                                                                                  \
     extern "C" __global__ void __launch_bounds__(Mmvq8Cfg<T>::WARPS * 32)                                              \
         mmvq8_gate_##name(const u8* gate, const u8* up, u64 rs, const i8* xq, const float2* xd, float* y, int rows,    \

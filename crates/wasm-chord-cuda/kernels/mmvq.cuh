@@ -3,7 +3,7 @@
 #pragma once
 #include "dequant.cuh"
 
-// The types with decode_i8: every quantized weight type.
+// The types with decode_i8: every quantized weight type and the repacked layouts.
 #define FOR_EACH_QUANT_TYPE(M) \
     M(q4_0, Q4_0)              \
     M(q4_1, Q4_1)              \
@@ -16,16 +16,17 @@
     M(q5_K, Q5_K)              \
     M(q6_K, Q6_K)              \
     M(iq4_nl, IQ4_NL)          \
-    M(iq4_xs, IQ4_XS)
+    M(iq4_xs, IQ4_XS)          \
+    M(q6_K_r, Q6_K_R)
 
-// One 32-weight item (at `b`, item `it` of its block) against the quantized activations of NT
+// One 32-weight item (item `it` of block `blk` of a row of nb blocks at `row`) against the quantized activations of NT
 // tokens (xv: 32 signed bytes, xd: scale and sum of those bytes), added to acc[0..NT).
 template <class T, int NT>
-__device__ __forceinline__ void mmvq_item(const u8* b, int it, const int4 (&xv)[NT][2], const float2 (&xd)[NT],
+__device__ __forceinline__ void mmvq_item(const u8* row, int blk, int nb, int it, const int4 (&xv)[NT][2], const float2 (&xd)[NT],
                                           float (&acc)[NT]) {
     u32 q[8];
     float s[2], m[2];
-    T::decode_i8(b, it, q, s, m);
+    decode_i8_at<T>(row, blk, nb, it, q, s, m);
 #pragma unroll
     for (int t = 0; t < NT; t++) {
         const int x[8] = {xv[t][0].x, xv[t][0].y, xv[t][0].z, xv[t][0].w,
@@ -57,10 +58,12 @@ __device__ __forceinline__ void mmvq_item(const u8* b, int it, const int4 (&xv)[
 // 0: SiLU, 1: GeLU-tanh); otherwise ROWS rows of w0, y = (flags & 1 ? y : 0) + dot + bias.
 // xq: per token `cols` bytes; xd: per token cols / 32 (scale, sum of the bytes).
 // UNROLL: item iterations the compiler may overlap (the next item's loads issued before this
-// one's dot products), for rows longer than one pass of the block.
+// one's dot products), for rows longer than one pass of the block. IPT: consecutive items per
+// thread and pass, all loaded before the first is used (more bytes in flight per thread; for the
+// k-quants an item pair shares its 16-byte header and quant bytes, so the pair's loads merge).
 // `bx`: the row block (blockIdx.x, or a block's index inside its weight when one launch
 // covers several, `mmvq3`).
-template <class T, int NT, int WARPS, int ROWS, bool GATED, int UNROLL = 1>
+template <class T, int NT, int WARPS, int ROWS, bool GATED, int UNROLL = 1, int IPT = 1>
 __device__ __forceinline__ void mmvq_rows(const u8* __restrict__ w0, const u8* __restrict__ w1, u64 row_stride,
                                           const i8* __restrict__ xq, const float2* __restrict__ xd,
                                           const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
@@ -69,7 +72,7 @@ __device__ __forceinline__ void mmvq_rows(const u8* __restrict__ w0, const u8* _
     const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
     const int row0 = bx * (GATED ? 1 : ROWS);
     const int t0 = blockIdx.y * NT;
-    const int items = cols / 32;
+    const int items = cols / 32, nb = cols / T::QK;
     const u8* wr[NR];
 #pragma unroll
     for (int r = 0; r < NR; r++) {
@@ -84,20 +87,33 @@ __device__ __forceinline__ void mmvq_rows(const u8* __restrict__ w0, const u8* _
         for (int t = 0; t < NT; t++) acc[r][t] = 0.0f;
 
 #pragma unroll UNROLL
-    for (int i = tid; i < items; i += WARPS * 32) {
-        int4 xv[NT][2];
-        float2 xs[NT];
+    for (int i0 = tid * IPT; i0 < items; i0 += WARPS * 32 * IPT) {
+        // With IPT dividing the items of a block, a thread's items share one block (and the
+        // compiler sees it: one block pointer, item numbers it0 + j).
+        constexpr bool IN_BLOCK = T::ITEMS % IPT == 0;
+        const int blk0 = i0 / T::ITEMS, it0 = i0 % T::ITEMS;
 #pragma unroll
-        for (int t = 0; t < NT; t++) {
-            const int tt = min(t0 + t, n_tok - 1);
-            const int4* p = reinterpret_cast<const int4*>(xq + (u64)tt * cols + 32 * i);
-            xv[t][0] = p[0];
-            xv[t][1] = p[1];
-            xs[t] = xd[(u64)tt * items + i];
+        for (int j = 0; j < IPT; j++) {
+            // Rows hold whole blocks, so only types with fewer items per block than IPT can end
+            // inside a thread's group.
+            const int i = i0 + j;
+            if constexpr (!IN_BLOCK) {
+                if (i >= items) break;
+            }
+            int4 xv[NT][2];
+            float2 xs[NT];
+#pragma unroll
+            for (int t = 0; t < NT; t++) {
+                const int tt = min(t0 + t, n_tok - 1);
+                const int4* p = reinterpret_cast<const int4*>(xq + (u64)tt * cols + 32 * i);
+                xv[t][0] = p[0];
+                xv[t][1] = p[1];
+                xs[t] = xd[(u64)tt * items + i];
+            }
+            const int blk = IN_BLOCK ? blk0 : i / T::ITEMS, it = IN_BLOCK ? it0 + j : i % T::ITEMS;
+#pragma unroll
+            for (int r = 0; r < NR; r++) mmvq_item<T, NT>(wr[r], blk, nb, it, xv, xs, acc[r]);
         }
-        const int blk = i / T::ITEMS, it = i % T::ITEMS;
-#pragma unroll
-        for (int r = 0; r < NR; r++) mmvq_item<T, NT>(wr[r] + (u64)blk * T::BYTES, it, xv, xs, acc[r]);
     }
 
     __shared__ float part[WARPS][NR * NT];
@@ -132,13 +148,13 @@ __device__ __forceinline__ void mmvq_rows(const u8* __restrict__ w0, const u8* _
     }
 }
 
-template <class T, int NT, int WARPS, int ROWS, bool GATED, int UNROLL = 1>
+template <class T, int NT, int WARPS, int ROWS, bool GATED, int UNROLL = 1, int IPT = 1>
 __device__ __forceinline__ void mmvq(const u8* __restrict__ w0, const u8* __restrict__ w1, u64 row_stride,
                                      const i8* __restrict__ xq, const float2* __restrict__ xd,
                                      const float* __restrict__ bias, float* __restrict__ y, int rows, int cols,
                                      int n_tok, int flags) {
-    mmvq_rows<T, NT, WARPS, ROWS, GATED, UNROLL>(w0, w1, row_stride, xq, xd, bias, y, rows, cols, n_tok, flags,
-                                                 blockIdx.x);
+    mmvq_rows<T, NT, WARPS, ROWS, GATED, UNROLL, IPT>(w0, w1, row_stride, xq, xd, bias, y, rows, cols, n_tok,
+                                                      flags, blockIdx.x);
 }
 
 // Up to three weights of one type over the same activations in one launch (q, k and v): the

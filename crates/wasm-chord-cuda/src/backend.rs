@@ -16,6 +16,7 @@ use crate::device::CudaDevice;
 use crate::error::CudaError;
 use crate::ops;
 use crate::ops::flash::{FlashOptions, FlashWorkspace, KvData, KvView};
+use crate::repack::Layout;
 use crate::step::{address, Mode, StepState, StepStats};
 
 /// An f32 activation matrix `[rows, cols]` on the device, row-major.
@@ -38,13 +39,16 @@ impl CudaTensor {
     }
 }
 
-/// A weight in its file type: `rows` rows of `row_stride` bytes (the file's row, zero-padded
-/// to a multiple of 16).
+/// A weight in its file type: `rows` rows of `row_stride` bytes (the file's row in `layout`,
+/// zero-padded to a multiple of 16).
 pub struct CudaWeight {
     pub ty: TensorType,
     pub rows: usize,
     pub cols: usize,
     pub row_stride: usize,
+    /// How each row's blocks are laid out (Q6_K is split for the int8 matvec unless
+    /// `CudaOptions::f32_matvec`, whose kernels read only the file layout).
+    pub layout: Layout,
     pub bytes: CudaSlice<u8>,
     /// 1-D weights (norm scales, biases) also as f32, which is how the ops read them.
     pub values: Option<CudaSlice<f32>>,
@@ -165,9 +169,12 @@ impl CudaBackend {
 
     /// Whether a matmul of `w` over `x` runs on the int8 kernels (mmvq.cu): fewer tokens than
     /// the cuBLAS path takes, a quantized type, and not `CudaOptions::f32_matvec`.
+    /// A repacked weight (which matvec.cu cannot read) takes them at any token count when
+    /// cuBLAS is missing.
     fn int8_matvec(&self, w: &CudaWeight, x: &CudaTensor) -> bool {
+        let tokens = (1..ops::gemm::MIN_TOKENS).contains(&x.rows) || (x.rows > 0 && w.layout != Layout::File && self.gemm().is_none());
         !self.opts.f32_matvec
-            && (1..ops::gemm::MIN_TOKENS).contains(&x.rows)
+            && tokens
             && ops::mmvq::supports(w.ty)
             && w.cols == x.cols
             && w.cols % w.ty.block_len().max(32) == 0
@@ -247,6 +254,39 @@ impl CudaBackend {
 
     pub fn options(&self) -> CudaOptions {
         self.opts
+    }
+
+    /// Uploads `w` with its rows in `layout` (`Backend::load_weight` picks the layout: the
+    /// bench compares the two of a type).
+    pub fn load_weight_in(&self, w: WeightData, layout: Layout) -> Result<CudaWeight, BackendError> {
+        let op = Op::LoadWeight;
+        if !self.supports_weight(w.ty) {
+            return Err(BackendError::UnsupportedType { backend: "cuda", op, ty: w.ty });
+        }
+        w.validate()?;
+        let row_bytes = w.ty.row_bytes(w.cols).map_err(|e| BackendError::Other { op, detail: e.to_string() })?;
+        let row_stride = row_bytes.next_multiple_of(16);
+        let src = w.bytes.bytes();
+        if layout != Layout::File && layout != Layout::preferred(w.ty) {
+            return Err(BackendError::Other { op, detail: format!("{w_ty} weights in layout {layout:?}", w_ty = w.ty) });
+        }
+        let bytes = if row_stride == row_bytes && layout == Layout::File && !src.is_empty() {
+            self.upload_vec(op, src)?
+        } else {
+            let mut padded = vec![0u8; checked_len(op, w.rows, row_stride)?.max(1)];
+            for (dst, row) in padded.chunks_exact_mut(row_stride).zip(src.chunks_exact(row_bytes.max(1))) {
+                layout.pack_row(row, &mut dst[..row_bytes]);
+            }
+            self.upload_vec(op, &padded)?
+        };
+        let values = if w.rows == 1 {
+            let mut v = vec![0.0f32; w.cols];
+            quant::dequantize(w.ty, src, &mut v).map_err(|e| BackendError::Other { op, detail: e.to_string() })?;
+            Some(if v.is_empty() { self.zeros(1)? } else { self.upload_vec(op, &v)? })
+        } else {
+            None
+        };
+        Ok(CudaWeight { ty: w.ty, rows: w.rows, cols: w.cols, row_stride, layout, bytes, values })
     }
 
     /// The tensor-core matmul, if cuBLAS could be loaded (once; a warning otherwise).
@@ -343,31 +383,8 @@ impl Backend for CudaBackend {
     }
 
     fn load_weight(&self, w: WeightData) -> Result<CudaWeight, BackendError> {
-        let op = Op::LoadWeight;
-        if !self.supports_weight(w.ty) {
-            return Err(BackendError::UnsupportedType { backend: "cuda", op, ty: w.ty });
-        }
-        w.validate()?;
-        let row_bytes = w.ty.row_bytes(w.cols).map_err(|e| BackendError::Other { op, detail: e.to_string() })?;
-        let row_stride = row_bytes.next_multiple_of(16);
-        let src = w.bytes.bytes();
-        let bytes = if row_stride == row_bytes && !src.is_empty() {
-            self.upload_vec(op, src)?
-        } else {
-            let mut padded = vec![0u8; checked_len(op, w.rows, row_stride)?.max(1)];
-            for (dst, row) in padded.chunks_exact_mut(row_stride).zip(src.chunks_exact(row_bytes.max(1))) {
-                dst[..row_bytes].copy_from_slice(row);
-            }
-            self.upload_vec(op, &padded)?
-        };
-        let values = if w.rows == 1 {
-            let mut v = vec![0.0f32; w.cols];
-            quant::dequantize(w.ty, src, &mut v).map_err(|e| BackendError::Other { op, detail: e.to_string() })?;
-            Some(if v.is_empty() { self.zeros(1)? } else { self.upload_vec(op, &v)? })
-        } else {
-            None
-        };
-        Ok(CudaWeight { ty: w.ty, rows: w.rows, cols: w.cols, row_stride, bytes, values })
+        let layout = if self.opts.f32_matvec { Layout::File } else { Layout::preferred(w.ty) };
+        self.load_weight_in(w, layout)
     }
 
     fn weight_shape(&self, w: &CudaWeight) -> (usize, usize, TensorType) {
@@ -499,7 +516,7 @@ impl Backend for CudaBackend {
         let xq = self.int8_acts(x, int8)?;
         let mut i = 0;
         while i < 3 {
-            let j = (i + 1..3).find(|&j| ws[j].ty != ws[i].ty).unwrap_or(3);
+            let j = (i + 1..3).find(|&j| (ws[j].ty, ws[j].layout) != (ws[i].ty, ws[i].layout)).unwrap_or(3);
             ops::mmvq::matmul3(&self.dev, &ws[i..j], &bias[i..j], &xq, &mut outs[i..j])?;
             i = j;
         }

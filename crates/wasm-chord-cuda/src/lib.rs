@@ -12,10 +12,12 @@ pub mod error;
 pub mod kernels;
 pub mod nvrtc;
 pub mod ops;
+pub mod repack;
 pub mod step;
 
 pub use backend::{CacheData, CudaBackend, CudaCache, CudaOptions, CudaTensor, CudaWeight};
 pub use buffer::DeviceBuf;
 pub use device::CudaDevice;
 pub use error::CudaError;
+pub use repack::Layout;
 pub use step::StepStats;

@@ -14,7 +14,7 @@ use wasm_chord_core::backend::{Backend, SharedBytes, WeightData};
 use wasm_chord_core::{quant, TensorType};
 use wasm_chord_cpu::{CpuBackend, CpuOptions};
 use wasm_chord_cuda::kernels::KernelFile;
-use wasm_chord_cuda::{nvrtc, ops, CudaBackend};
+use wasm_chord_cuda::{nvrtc, ops, CudaBackend, Layout};
 
 #[test]
 fn every_matvec_variant_matches_cpu() {
@@ -41,7 +41,7 @@ fn every_matvec_variant_matches_cpu() {
                 let mut bytes = vec![0u8; ty.row_bytes(cols).unwrap() * rows];
                 quant::quantize(ty, &vals, &mut bytes).unwrap();
                 let w = WeightData { ty, rows, cols, bytes: SharedBytes::from_vec(bytes) };
-                let (gw, cw) = (g.load_weight(w.clone()).unwrap(), c.load_weight(w).unwrap());
+                let (gw, cw) = (g.load_weight_in(w.clone(), Layout::File).unwrap(), c.load_weight(w).unwrap());
                 for v in ops::matvec::VARIANTS.iter().filter(|v| v.biased == biased) {
                     let n_tok = if v.tokens == 1 { 1 } else { 5 };
                     let x: Vec<f32> = (0..n_tok * cols).map(|_| r.gen::<f32>() * 2.0 - 1.0).collect();

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use wasm_chord_core::backend::{Activation, AttentionKind, AttentionParams, Backend, RopeMode, RopeParams, SharedBytes, WeightData};
 use wasm_chord_core::{quant, TensorType};
 use wasm_chord_cpu::{CpuBackend, CpuOptions};
-use wasm_chord_cuda::{ops, CudaBackend, CudaOptions};
+use wasm_chord_cuda::{ops, CudaBackend, CudaOptions, Layout};
 
 fn gpu() -> Option<&'static CudaBackend> {
     static GPU: OnceLock<Option<CudaBackend>> = OnceLock::new();
@@ -136,7 +136,9 @@ fn matmul_matches_cpu_for_every_weight_type() {
         let mut r = rng(100 + ty.ggml_id() as u64);
         let w = weight_data(ty, rows, cols, &randn(&mut r, rows * cols, 1.0));
         let (gw, cw) = (g.load_weight(w.clone()).unwrap(), c.load_weight(w.clone()).unwrap());
-        let cgw = cg.load_weight(w).unwrap();
+        let cgw = cg.load_weight(w.clone()).unwrap();
+        // The f32-activation kernels read the file layout (the backend may repack gw).
+        let fw = g.load_weight_in(w, Layout::File).unwrap();
         for n_tok in [1, 3, 8, 9, 17, 64] {
             let x = randn(&mut r, n_tok * cols, 1.0);
             let mut go = poisoned(g, n_tok, rows);
@@ -161,7 +163,7 @@ fn matmul_matches_cpu_for_every_weight_type() {
                 }
                 // The f32-activation kernels, which `CudaOptions::f32_matvec` keeps, at 1e-5.
                 let mut fo = poisoned(g, n_tok, rows);
-                ops::matvec::matmul(g.device(), &gw, None, &gx, &mut fo).unwrap();
+                ops::matvec::matmul(g.device(), &fw, None, &gx, &mut fo).unwrap();
                 let err = norm_err(&down(g, &fo), &co.data);
                 if err > 1e-5 {
                     failures.push(format!("{ty} n_tok {n_tok} (f32 matvec): {err:.2e} > 1e-5"));
@@ -186,6 +188,7 @@ fn matvec_handles_small_and_odd_shapes() {
             let x = randn(&mut r, cols, 1.0);
             let (gw, gx) = (g.load_weight(w.clone()).unwrap(), g.upload(&x, 1, cols).unwrap());
             let mut co = c.tensor(1, rows).unwrap();
+            let w_file = w.clone();
             c.matmul(&c.load_weight(w).unwrap(), None, &c.upload(&x, 1, cols).unwrap(), &mut co).unwrap();
             // With one or a few outputs, the largest can be a near-cancelling sum: normalize by
             // at least the typical size of a dot product of uniform(-1, 1) values instead.
@@ -199,7 +202,8 @@ fn matvec_handles_small_and_odd_shapes() {
                 }
                 // The f32-activation kernel (`CudaOptions::f32_matvec`) at 1e-5 below.
                 go = poisoned(g, 1, rows);
-                ops::matvec::matmul(g.device(), &gw, None, &gx, &mut go).unwrap();
+                let fw = g.load_weight_in(w_file.clone(), Layout::File).unwrap();
+                ops::matvec::matmul(g.device(), &fw, None, &gx, &mut go).unwrap();
             }
             let got = down(g, &go);
             let scale = co.data.iter().fold(typical as f32, |m, v| m.max(v.abs())) as f64;

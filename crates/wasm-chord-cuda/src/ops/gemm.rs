@@ -106,7 +106,7 @@ impl Gemm {
 
         let chunk = chunk_rows(rows, cols);
         let w16 = grow(dev, w16, chunk * cols)?;
-        let dequant = dev.function(&format!("dequant_f16_{}", w.ty.name())).map_err(op_err(op))?;
+        let dequant = dev.function(&format!("dequant_f16_{}", w.layout.kernel_type(w.ty))).map_err(op_err(op))?;
         let (cols_i, n_tok_i, rows_i) = (i32_of(op, "cols", cols)?, i32_of(op, "tokens", n_tok)?, i32_of(op, "rows", rows)?);
         let row_stride = w.row_stride as u64;
         let (alpha, beta) = (1.0f32, 0.0f32);

@@ -9,6 +9,7 @@ use super::{i32_of, launch_err, op_err};
 use crate::backend::{CudaTensor, CudaWeight};
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
+use crate::repack::Layout;
 
 pub const SOURCE: KernelFile = KernelFile { name: "matvec", source: include_str!("../../kernels/matvec.cu") };
 
@@ -198,6 +199,10 @@ pub fn launch(
 ) -> Result<(), BackendError> {
     let op = Op::MatMul;
     check(w, x, out)?;
+    // These kernels read only the file layout (a repacked weight goes to mmvq.rs).
+    if w.layout != Layout::File {
+        return Err(BackendError::UnsupportedType { backend: "cuda", op, ty: w.ty });
+    }
     if x.rows == 0 || w.rows == 0 {
         return Ok(());
     }
@@ -230,7 +235,7 @@ pub fn embed(dev: &CudaDevice, table: &CudaWeight, ids: &CudaSlice<u32>, n_ids: 
     if n_ids == 0 {
         return Ok(());
     }
-    let f = dev.function(&format!("embed_{}", table.ty.name())).map_err(op_err(op))?;
+    let f = dev.function(&format!("embed_{}", table.layout.kernel_type(table.ty))).map_err(op_err(op))?;
     let cfg = LaunchConfig { grid_dim: (i32_of(op, "ids", n_ids)? as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let (row_stride, cols) = (table.row_stride as u64, i32_of(op, "cols", table.cols)?);
     let mut b = dev.stream().launch_builder(&f);

@@ -10,6 +10,7 @@ use super::{i32_of, launch_err, op_err};
 use crate::backend::{CudaTensor, CudaWeight};
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
+use crate::repack::Layout;
 use crate::step::address;
 
 pub const SOURCE: KernelFile = KernelFile { name: "mmvq", source: include_str!("../../kernels/mmvq.cu") };
@@ -25,17 +26,18 @@ pub fn supports(ty: TensorType) -> bool {
     matches!(ty, T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::IQ4_NL | T::IQ4_XS)
 }
 
-/// (Warps per block, rows per block) of `mmvq_<ty>` or, with `batch`, `mmvq8_<ty>`: `MmvqCfg` /
-/// `Mmvq8Cfg` in kernels/mmvq.cu, which this must mirror. The gate kernels take one row of each
-/// weight per block.
-pub fn config(ty: TensorType, batch: bool) -> (usize, usize) {
+/// (Warps per block, rows per block) of `mmvq_<ty>` or, with `batch`, `mmvq8_<ty>` for weights
+/// in `layout`: `MmvqCfg` / `Mmvq8Cfg` in kernels/mmvq.cu, which this must mirror. The gate
+/// kernels take one row of each weight per block.
+pub fn config(ty: TensorType, layout: Layout, batch: bool) -> (usize, usize) {
     use TensorType as T;
-    match (batch, ty) {
-        (true, _) => (4, 1),
-        (false, T::Q4_0 | T::IQ4_XS) => (4, 4),
-        (false, T::Q4_1 | T::Q8_0 | T::Q6_K) => (4, 1),
-        (false, T::Q2_K | T::Q5_K | T::IQ4_NL) => (2, 2),
-        (false, _) => (4, 2),
+    match (batch, layout, ty) {
+        (true, _, _) => (4, 1),
+        (false, Layout::Q6KSplit, _) => (4, 4),
+        (false, _, T::Q4_0 | T::IQ4_XS) => (4, 4),
+        (false, _, T::Q4_1 | T::Q8_0 | T::Q6_K) => (4, 1),
+        (false, _, T::Q2_K | T::Q5_K | T::IQ4_NL) => (2, 2),
+        (false, _, _) => (4, 2),
     }
 }
 
@@ -114,9 +116,9 @@ fn check(op: Op, w: &CudaWeight, x: &QuantizedActs, out: &CudaTensor) -> Result<
 /// quantized by [`quantize`].
 pub fn matmul(dev: &CudaDevice, w: &CudaWeight, bias: Option<u64>, x: &QuantizedActs, out: &mut CudaTensor, accumulate: bool) -> Result<(), BackendError> {
     let batch = x.n_tok > 1;
-    let name = format!("{}_{}", if batch { "mmvq8" } else { "mmvq" }, w.ty.name());
+    let name = format!("{}_{}", if batch { "mmvq8" } else { "mmvq" }, w.layout.kernel_type(w.ty));
     let f = dev.function(&name).map_err(op_err(Op::MatMul))?;
-    launch(dev, &f, config(w.ty, batch), if batch { BATCH } else { 1 }, w, bias, x, out, accumulate)
+    launch(dev, &f, config(w.ty, w.layout, batch), if batch { BATCH } else { 1 }, w, bias, x, out, accumulate)
 }
 
 /// Launches `f`, a kernel with the signature of `mmvq_<type>` whose blocks have `geometry.0`
@@ -157,15 +159,15 @@ pub fn launch(
 pub fn matmul_gated(dev: &CudaDevice, act: Activation, gate: &CudaWeight, up: &CudaWeight, x: &QuantizedActs, out: &mut CudaTensor) -> Result<(), BackendError> {
     let op = Op::MatMul;
     check(op, gate, x, out)?;
-    if up.ty != gate.ty || up.rows != gate.rows || up.cols != gate.cols || up.row_stride != gate.row_stride {
+    if up.ty != gate.ty || up.layout != gate.layout || up.rows != gate.rows || up.cols != gate.cols || up.row_stride != gate.row_stride {
         return Err(BackendError::Shape { op, detail: format!("gate {} [{}, {}] and up {} [{}, {}]", gate.ty, gate.rows, gate.cols, up.ty, up.rows, up.cols) });
     }
     if x.n_tok == 0 || gate.rows == 0 {
         return Ok(());
     }
     let batch = x.n_tok > 1;
-    let f = dev.function(&format!("{}_{}", if batch { "mmvq8_gate" } else { "mmvq_gate" }, gate.ty.name())).map_err(op_err(op))?;
-    let cfg = grid(op, gate.rows, x.n_tok.div_ceil(if batch { BATCH } else { 1 }), config(gate.ty, batch).0)?;
+    let f = dev.function(&format!("{}_{}", if batch { "mmvq8_gate" } else { "mmvq_gate" }, gate.layout.kernel_type(gate.ty))).map_err(op_err(op))?;
+    let cfg = grid(op, gate.rows, x.n_tok.div_ceil(if batch { BATCH } else { 1 }), config(gate.ty, gate.layout, batch).0)?;
     let (rows, cols, n_tok) = (i32_of(op, "rows", gate.rows)?, i32_of(op, "cols", gate.cols)?, i32_of(op, "tokens", x.n_tok)?);
     let (xq, xd) = x.pointers();
     let row_stride = gate.row_stride as u64;
@@ -187,15 +189,15 @@ pub fn matmul_gated(dev: &CudaDevice, act: Activation, gate: &CudaWeight, up: &C
 pub fn matmul3(dev: &CudaDevice, ws: &[&CudaWeight], biases: &[Option<u64>], x: &QuantizedActs, outs: &mut [&mut CudaTensor]) -> Result<(), BackendError> {
     let op = Op::MatMul;
     let n = ws.len();
-    if !(1..=3).contains(&n) || biases.len() != n || outs.len() != n || x.n_tok != 1 || ws.iter().any(|w| w.ty != ws[0].ty) {
+    if !(1..=3).contains(&n) || biases.len() != n || outs.len() != n || x.n_tok != 1 || ws.iter().any(|w| (w.ty, w.layout) != (ws[0].ty, ws[0].layout)) {
         let types: Vec<_> = ws.iter().map(|w| w.ty.name()).collect();
         return Err(BackendError::Shape { op, detail: format!("{n} weights ({types:?}), {} outputs, {} tokens in one int8 launch", outs.len(), x.n_tok) });
     }
     for (w, out) in ws.iter().zip(outs.iter()) {
         check(op, w, x, out)?;
     }
-    let ty = ws[0].ty;
-    let (warps, rows_per_block) = config(ty, false);
+    let (ty, layout) = (ws[0].ty, ws[0].layout);
+    let (warps, rows_per_block) = config(ty, layout, false);
     let blocks: usize = ws.iter().map(|w| w.rows.div_ceil(rows_per_block)).sum();
     if blocks == 0 {
         return Ok(());
@@ -210,7 +212,7 @@ pub fn matmul3(dev: &CudaDevice, ws: &[&CudaWeight], biases: &[Option<u64>], x: 
         args.words[9 + i] = address(&out.data, dev.stream());
         args.rows[i] = i32_of(op, "rows", w.rows)?;
     }
-    let f = dev.function(&format!("mmvq3_{}", ty.name())).map_err(op_err(op))?;
+    let f = dev.function(&format!("mmvq3_{}", layout.kernel_type(ty))).map_err(op_err(op))?;
     let cfg = grid(op, blocks, 1, warps)?;
     let cols = i32_of(op, "cols", x.cols)?;
     let (xq, xd) = x.pointers();
@@ -250,34 +252,38 @@ pub struct Variant {
     pub rows: usize,
     /// `#pragma unroll` of the item loop.
     pub unroll: usize,
+    /// Consecutive items per thread and pass, loaded together.
+    pub ipt: usize,
 }
 
-const fn v(name: &'static str, warps: usize, rows: usize, unroll: usize) -> Variant {
-    Variant { name, warps, rows, unroll }
+const fn v(name: &'static str, warps: usize, rows: usize, unroll: usize, ipt: usize) -> Variant {
+    Variant { name, warps, rows, unroll, ipt }
 }
 
 /// Candidates timed beside the shipped per-type configurations (`MmvqCfg`; each type's pick is
-/// the fastest of these over 7B's decode shapes, bench/runs/2026-11-26-h100-mmvq/call1).
-pub const VARIANTS: [Variant; 8] = [
-    v("q_w4r1", 4, 1, 1),
-    v("q_w2r2", 2, 2, 1),
-    v("q_w8r1", 8, 1, 1),
-    v("q_w2r4", 2, 4, 1),
-    v("q_w4r4", 4, 4, 1),
-    v("q_w4r2u2", 4, 2, 2),
-    v("q_w4r4u2", 4, 4, 2),
-    v("q_w8r2u2", 8, 2, 2),
+/// the fastest of these over 7B's decode shapes, bench/runs/2026-11-26-h100-repack).
+pub const VARIANTS: [Variant; 10] = [
+    v("q_w4r1", 4, 1, 1, 1),
+    v("q_w2r2", 2, 2, 1, 1),
+    v("q_w4r2u2", 4, 2, 2, 1),
+    v("q_w4r4u2", 4, 4, 2, 1),
+    v("q_w4r1i2", 4, 1, 1, 2),
+    v("q_w4r2i2", 4, 2, 1, 2),
+    v("q_w2r2i2", 2, 2, 1, 2),
+    v("q_w8r1i2", 8, 1, 1, 2),
+    v("q_w4r1i4", 4, 1, 1, 4),
+    v("q_w4r2i4", 4, 2, 1, 4),
 ];
 
 /// The CUDA source of [`VARIANTS`] (module `mmvq_variants`).
 pub fn variant_source() -> String {
     let mut s = String::from("#include \"mmvq.cuh\"\n");
     for v in VARIANTS {
-        let (name, warps, rows, unroll) = (v.name, v.warps, v.rows, v.unroll);
+        let (name, warps, rows, unroll, ipt) = (v.name, v.warps, v.rows, v.unroll, v.ipt);
         s += &format!(
             "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({threads}) {name}_##n(const u8* w, u64 rs, \
              const i8* xq, const float2* xd, const float* bias, float* y, int rows, int cols, int n_tok, int flags) {{ \
-             mmvq<T, 1, {warps}, {rows}, false, {unroll}>(w, nullptr, rs, xq, xd, bias, y, rows, cols, n_tok, flags); }}\nFOR_EACH_QUANT_TYPE(V_{name})\n",
+             mmvq<T, 1, {warps}, {rows}, false, {unroll}, {ipt}>(w, nullptr, rs, xq, xd, bias, y, rows, cols, n_tok, flags); }}\nFOR_EACH_QUANT_TYPE(V_{name})\n",
             threads = 32 * warps,
         );
     }

@@ -121,6 +121,31 @@ static std::vector<float> dequantize(const std::vector<u8>& in) {
     return out;
 }
 
+// A repacked layout (ROW_SPLIT): IN is one row of whole blocks; decode_i8 checked as above.
+template <class T>
+static std::vector<float> dequantize_row(const std::vector<u8>& in) {
+    const int nb = (int)(in.size() / T::BYTES);
+    std::vector<float> out((size_t)nb * T::QK);
+    for (int b = 0; b < nb; b++)
+        for (int it = 0; it < T::ITEMS; it++) {
+            float w[32];
+            dequant_at<T>(in.data(), b, nb, it, w);
+            unsigned q[8];
+            float s[2], m[2];
+            decode_i8_at<T>(in.data(), b, nb, it, q, s, m);
+            for (int j = 0; j < 32; j++) {
+                const int qi = (int)(signed char)((q[j / 4] >> (8 * (j % 4))) & 0xff);
+                const float r = (T::HALF_SCALES ? s[j / 16] : s[0]) * (float)qi + (T::MINS == 0 ? 0.0f : m[j / 16]);
+                if (std::fabs(r - w[j]) > 1e-6f * (std::fabs(s[j / 16]) * 128.0f + 1e-30f)) {
+                    std::fprintf(stderr, "decode_i8_at block %d item %d weight %d: %g, dequant %g\n", b, it, j, r, w[j]);
+                    std::exit(7);
+                }
+            }
+            std::memcpy(&out[(size_t)b * T::QK + 32 * it], w, sizeof w);
+        }
+    return out;
+}
+
 int main(int argc, char** argv) {
     if (argc != 4) {
         std::fprintf(stderr, "usage: %s TYPE IN OUT\n", argv[0]);
@@ -140,6 +165,9 @@ int main(int argc, char** argv) {
 #define DISPATCH(name, T) \
     if (ty == #name) out = dequantize<T>(in);
     FOR_EACH_WEIGHT_TYPE(DISPATCH)
+#define DISPATCH_ROW(name, T) \
+    if (ty == #name) out = dequantize_row<T>(in);
+    FOR_EACH_REPACKED_TYPE(DISPATCH_ROW)
     if (out.empty()) {
         std::fprintf(stderr, "unknown type or empty input: %s\n", ty.c_str());
         return 4;
