@@ -17,7 +17,8 @@
 //! launch included), `kern` the int8 kernel alone on activations quantized once, `gate` the
 //! fused gate+up+SiLU kernel over two such weights (compare with 2 x `int8`); the `q_*`
 //! columns (with `--variants`) are other int8 configurations (`ops::mmvq::VARIANTS`), checked
-//! against the shipped int8 kernel.
+//! against the shipped int8 kernel; a row per other decoding of the type's file layout
+//! (`ops::mmvq::CANDIDATE_DECODES`) gives the same columns for it.
 
 use std::error::Error;
 use std::sync::Arc;
@@ -279,6 +280,22 @@ fn main() -> Result<(), Box<dyn Error>> {
                 }
             }
             println!();
+            // Other decodings of the file layout: one row of the same candidate columns each,
+            // on the file-layout weights, checked against the shipped kernel.
+            if let Some(module) = mmvq_variants.as_ref().filter(|_| int8) {
+                for (name, _) in ops::mmvq::CANDIDATE_DECODES.iter().filter(|(_, t)| *t == ty) {
+                    print!("{:>7} {:>7.1} {:>81}", name, total as f64 / (1 << 20) as f64, "");
+                    for _ in &variants {
+                        print!(" {:>8}", "-");
+                    }
+                    for v in ops::mmvq::VARIANTS {
+                        let f: CudaFunction = module.load_function(&format!("{}_{name}", v.name))?;
+                        let t = timer.time(|i| Ok(ops::mmvq::launch(dev, &f, (v.warps, v.rows), 1, &wf[i % nb], None, &xq, &mut out, false)?))?;
+                        print!(" {:>7.2}{}", t * 1e6, mark(&out, &want_q)?);
+                    }
+                    println!();
+                }
+            }
         }
     }
     Ok(())

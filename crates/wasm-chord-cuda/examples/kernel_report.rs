@@ -2,7 +2,8 @@
 //! architecture, without a GPU: `cargo run -p wasm-chord-cuda --example kernel_report [sm_90a]
 //! [file] [--cubin DIR]`; with `--cubin DIR` it also writes each file's CUBIN to DIR, for a
 //! disassembler (`nvdisasm -c`, pip package nvidia-cuda-nvdisasm). With `--variants`, the
-//! matvec candidates of `ops::matvec::VARIANTS` (both decoding modes) instead.
+//! matvec candidates of `ops::matvec::VARIANTS` (both decoding modes) instead; with
+//! `--mmvq-variants`, the int8 candidates of `ops::mmvq::VARIANTS` (and the candidate decodings).
 
 use wasm_chord_cuda::{kernels, nvrtc};
 
@@ -15,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .into_iter()
             .map(|(name, biased)| kernels::KernelFile { name, source: Box::leak(wasm_chord_cuda::ops::matvec::variant_source(biased).into_boxed_str()) })
             .collect();
+    }
+    if args.iter().any(|a| a == "--mmvq-variants") {
+        files = vec![kernels::KernelFile { name: "mmvq_variants", source: Box::leak(wasm_chord_cuda::ops::mmvq::variant_source().into_boxed_str()) }];
     }
     for file in files {
         if args.get(1).is_some_and(|only| !only.starts_with("--") && only != file.name) {

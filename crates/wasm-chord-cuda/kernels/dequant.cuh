@@ -495,13 +495,24 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, float* sc, floa
     }
 }
 
+// decode_i8 reads the block's 16-byte header (d, dmin, the twelve bytes of 6-bit scales and
+// mins) in one aligned 16-byte load (blocks are 144 bytes, so headers are 16-byte aligned) and
+// picks the item's scale and min out of its words with shifts, instead of two f16 loads and two
+// or three byte loads per item (Q4_K_B, kept for the bench: bench/runs/2026-11-26-h100-kq).
 struct Q4_K : BlockType<144, QK_K, 8, true> {
     static constexpr int MINS = 1;
     static __device__ __forceinline__ void decode_i8(const u8* b, int it, u32* q, float* s, float* m) {
-        float sc, mn;
-        scale_min_k4(it, b + 4, &sc, &mn);
-        s[0] = s[1] = load_half(b) * sc;
-        m[0] = m[1] = -(load_half(b + 2) * mn);
+        const uint4 h = *reinterpret_cast<const uint4*>(b);
+        // Scales bytes 0..3 in h.y, 4..7 in h.z, 8..11 in h.w; item j < 4: scale = byte j & 63,
+        // min = byte j + 4 & 63; j >= 4: low nibbles of byte j + 4 with the top two bits of
+        // bytes j - 4 (scale) and j (min).
+        const int j = it & 3, sh = 8 * j;
+        const u32 a = h.y >> sh, c = h.z >> sh, e = h.w >> sh;
+        const u32 sc = it < 4 ? a & 63 : (e & 15) | ((a >> 2) & 48);
+        const u32 mn = it < 4 ? c & 63 : ((e >> 4) & 15) | ((c >> 2) & 48);
+        const float2 dm = __half22float2(*reinterpret_cast<const __half2*>(&h.x));
+        s[0] = s[1] = dm.x * (float)sc;
+        m[0] = m[1] = -(dm.y * (float)mn);
         const int shift = 4 * (it % 2);
         const uint4* qs = reinterpret_cast<const uint4*>(b + 16 + 32 * (it / 2));
 #pragma unroll
@@ -548,6 +559,27 @@ struct Q4_K : BlockType<144, QK_K, 8, true> {
             for (int k = 0; k < 4; k++)
 #pragma unroll
                 for (int j = 0; j < 4; j++) w[16 * v + 4 * k + j] = dl * small_u2f((qw[k] >> (8 * j + shift)) & 15, 0) - ml;
+        }
+    }
+};
+
+// Q4_K's previous decode_i8 (two f16 loads and two or three byte loads per item), a candidate
+// decoding for the bench (FOR_EACH_CANDIDATE_TYPE).
+struct Q4_K_B : Q4_K {
+    static __device__ __forceinline__ void decode_i8(const u8* b, int it, u32* q, float* s, float* m) {
+        float sc, mn;
+        scale_min_k4(it, b + 4, &sc, &mn);
+        s[0] = s[1] = load_half(b) * sc;
+        m[0] = m[1] = -(load_half(b + 2) * mn);
+        const int shift = 4 * (it % 2);
+        const uint4* qs = reinterpret_cast<const uint4*>(b + 16 + 32 * (it / 2));
+#pragma unroll
+        for (int v = 0; v < 2; v++) {
+            const uint4 q4 = qs[v];
+            q[4 * v] = (q4.x >> shift) & 0x0F0F0F0Fu;
+            q[4 * v + 1] = (q4.y >> shift) & 0x0F0F0F0Fu;
+            q[4 * v + 2] = (q4.z >> shift) & 0x0F0F0F0Fu;
+            q[4 * v + 3] = (q4.w >> shift) & 0x0F0F0F0Fu;
         }
     }
 };
@@ -883,3 +915,7 @@ struct BF16 : BlockType<64, 32, 1> {
 // dequantization and the embedding gather (not by matvec.cu: CudaOptions::f32_matvec keeps the
 // file layout).
 #define FOR_EACH_REPACKED_TYPE(M) M(q6_K_r, Q6_K_R)
+
+// Other decodings of a file layout, for the bandwidth bench's candidate columns only
+// (ops::mmvq::CANDIDATE_DECODES) and the host test.
+#define FOR_EACH_CANDIDATE_TYPE(M) M(q4_K_b, Q4_K_B)

@@ -12,7 +12,7 @@ use std::process::Command;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use wasm_chord_core::{quant, TensorType};
-use wasm_chord_cuda::Layout;
+use wasm_chord_cuda::{ops, Layout};
 
 const TYPES: [TensorType; 15] = TensorType::WEIGHTS;
 
@@ -41,8 +41,10 @@ fn host_build_of_the_kernel_dequantizers_matches_core() {
         }
         let mut r = ChaCha8Rng::seed_from_u64(11);
         let repacked = [(TensorType::Q6_K, Layout::Q6KSplit)];
-        let cases = TYPES.iter().map(|&ty| (ty, Layout::File)).chain(repacked);
-        for (ty, layout) in cases {
+        let cases = TYPES.iter().map(|&ty| (ty, Layout::File, None)).chain(repacked.map(|(ty, l)| (ty, l, None)));
+        // The bench's other decodings of a file layout (ops::mmvq::CANDIDATE_DECODES).
+        let candidates = ops::mmvq::CANDIDATE_DECODES.map(|(name, ty)| (ty, Layout::File, Some(name)));
+        for (ty, layout, candidate) in cases.chain(candidates) {
             let n = 4 * 512;
             // Values of mixed magnitude, so scales and mins take varied values.
             let vals: Vec<f32> = (0..n).map(|i| (r.gen::<f32>() * 2.0 - 1.0) * (1 + i % 7) as f32).collect();
@@ -54,7 +56,7 @@ fn host_build_of_the_kernel_dequantizers_matches_core() {
             let mut packed = vec![0u8; bytes.len()];
             layout.pack_row(&bytes, &mut packed);
 
-            let name = layout.kernel_type(ty);
+            let name = candidate.unwrap_or(layout.kernel_type(ty));
             let (input, output) = (dir.join(format!("{name}.in")), dir.join(format!("{name}.out")));
             std::fs::write(&input, &packed).unwrap();
             let run = Command::new(&exe).arg(name).arg(&input).arg(&output).output().unwrap();

@@ -254,37 +254,50 @@ pub struct Variant {
     pub unroll: usize,
     /// Consecutive items per thread and pass, loaded together.
     pub ipt: usize,
+    /// `__launch_bounds__`' minimum resident blocks per multiprocessor (0: none), which caps
+    /// the registers per thread at 65536 / (32 warps min_blocks) (q4_K's occupancy is
+    /// register-limited).
+    pub min_blocks: usize,
 }
 
-const fn v(name: &'static str, warps: usize, rows: usize, unroll: usize, ipt: usize) -> Variant {
-    Variant { name, warps, rows, unroll, ipt }
+const fn v(name: &'static str, warps: usize, rows: usize, unroll: usize, ipt: usize, min_blocks: usize) -> Variant {
+    Variant { name, warps, rows, unroll, ipt, min_blocks }
 }
 
 /// Candidates timed beside the shipped per-type configurations (`MmvqCfg`; each type's pick is
-/// the fastest of these over 7B's decode shapes, bench/runs/2026-11-26-h100-repack).
-pub const VARIANTS: [Variant; 10] = [
-    v("q_w4r1", 4, 1, 1, 1),
-    v("q_w2r2", 2, 2, 1, 1),
-    v("q_w4r2u2", 4, 2, 2, 1),
-    v("q_w4r4u2", 4, 4, 2, 1),
-    v("q_w4r1i2", 4, 1, 1, 2),
-    v("q_w4r2i2", 4, 2, 1, 2),
-    v("q_w2r2i2", 2, 2, 1, 2),
-    v("q_w8r1i2", 8, 1, 1, 2),
-    v("q_w4r1i4", 4, 1, 1, 4),
-    v("q_w4r2i4", 4, 2, 1, 4),
+/// the fastest of these over 7B's decode shapes, bench/runs/2026-11-26-h100-repack and
+/// -h100-kq).
+pub const VARIANTS: [Variant; 11] = [
+    v("q_w4r1", 4, 1, 1, 1, 0),
+    v("q_w2r2", 2, 2, 1, 1, 0),
+    v("q_w4r2u2", 4, 2, 2, 1, 0),
+    v("q_w4r4u2", 4, 4, 2, 1, 0),
+    v("q_w4r2i2", 4, 2, 1, 2, 0),
+    v("q_w4r1m16", 4, 1, 1, 1, 16),
+    v("q_w2r4u2", 2, 4, 2, 1, 0),
+    v("q_w2r4", 2, 4, 1, 1, 0),
+    v("q_w1r2u4", 1, 2, 4, 1, 0),
+    v("q_w1r4u2", 1, 4, 2, 1, 0),
+    v("q_w8r1", 8, 1, 1, 1, 0),
 ];
 
-/// The CUDA source of [`VARIANTS`] (module `mmvq_variants`).
+/// Other decodings of a type's file layout, compiled only for the bench's candidate columns
+/// (kernels/dequant.cuh `FOR_EACH_CANDIDATE_TYPE`): (kernel type name, the weight type whose
+/// blocks it reads).
+pub const CANDIDATE_DECODES: [(&str, TensorType); 1] = [("q4_K_b", TensorType::Q4_K)];
+
+/// The CUDA source of [`VARIANTS`] (module `mmvq_variants`), for every int8 type and every
+/// candidate decoding.
 pub fn variant_source() -> String {
     let mut s = String::from("#include \"mmvq.cuh\"\n");
     for v in VARIANTS {
         let (name, warps, rows, unroll, ipt) = (v.name, v.warps, v.rows, v.unroll, v.ipt);
+        let bounds = if v.min_blocks > 0 { format!("{}, {}", 32 * warps, v.min_blocks) } else { format!("{}", 32 * warps) };
         s += &format!(
-            "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({threads}) {name}_##n(const u8* w, u64 rs, \
+            "#define V_{name}(n, T) extern \"C\" __global__ void __launch_bounds__({bounds}) {name}_##n(const u8* w, u64 rs, \
              const i8* xq, const float2* xd, const float* bias, float* y, int rows, int cols, int n_tok, int flags) {{ \
-             mmvq<T, 1, {warps}, {rows}, false, {unroll}, {ipt}>(w, nullptr, rs, xq, xd, bias, y, rows, cols, n_tok, flags); }}\nFOR_EACH_QUANT_TYPE(V_{name})\n",
-            threads = 32 * warps,
+             mmvq<T, 1, {warps}, {rows}, false, {unroll}, {ipt}>(w, nullptr, rs, xq, xd, bias, y, rows, cols, n_tok, flags); }}\n\
+             FOR_EACH_QUANT_TYPE(V_{name})\nFOR_EACH_CANDIDATE_TYPE(V_{name})\n",
         );
     }
     s

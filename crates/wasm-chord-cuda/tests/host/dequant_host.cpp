@@ -168,6 +168,7 @@ int main(int argc, char** argv) {
 #define DISPATCH_ROW(name, T) \
     if (ty == #name) out = dequantize_row<T>(in);
     FOR_EACH_REPACKED_TYPE(DISPATCH_ROW)
+    FOR_EACH_CANDIDATE_TYPE(DISPATCH)
     if (out.empty()) {
         std::fprintf(stderr, "unknown type or empty input: %s\n", ty.c_str());
         return 4;
