@@ -496,7 +496,11 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
 // warps over the keys) or 128 (prefill: 8 warps of 16 rows, or "w4": 4 warps of 32 rows).
 #define FLASH_KERNEL(NAME, D, KV, BM, BN, PSPLIT, WS, RW)                                \
     extern "C" __global__ void __launch_bounds__((WS > 1 ? WS : BM / (16 * RW)) * 32, 1) \
-        NAME(FLASH_ARGS) { flash_attn<D, KV, BM, BN, PSPLIT, WS, RW>(FLASH_PASS); }
+        NAME(FLASH_ARGS) {                                                               \
+        PDL_WAIT();                                                                      \
+        PDL_TRIGGER();                                                                   \
+        flash_attn<D, KV, BM, BN, PSPLIT, WS, RW>(FLASH_PASS);                           \
+    }
 
 #define FLASH_KV(KVNAME, KV, PS)                                         \
     FLASH_KERNEL(flash_##KVNAME##_d64_m16, 64, KV, 16, 64, PS, 4, 1)      \
@@ -526,6 +530,8 @@ FLASH_KERNEL(flash_bf16_d256_m128_fast, 256, 1, 128, 32, false, 1, 1)
 // Merges the split partials: one block of D threads per (query token, head) row.
 extern "C" __global__ void flash_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                          float* __restrict__ out, int n_rows, int d, int n_splits) {
+    PDL_WAIT();
+    PDL_TRIGGER();
     const int row = blockIdx.x;
     float mx = -INFINITY;
     for (int s = 0; s < n_splits; s++) {

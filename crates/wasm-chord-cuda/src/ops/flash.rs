@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
 
 use super::{i32_of, launch_err, op_err};
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 
 pub const SOURCE: KernelFile = KernelFile { name: "flash", source: include_str!("../../kernels/flash.cu") };
 
@@ -275,8 +276,8 @@ fn launch(
         }
     };
     {
-        let (mut part_o, mut part_ml) = part.split_at_mut(off);
-        let mut b = dev.stream().launch_builder(&f);
+        let (part_o, part_ml) = part.split_at_mut(off);
+        let mut b = Launch::new(dev, &f);
         b.arg(q);
         match (k.data, v.data) {
             (KvData::F16(kk) | KvData::Bf16(kk), KvData::F16(vv) | KvData::Bf16(vv)) => {
@@ -287,7 +288,7 @@ fn launch(
             }
             _ => return Err(shape_err("keys and values of different types".into())),
         }
-        b.arg(&mut *out).arg(&mut part_o).arg(&mut part_ml);
+        b.arg(&*out).arg(&part_o).arg(&part_ml);
         for x in &ints {
             b.arg(x);
         }
@@ -300,19 +301,20 @@ fn launch(
         // SAFETY: matches FLASH_ARGS; check() verified the q/out lengths and that rows
         // 0..kv_len of both caches exist (with a device position, the caller checked that it
         // is the host's, and the grid covers the capacity); the partials hold
-        // splits * n_q * n_head rows.
-        unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
+        // splits * n_q * n_head rows. Every flash kernel waits for its predecessor (PDL).
+        unsafe { b.launch(cfg, dev.pdl()) }.map_err(launch_err(op))?;
     }
     if splits > 1 {
         let combine = dev.function("flash_combine").map_err(op_err(op))?;
         let (part_o, part_ml) = part.split_at(off);
         let n_rows = i32_of(op, "rows", n_q * p.n_head)?;
         let (d_i, splits_i) = (d as i32, splits as i32);
-        let mut b = dev.stream().launch_builder(&combine);
+        let mut b = Launch::new(dev, &combine);
         b.arg(&part_o).arg(&part_ml).arg(out).arg(&n_rows).arg(&d_i).arg(&splits_i);
         let cfg = LaunchConfig { grid_dim: (n_rows as u32, 1, 1), block_dim: (d as u32, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: matches flash_combine; the partials were written by the launch above.
-        unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
+        // SAFETY: matches flash_combine (which waits for its predecessor); the partials were
+        // written by the launch above.
+        unsafe { b.launch(cfg, dev.pdl()) }.map_err(launch_err(op))?;
     }
     Ok(true)
 }
