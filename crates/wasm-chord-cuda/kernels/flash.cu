@@ -527,9 +527,13 @@ FLASH_KERNEL(flash_bf16_d64_m128_fast, 64, 1, 128, 64, false, 1, 1)
 FLASH_KERNEL(flash_bf16_d128_m128_fast, 128, 1, 128, 64, false, 1, 1)
 FLASH_KERNEL(flash_bf16_d256_m128_fast, 256, 1, 128, 32, false, 1, 1)
 
-// Merges the split partials: one block of D threads per (query token, head) row.
+// Merges the split partials: one block of D threads per (query token, head) row. With xq (D a
+// multiple of 32) the output is also quantized for the int8 matvec exactly as mmvq.cu's
+// quantize_q8 does (each warp holds one block of 32 values): the o projection needs no
+// quantize launch.
 extern "C" __global__ void flash_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
-                                         float* __restrict__ out, int n_rows, int d, int n_splits) {
+                                         float* __restrict__ out, int n_rows, int d, int n_splits,
+                                         i8* __restrict__ xq, float2* __restrict__ xd) {
     PDL_WAIT();
     PDL_TRIGGER();
     const int row = blockIdx.x;
@@ -548,7 +552,16 @@ extern "C" __global__ void flash_combine(const float* __restrict__ part_o, const
             acc += w * part_o[i * d + threadIdx.x];
         }
     }
-    out[(u64)row * d + threadIdx.x] = den > 0.0f ? acc / den : 0.0f;
+    const u64 i = (u64)row * d + threadIdx.x;
+    const float o = den > 0.0f ? acc / den : 0.0f;
+    out[i] = o;
+    if (xq == nullptr) return;
+    const float amax = warp_max(fabsf(o));
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int qv = __float2int_rn(o * id);
+    xq[i] = (i8)qv;
+    const float sum = warp_sum((float)qv);
+    if (threadIdx.x % 32 == 0) xd[i / 32] = make_float2(amax / 127.0f, sum);
 }
 
 // One block of 32 values into q8_0, one value per lane, rounding as ggml's quantize_row_q8_0.
