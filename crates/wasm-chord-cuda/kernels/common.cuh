@@ -94,9 +94,14 @@ __device__ __forceinline__ float gelu_tanh(float g) {
 // Programmatic Dependent Launch (sm_90+, src/launch.rs): a kernel launched as a programmatic
 // dependent may start while the kernel before it drains. PDL_WAIT() blocks until that kernel
 // has finished and its writes are visible: every block of an opted-in kernel must execute it
-// before reading anything an earlier kernel wrote (or writing anything one reads). PDL_TRIGGER()
-// lets the next kernel be scheduled. Both are no-ops on older GPUs, without the launch
+// before reading anything an earlier kernel wrote (or writing anything one reads), and may only
+// read data no kernel writes (weights) before it. PDL_TRIGGER() lets the next kernel be
+// scheduled. Both are no-ops on older GPUs, without the launch
 // attribute, and with -DWASM_CHORD_NO_PDL (WASM_CHORD_CUDA_PDL=0).
+// PDL_ENTER() is what an opted-in kernel starts with: the wait, and the trigger before it (the
+// next kernel may then start streaming its weights while this one still waits) unless
+// -DWASM_CHORD_PDL_LATE_TRIGGER (WASM_CHORD_CUDA_PDL=late). Either order is safe: a dependent
+// still waits for this kernel's completion, which comes after this kernel's own wait.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(WASM_CHORD_NO_PDL)
 #define PDL_ON 1
 #define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
@@ -105,6 +110,19 @@ __device__ __forceinline__ float gelu_tanh(float g) {
 #define PDL_ON 0
 #define PDL_WAIT() ((void)0)
 #define PDL_TRIGGER() ((void)0)
+#endif
+#ifdef WASM_CHORD_PDL_LATE_TRIGGER
+#define PDL_ENTER() \
+    do {            \
+        PDL_WAIT(); \
+        PDL_TRIGGER(); \
+    } while (0)
+#else
+#define PDL_ENTER()    \
+    do {               \
+        PDL_TRIGGER(); \
+        PDL_WAIT();    \
+    } while (0)
 #endif
 
 // Starts the fetch of `bytes` at `p` into L2 (whole 16-byte units inside the range), for data

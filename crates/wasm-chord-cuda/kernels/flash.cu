@@ -497,8 +497,7 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
 #define FLASH_KERNEL(NAME, D, KV, BM, BN, PSPLIT, WS, RW)                                \
     extern "C" __global__ void __launch_bounds__((WS > 1 ? WS : BM / (16 * RW)) * 32, 1) \
         NAME(FLASH_ARGS) {                                                               \
-        PDL_WAIT();                                                                      \
-        PDL_TRIGGER();                                                                   \
+        PDL_ENTER();                                                                      \
         flash_attn<D, KV, BM, BN, PSPLIT, WS, RW>(FLASH_PASS);                           \
     }
 
@@ -534,8 +533,7 @@ FLASH_KERNEL(flash_bf16_d256_m128_fast, 256, 1, 128, 32, false, 1, 1)
 extern "C" __global__ void flash_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
                                          float* __restrict__ out, int n_rows, int d, int n_splits,
                                          i8* __restrict__ xq, float2* __restrict__ xd) {
-    PDL_WAIT();
-    PDL_TRIGGER();
+    PDL_ENTER();
     const int row = blockIdx.x;
     float mx = -INFINITY;
     for (int s = 0; s < n_splits; s++) {

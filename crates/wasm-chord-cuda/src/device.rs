@@ -100,7 +100,7 @@ impl CudaDevice {
         self.sm_count
     }
 
-    /// Whether the kernels that call `PDL_WAIT()` are launched as programmatic dependents of
+    /// Whether the kernels that call `PDL_ENTER()` are launched as programmatic dependents of
     /// the kernel before them (`crate::launch::Launch::launch`'s `pdl`).
     pub fn pdl(&self) -> bool {
         self.pdl

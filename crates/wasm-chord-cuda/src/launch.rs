@@ -1,7 +1,7 @@
 //! Kernel launches through `cuLaunchKernelEx`, for kernels that opt in to Programmatic
 //! Dependent Launch (sm_90+): launched with `CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION`,
 //! such a kernel may start while the kernel before it on the stream drains; it must execute
-//! `PDL_WAIT()` (kernels/common.cuh) before touching anything an earlier kernel wrote, in every
+//! `PDL_ENTER()` (kernels/common.cuh) before touching anything an earlier kernel wrote, in every
 //! block. Stream capture keeps the programmatic edges, so decode-step graphs get them too.
 //! cudarc's launch builder takes no launch attributes, hence this small builder of its own.
 
@@ -14,14 +14,16 @@ use cudarc::driver::{CudaFunction, CudaSlice, CudaView, CudaViewMut, DevicePtr, 
 use crate::buffer::DeviceBuf;
 use crate::device::CudaDevice;
 
-/// Whether kernels wait for their predecessor in the kernel (`WASM_CHORD_CUDA_PDL`, read once):
-/// `0` builds the kernels without the wait/trigger/prefetch lines and launches everything
-/// plainly (the kernels as before, for comparisons in one binary); `noprefetch` keeps the
-/// dependent launches but drops the matvecs' early L2 prefetch of their weights.
+/// How kernels overlap their predecessor (`WASM_CHORD_CUDA_PDL`, read once): `0` builds the
+/// kernels without the wait/trigger/prefetch lines and launches everything plainly (the kernels
+/// as before, for comparisons in one binary); `noprefetch` keeps the dependent launches but
+/// drops the matvecs' early L2 prefetch of their weights; `late` triggers the next kernel after
+/// the wait instead of before it; anything else: all on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PdlMode {
     Off,
     NoPrefetch,
+    LateTrigger,
     On,
 }
 
@@ -30,6 +32,7 @@ pub fn pdl_mode() -> PdlMode {
     *MODE.get_or_init(|| match std::env::var("WASM_CHORD_CUDA_PDL").as_deref() {
         Ok("0") => PdlMode::Off,
         Ok("noprefetch") => PdlMode::NoPrefetch,
+        Ok("late") => PdlMode::LateTrigger,
         _ => PdlMode::On,
     })
 }
@@ -39,6 +42,7 @@ pub fn pdl_defines() -> &'static [&'static str] {
     match pdl_mode() {
         PdlMode::Off => &["-DWASM_CHORD_NO_PDL"],
         PdlMode::NoPrefetch => &["-DWASM_CHORD_NO_PREFETCH"],
+        PdlMode::LateTrigger => &["-DWASM_CHORD_PDL_LATE_TRIGGER"],
         PdlMode::On => &[],
     }
 }
@@ -90,7 +94,7 @@ impl<'a> Launch<'a> {
         self
     }
 
-    /// Launches on the device's stream; with `pdl` (the kernel calls `PDL_WAIT()` before its
+    /// Launches on the device's stream; with `pdl` (the kernel calls `PDL_ENTER()` before its
     /// first dependent access, in every block) as a programmatic dependent of the previous
     /// kernel.
     ///

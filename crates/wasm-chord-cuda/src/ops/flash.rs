@@ -222,7 +222,7 @@ fn launch(
     p: &AttentionParams,
     opts: FlashOptions,
     pos: Option<(&CudaSlice<i32>, bool)>,
-    q8: Option<(u64, u64)>,
+    int8_out: Option<(u64, u64)>,
     out: &mut CudaSlice<f32>,
 ) -> Result<Option<bool>, BackendError> {
     let op = Op::Attention;
@@ -336,7 +336,7 @@ fn launch(
         let (part_o, part_ml) = part.split_at(off);
         let n_rows = i32_of(op, "rows", n_q * p.n_head)?;
         let (d_i, splits_i) = (d as i32, splits as i32);
-        let (xq, xd) = q8.unwrap_or((0, 0));
+        let (xq, xd) = int8_out.unwrap_or((0, 0));
         let mut b = Launch::new(dev, &combine);
         b.arg(&part_o).arg(&part_ml).arg(out).arg(&n_rows).arg(&d_i).arg(&splits_i).arg(&xq).arg(&xd);
         let cfg = LaunchConfig { grid_dim: (n_rows as u32, 1, 1), block_dim: (d as u32, 1, 1), shared_mem_bytes: 0 };
@@ -345,7 +345,7 @@ fn launch(
         // per 32 of them (the caller's `mmvq::scratch_len` scratch), d a multiple of 32.
         unsafe { b.launch(cfg, dev.pdl()) }.map_err(launch_err(op))?;
     }
-    Ok(Some(splits > 1 && q8.is_some()))
+    Ok(Some(splits > 1 && int8_out.is_some()))
 }
 
 fn shape_err(detail: String) -> BackendError {
