@@ -2,8 +2,8 @@
 # Programmatic Dependent Launch (helper cuda-pdl) on a GPU machine: op tests, the flash decode
 # test and the end-to-end test with PDL on, then gen-model 1b/7b/13b q4_k_m benches in one
 # process per run, interleaved (RUNS): a number or word is this branch's binary with
-# WASM_CHORD_CUDA_PDL set to it (0: the kernels and launches as before; 1: PDL with the early
-# trigger and the matvecs' L2 weight prefetch; late: trigger after the wait; noprefetch),
+# WASM_CHORD_CUDA_PDL set to it (0: the kernels and launches as before; 1: PDL, trigger after
+# the wait, with the matvecs' L2 weight prefetch; early: trigger first; noprefetch),
 # "prev" is wasm-chord-prev (an earlier build of the branch, if present) with PDL on and "base"
 # main's binary; then the decode-step timing (kernels per graph, GPU time per token) for TIMING
 # modes. Run from the repository root with C (default .device-carry/cuda-pdl) holding
@@ -21,8 +21,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=c
   $C/wasm-chord gen-model --shape 7b --quant q4_k_m -o /tmp/m/7b.gguf
   $C/wasm-chord gen-model --shape 13b --quant q4_k_m -o /tmp/m/13b.gguf ) > "$OUT/gen.log" 2>&1 &
 GEN=$!
-RUNS=${RUNS:-0 1 late prev base 1 0 late}
-TIMING=${TIMING:-0 1 late}
+RUNS=${RUNS:-0 1 base 0 1 0 1}
+TIMING=${TIMING:-0 1}
 # Warm the NVRTC caches of the other kernel builds while the tests run.
 ( for m in $(echo $RUNS | tr ' ' '\n' | sort -u); do
     case $m in 1|prev|base) ;; *) WASM_CHORD_CUDA_PDL=$m $C/ops --test-threads=1 rms_norm_q8 > "$OUT/warm-$m.log" 2>&1 ;; esac

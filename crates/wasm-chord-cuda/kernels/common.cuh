@@ -98,10 +98,12 @@ __device__ __forceinline__ float gelu_tanh(float g) {
 // read data no kernel writes (weights) before it. PDL_TRIGGER() lets the next kernel be
 // scheduled. Both are no-ops on older GPUs, without the launch
 // attribute, and with -DWASM_CHORD_NO_PDL (WASM_CHORD_CUDA_PDL=0).
-// PDL_ENTER() is what an opted-in kernel starts with: the wait, and the trigger before it (the
-// next kernel may then start streaming its weights while this one still waits) unless
-// -DWASM_CHORD_PDL_LATE_TRIGGER (WASM_CHORD_CUDA_PDL=late). Either order is safe: a dependent
-// still waits for this kernel's completion, which comes after this kernel's own wait.
+// PDL_ENTER() is what an opted-in kernel starts with: the wait, then the trigger (the next
+// kernel is scheduled once every block of this one has passed its wait), or with
+// -DWASM_CHORD_PDL_EARLY_TRIGGER (WASM_CHORD_CUDA_PDL=early) the trigger first. Either order is
+// safe: a dependent still waits for this kernel's completion, which follows this kernel's own
+// wait. Early was slower on the H100 (bench/runs/2026-11-26-h100-pdl: 7B tg -6%): a chain of
+// waiting grids holds SM slots.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(WASM_CHORD_NO_PDL)
 #define PDL_ON 1
 #define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
@@ -111,17 +113,17 @@ __device__ __forceinline__ float gelu_tanh(float g) {
 #define PDL_WAIT() ((void)0)
 #define PDL_TRIGGER() ((void)0)
 #endif
-#ifdef WASM_CHORD_PDL_LATE_TRIGGER
-#define PDL_ENTER() \
-    do {            \
-        PDL_WAIT(); \
-        PDL_TRIGGER(); \
-    } while (0)
-#else
+#ifdef WASM_CHORD_PDL_EARLY_TRIGGER
 #define PDL_ENTER()    \
     do {               \
         PDL_TRIGGER(); \
         PDL_WAIT();    \
+    } while (0)
+#else
+#define PDL_ENTER()    \
+    do {               \
+        PDL_WAIT();    \
+        PDL_TRIGGER(); \
     } while (0)
 #endif
 

@@ -17,13 +17,13 @@ use crate::device::CudaDevice;
 /// How kernels overlap their predecessor (`WASM_CHORD_CUDA_PDL`, read once): `0` builds the
 /// kernels without the wait/trigger/prefetch lines and launches everything plainly (the kernels
 /// as before, for comparisons in one binary); `noprefetch` keeps the dependent launches but
-/// drops the matvecs' early L2 prefetch of their weights; `late` triggers the next kernel after
-/// the wait instead of before it; anything else: all on.
+/// drops the matvecs' early L2 prefetch of their weights; `early` triggers the next kernel
+/// before the wait instead of after it (slower on the H100); anything else: on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PdlMode {
     Off,
     NoPrefetch,
-    LateTrigger,
+    EarlyTrigger,
     On,
 }
 
@@ -32,7 +32,7 @@ pub fn pdl_mode() -> PdlMode {
     *MODE.get_or_init(|| match std::env::var("WASM_CHORD_CUDA_PDL").as_deref() {
         Ok("0") => PdlMode::Off,
         Ok("noprefetch") => PdlMode::NoPrefetch,
-        Ok("late") => PdlMode::LateTrigger,
+        Ok("early") => PdlMode::EarlyTrigger,
         _ => PdlMode::On,
     })
 }
@@ -42,7 +42,7 @@ pub fn pdl_defines() -> &'static [&'static str] {
     match pdl_mode() {
         PdlMode::Off => &["-DWASM_CHORD_NO_PDL"],
         PdlMode::NoPrefetch => &["-DWASM_CHORD_NO_PREFETCH"],
-        PdlMode::LateTrigger => &["-DWASM_CHORD_PDL_LATE_TRIGGER"],
+        PdlMode::EarlyTrigger => &["-DWASM_CHORD_PDL_EARLY_TRIGGER"],
         PdlMode::On => &[],
     }
 }
