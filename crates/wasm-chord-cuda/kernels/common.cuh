@@ -91,6 +91,52 @@ __device__ __forceinline__ float gelu_tanh(float g) {
     return 0.5f * g * (1.0f + tanhf(sqrt_2_over_pi * g * (1.0f + 0.044715f * g * g)));
 }
 
+// Programmatic Dependent Launch (sm_90+, src/launch.rs): a kernel launched as a programmatic
+// dependent may start while the kernel before it drains. PDL_WAIT() blocks until that kernel
+// has finished and its writes are visible: every block of an opted-in kernel must execute it
+// before reading anything an earlier kernel wrote (or writing anything one reads), and may only
+// read data no kernel writes (weights) before it. PDL_TRIGGER() lets the next kernel be
+// scheduled. Both are no-ops on older GPUs, without the launch
+// attribute, and with -DWASM_CHORD_NO_PDL (WASM_CHORD_CUDA_PDL=0).
+// PDL_ENTER() is what an opted-in kernel starts with: the wait, then the trigger (the next
+// kernel is scheduled once every block of this one has passed its wait), or with
+// -DWASM_CHORD_PDL_EARLY_TRIGGER (WASM_CHORD_CUDA_PDL=early) the trigger first. Either order is
+// safe: a dependent still waits for this kernel's completion, which follows this kernel's own
+// wait. Early was slower on the H100 (bench/runs/2026-11-26-h100-pdl: 7B tg -6%): a chain of
+// waiting grids holds SM slots.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900 && !defined(WASM_CHORD_NO_PDL)
+#define PDL_ON 1
+#define PDL_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#define PDL_TRIGGER() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#else
+#define PDL_ON 0
+#define PDL_WAIT() ((void)0)
+#define PDL_TRIGGER() ((void)0)
+#endif
+#ifdef WASM_CHORD_PDL_EARLY_TRIGGER
+#define PDL_ENTER()    \
+    do {               \
+        PDL_TRIGGER(); \
+        PDL_WAIT();    \
+    } while (0)
+#else
+#define PDL_ENTER()    \
+    do {               \
+        PDL_WAIT();    \
+        PDL_TRIGGER(); \
+    } while (0)
+#endif
+
+// Starts the fetch of `bytes` at `p` into L2 (whole 16-byte units inside the range), for data
+// no earlier kernel writes (weights): issued before PDL_WAIT(), the next matrix streams in while
+// the previous kernel's tail runs. One thread per range.
+__device__ __forceinline__ void prefetch_l2(const void* p, u64 bytes) {
+#if PDL_ON && !defined(WASM_CHORD_NO_PREFETCH)
+    const u64 a = ((u64)p + 15) & ~15ull, e = ((u64)p + bytes) & ~15ull;
+    if (e > a) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"((u32)(e - a)) : "memory");
+#endif
+}
+
 // Streaming 16-byte load: weights are read once per matvec, so keep them out of L1.
 __device__ __forceinline__ uint4 load_stream(const uint4* p) {
     return __ldcs(p);

@@ -496,7 +496,10 @@ __device__ __forceinline__ void flash_attn(const float* __restrict__ q, const vo
 // warps over the keys) or 128 (prefill: 8 warps of 16 rows, or "w4": 4 warps of 32 rows).
 #define FLASH_KERNEL(NAME, D, KV, BM, BN, PSPLIT, WS, RW)                                \
     extern "C" __global__ void __launch_bounds__((WS > 1 ? WS : BM / (16 * RW)) * 32, 1) \
-        NAME(FLASH_ARGS) { flash_attn<D, KV, BM, BN, PSPLIT, WS, RW>(FLASH_PASS); }
+        NAME(FLASH_ARGS) {                                                               \
+        PDL_ENTER();                                                                      \
+        flash_attn<D, KV, BM, BN, PSPLIT, WS, RW>(FLASH_PASS);                           \
+    }
 
 #define FLASH_KV(KVNAME, KV, PS)                                         \
     FLASH_KERNEL(flash_##KVNAME##_d64_m16, 64, KV, 16, 64, PS, 4, 1)      \
@@ -523,9 +526,14 @@ FLASH_KERNEL(flash_bf16_d64_m128_fast, 64, 1, 128, 64, false, 1, 1)
 FLASH_KERNEL(flash_bf16_d128_m128_fast, 128, 1, 128, 64, false, 1, 1)
 FLASH_KERNEL(flash_bf16_d256_m128_fast, 256, 1, 128, 32, false, 1, 1)
 
-// Merges the split partials: one block of D threads per (query token, head) row.
+// Merges the split partials: one block of D threads per (query token, head) row. With xq (D a
+// multiple of 32) the output is also quantized for the int8 matvec exactly as mmvq.cu's
+// quantize_q8 does (each warp holds one block of 32 values): the o projection needs no
+// quantize launch.
 extern "C" __global__ void flash_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml,
-                                         float* __restrict__ out, int n_rows, int d, int n_splits) {
+                                         float* __restrict__ out, int n_rows, int d, int n_splits,
+                                         i8* __restrict__ xq, float2* __restrict__ xd) {
+    PDL_ENTER();
     const int row = blockIdx.x;
     float mx = -INFINITY;
     for (int s = 0; s < n_splits; s++) {
@@ -542,7 +550,16 @@ extern "C" __global__ void flash_combine(const float* __restrict__ part_o, const
             acc += w * part_o[i * d + threadIdx.x];
         }
     }
-    out[(u64)row * d + threadIdx.x] = den > 0.0f ? acc / den : 0.0f;
+    const u64 i = (u64)row * d + threadIdx.x;
+    const float o = den > 0.0f ? acc / den : 0.0f;
+    out[i] = o;
+    if (xq == nullptr) return;
+    const float amax = warp_max(fabsf(o));
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const int qv = __float2int_rn(o * id);
+    xq[i] = (i8)qv;
+    const float sum = warp_sum((float)qv);
+    if (threadIdx.x % 32 == 0) xd[i / 32] = make_float2(amax / 127.0f, sum);
 }
 
 // One block of 32 values into q8_0, one value per lane, rounding as ggml's quantize_row_q8_0.

@@ -17,6 +17,7 @@
 // quantize_row_q8_0/q8_1 (the scale is kept in f32 here, not rounded to f16).
 extern "C" __global__ void quantize_q8(const float* __restrict__ x, i8* __restrict__ xq, float2* __restrict__ xd,
                                        int n_blocks) {
+    PDL_ENTER();
     const int blk = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (blk >= n_blocks) return;
     const float v = x[(u64)blk * 32 + lane];

@@ -80,6 +80,13 @@ __device__ __forceinline__ void mmvq_rows(const u8* __restrict__ w0, const u8* _
         const int row = min(row0 + (GATED ? 0 : r), rows - 1);
         wr[r] = (GATED && r == 1 ? w1 : w0) + (u64)row * row_stride;
     }
+    // PDL: the block's weight rows (contiguous unless GATED) start streaming into L2 before
+    // the wait for the kernel that wrote the activations (common.cuh).
+    if (tid == 0) {
+#pragma unroll
+        for (int r = 0; r < (GATED ? 2 : 1); r++) prefetch_l2(wr[r], (u64)(GATED ? 1 : min(ROWS, rows - row0)) * row_stride);
+    }
+    PDL_ENTER();
     float acc[NR][NT];
 #pragma unroll
     for (int r = 0; r < NR; r++)

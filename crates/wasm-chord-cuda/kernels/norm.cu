@@ -4,6 +4,7 @@
 
 extern "C" __global__ void rms_norm(const float* __restrict__ x, const float* __restrict__ weight,
                                     float* __restrict__ out, int group, float eps) {
+    PDL_ENTER();
     __shared__ float scratch[32];
     const u64 base = (u64)blockIdx.x * group;
     float ss = 0.0f;
@@ -37,6 +38,7 @@ __device__ __forceinline__ float lanes8_sum(float v) {
 extern "C" __global__ void rms_norm_vec4(const float* __restrict__ x, const float* __restrict__ weight,
                                          float* __restrict__ out, int group, float eps, i8* __restrict__ xq,
                                          float2* __restrict__ xd) {
+    PDL_ENTER();
     __shared__ float scratch[32];
     const u64 base = (u64)blockIdx.x * group;
     float4 v[2], w[2];

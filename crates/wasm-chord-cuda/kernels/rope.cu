@@ -62,6 +62,7 @@ extern "C" __global__ void rope_store_kv_f16(float* __restrict__ q, float* __res
                                              const int* __restrict__ positions, const int* __restrict__ start_ptr,
                                              int start, int rows, int q_cols, int k_cols, int v_cols, RopeArgs r,
                                              const float* __restrict__ freq_factors) {
+    PDL_ENTER();
     const int half_rot = r.n_rot / 2, pass = r.head_dim - r.n_rot;
     const int q_heads = q_cols / r.head_dim, k_heads = k_cols / r.head_dim;
     const u64 nq = (u64)rows * q_heads * half_rot, nk = (u64)rows * k_heads * half_rot;

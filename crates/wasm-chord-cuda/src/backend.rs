@@ -703,7 +703,20 @@ impl Backend for CudaBackend {
         }
         // Decode steps read the position from device memory: flash-decoding with its splits
         // planned for the cache's capacity (so the graph serves every position), else
-        // kernels/step.cu's standard kernel (f16 caches).
+        // kernels/step.cu's standard kernel (f16 caches). With split keys the combine kernel
+        // also leaves the output quantized for the o projection's int8 matvec; its scratch is
+        // taken before a replay returns, as the matmuls' is.
+        let q8_scratch = if flash
+            && self.step().mode() != Mode::Off
+            && !self.opts.f32_matvec
+            && (1..ops::gemm::MIN_TOKENS).contains(&out.rows)
+            && p.head_dim_v % 32 == 0
+            && ops::flash::decodes_at(q.rows, p)
+        {
+            Some(self.int8_scratch(ops::mmvq::scratch_len(out.rows, out.cols))?)
+        } else {
+            None
+        };
         {
             let op = Op::Attention;
             let mut st = self.step();
@@ -723,10 +736,19 @@ impl Backend for CudaBackend {
                     }
                     let (kv, vv) = (k.view(), v.view());
                     let may_grow = st.mode() == Mode::Warmup;
-                    if !ops::flash::flash_attention_at(&self.dev, &self.flash, &q.data, q.rows, &kv, &vv, kv_len, st.pos_dev(), p, may_grow, &mut out.data)? {
+                    let q8 = q8_scratch.as_ref().map(|s| {
+                        let base = self.addr(&s.data);
+                        (base, base + (out.rows * out.cols) as u64)
+                    });
+                    match ops::flash::flash_attention_at_q8(&self.dev, &self.flash, &q.data, q.rows, &kv, &vv, kv_len, st.pos_dev(), p, may_grow, q8, &mut out.data)? {
                         // Another cache (capacity) than the warm-up's: its workspace would be
                         // allocated inside the capture. Warm up again.
-                        return Err(st.rewarm(op, "flash-decoding workspace too small for the capture"));
+                        None => return Err(st.rewarm(op, "flash-decoding workspace too small for the capture")),
+                        Some(true) => {
+                            let acts = ops::mmvq::QuantizedActs::at(q8.map_or(0, |(b, _)| b), out.rows, out.cols);
+                            *self.int8_last.lock().unwrap_or_else(|p| p.into_inner()) = Some(((self.addr(&out.data), st.epoch()), acts));
+                        }
+                        Some(false) => {}
                     }
                     return Ok(());
                 }

@@ -16,6 +16,9 @@ pub struct CudaDevice {
     name: String,
     arch: String,
     sm_count: usize,
+    /// Whether kernels that opt in launch as programmatic dependents (sm_90+, unless
+    /// `WASM_CHORD_CUDA_PDL=0`): `crate::launch`.
+    pdl: bool,
     modules: Vec<Arc<CudaModule>>,
     /// Every kernel of every module, resolved once at start-up (read without a lock).
     functions: HashMap<String, CudaFunction>,
@@ -79,7 +82,8 @@ impl CudaDevice {
             modules.push(module);
         }
         tracing::info!(device = %name, arch = %arch, kernels = functions.len(), "CUDA device ready");
-        Ok(Self { ctx, stream, name, arch, sm_count, modules, functions })
+        let pdl = major >= 9 && crate::launch::pdl_mode() != crate::launch::PdlMode::Off;
+        Ok(Self { ctx, stream, name, arch, sm_count, pdl, modules, functions })
     }
 
     pub fn name(&self) -> &str {
@@ -94,6 +98,12 @@ impl CudaDevice {
     /// Streaming multiprocessors: how many blocks fill the GPU.
     pub fn sm_count(&self) -> usize {
         self.sm_count
+    }
+
+    /// Whether the kernels that call `PDL_ENTER()` are launched as programmatic dependents of
+    /// the kernel before them (`crate::launch::Launch::launch`'s `pdl`).
+    pub fn pdl(&self) -> bool {
+        self.pdl
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

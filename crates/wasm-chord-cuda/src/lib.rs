@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod device;
 pub mod error;
 pub mod kernels;
+pub mod launch;
 pub mod nvrtc;
 pub mod ops;
 pub mod repack;

@@ -132,9 +132,12 @@ fn check(r: nv::nvrtcResult, call: &'static str, file: &str) -> Result<(), CudaE
     }
 }
 
-/// The options every kernel is compiled with, for `arch` ("sm_90a").
+/// The options every kernel is compiled with, for `arch` ("sm_90a"), with the defines of
+/// `WASM_CHORD_CUDA_PDL` (`launch::pdl_defines`).
 fn options(arch: &str, include: &Path) -> Vec<String> {
-    vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), format!("--include-path={}", include.display())]
+    let mut opts = vec![format!("--gpu-architecture={arch}"), "--std=c++17".into(), format!("--include-path={}", include.display())];
+    opts.extend(crate::launch::pdl_defines().iter().map(|d| d.to_string()));
+    opts
 }
 
 /// Compiles `file` for `arch` to a CUBIN, without touching the cache.

@@ -11,12 +11,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use cudarc::driver::sys::CUfunction_attribute_enum;
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
 
 use super::{i32_of, launch_err, op_err};
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 
 pub const SOURCE: KernelFile = KernelFile { name: "flash", source: include_str!("../../kernels/flash.cu") };
 
@@ -144,7 +145,7 @@ pub fn flash_attention(
     opts: FlashOptions,
     out: &mut CudaSlice<f32>,
 ) -> Result<(), BackendError> {
-    launch(dev, ws, q, n_q, k, v, kv_len, p, opts, None, out).map(|_| ())
+    launch(dev, ws, q, n_q, k, v, kv_len, p, opts, None, None, out).map(|_| ())
 }
 
 /// [`flash_attention`] for a decode step captured in a CUDA graph: the query rows sit at
@@ -168,10 +169,36 @@ pub fn flash_attention_at(
     may_grow: bool,
     out: &mut CudaSlice<f32>,
 ) -> Result<bool, BackendError> {
+    flash_attention_at_q8(dev, ws, q, n_q, k, v, kv_len, pos, p, may_grow, None, out).map(|r| r.is_some())
+}
+
+/// [`flash_attention_at`] that, when the keys are split (the combine kernel writes `out`), also
+/// quantizes `out` for the int8 matvec as `mmvq::quantize` would (same bytes): `q8` = the
+/// (bytes, scale/sum pairs) addresses of an `mmvq::scratch_len` scratch. `None`: nothing was
+/// launched (workspace too small, as `Ok(false)` there); `Some(true)`: `q8` now holds `out`'s
+/// int8 activations; `Some(false)`: one split, not quantized.
+#[allow(clippy::too_many_arguments)]
+pub fn flash_attention_at_q8(
+    dev: &CudaDevice,
+    ws: &FlashWorkspace,
+    q: &CudaSlice<f32>,
+    n_q: usize,
+    k: &KvView,
+    v: &KvView,
+    kv_len: usize,
+    pos: &CudaSlice<i32>,
+    p: &AttentionParams,
+    may_grow: bool,
+    q8: Option<(u64, u64)>,
+    out: &mut CudaSlice<f32>,
+) -> Result<Option<bool>, BackendError> {
     if !decodes_at(n_q, p) {
         return Err(shape_err(format!("{n_q} query rows of {p:?}: more than 16 packed rows per KV head for a device-side position")));
     }
-    launch(dev, ws, q, n_q, k, v, kv_len, p, FlashOptions::default(), Some((pos, may_grow)), out)
+    if q8.is_some() && p.head_dim_v % 32 != 0 {
+        return Err(shape_err(format!("int8 output of heads of {} values", p.head_dim_v)));
+    }
+    launch(dev, ws, q, n_q, k, v, kv_len, p, FlashOptions::default(), Some((pos, may_grow)), q8, out)
 }
 
 impl FlashWorkspace {
@@ -195,8 +222,9 @@ fn launch(
     p: &AttentionParams,
     opts: FlashOptions,
     pos: Option<(&CudaSlice<i32>, bool)>,
+    int8_out: Option<(u64, u64)>,
     out: &mut CudaSlice<f32>,
-) -> Result<bool, BackendError> {
+) -> Result<Option<bool>, BackendError> {
     let op = Op::Attention;
     check(n_q, k, v, kv_len, p)?;
     let (qn, on) = (n_q * p.n_head * p.head_dim_k, n_q * p.n_head * p.head_dim_v);
@@ -204,7 +232,7 @@ fn launch(
         return Err(shape_err(format!("q of {} values, out of {} for {n_q} rows of {p:?}", q.len(), out.len())));
     }
     if n_q == 0 {
-        return Ok(true);
+        return Ok(Some(false));
     }
     let may_grow = pos.is_none_or(|(_, grow)| grow);
     let d = p.head_dim_k;
@@ -222,7 +250,7 @@ fn launch(
         let mut occupancy = ws.occupancy.lock().unwrap_or_else(|e| e.into_inner());
         match occupancy.get(&name) {
             Some(&n) => n,
-            None if !may_grow => return Ok(false),
+            None if !may_grow => return Ok(None),
             None => {
                 if smem > 48 * 1024 {
                     f.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem as i32)
@@ -267,7 +295,7 @@ fn launch(
         Some(b) if b.len() >= need => guard.insert(b),
         old if !may_grow => {
             *guard = old;
-            return Ok(false);
+            return Ok(None);
         }
         old => {
             drop(old);
@@ -275,8 +303,8 @@ fn launch(
         }
     };
     {
-        let (mut part_o, mut part_ml) = part.split_at_mut(off);
-        let mut b = dev.stream().launch_builder(&f);
+        let (part_o, part_ml) = part.split_at_mut(off);
+        let mut b = Launch::new(dev, &f);
         b.arg(q);
         match (k.data, v.data) {
             (KvData::F16(kk) | KvData::Bf16(kk), KvData::F16(vv) | KvData::Bf16(vv)) => {
@@ -287,7 +315,7 @@ fn launch(
             }
             _ => return Err(shape_err("keys and values of different types".into())),
         }
-        b.arg(&mut *out).arg(&mut part_o).arg(&mut part_ml);
+        b.arg(&*out).arg(&part_o).arg(&part_ml);
         for x in &ints {
             b.arg(x);
         }
@@ -300,21 +328,24 @@ fn launch(
         // SAFETY: matches FLASH_ARGS; check() verified the q/out lengths and that rows
         // 0..kv_len of both caches exist (with a device position, the caller checked that it
         // is the host's, and the grid covers the capacity); the partials hold
-        // splits * n_q * n_head rows.
-        unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
+        // splits * n_q * n_head rows. Every flash kernel waits for its predecessor (PDL).
+        unsafe { b.launch(cfg, dev.pdl()) }.map_err(launch_err(op))?;
     }
     if splits > 1 {
         let combine = dev.function("flash_combine").map_err(op_err(op))?;
         let (part_o, part_ml) = part.split_at(off);
         let n_rows = i32_of(op, "rows", n_q * p.n_head)?;
         let (d_i, splits_i) = (d as i32, splits as i32);
-        let mut b = dev.stream().launch_builder(&combine);
-        b.arg(&part_o).arg(&part_ml).arg(out).arg(&n_rows).arg(&d_i).arg(&splits_i);
+        let (xq, xd) = int8_out.unwrap_or((0, 0));
+        let mut b = Launch::new(dev, &combine);
+        b.arg(&part_o).arg(&part_ml).arg(out).arg(&n_rows).arg(&d_i).arg(&splits_i).arg(&xq).arg(&xd);
         let cfg = LaunchConfig { grid_dim: (n_rows as u32, 1, 1), block_dim: (d as u32, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: matches flash_combine; the partials were written by the launch above.
-        unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
+        // SAFETY: matches flash_combine (which waits for its predecessor); the partials were
+        // written by the launch above; xq/xd, when set, hold n_q * n_head * d bytes and a pair
+        // per 32 of them (the caller's `mmvq::scratch_len` scratch), d a multiple of 32.
+        unsafe { b.launch(cfg, dev.pdl()) }.map_err(launch_err(op))?;
     }
-    Ok(true)
+    Ok(Some(splits > 1 && int8_out.is_some()))
 }
 
 fn shape_err(detail: String) -> BackendError {

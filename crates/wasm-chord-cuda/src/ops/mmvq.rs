@@ -2,7 +2,7 @@
 //! 32, integer dot products), with a residual-add epilogue and the fused gate/up projections of
 //! a gated feed-forward; see `kernels/mmvq.cu`.
 
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, LaunchConfig};
 use wasm_chord_core::backend::{Activation, BackendError, Op};
 use wasm_chord_core::TensorType;
 
@@ -10,6 +10,7 @@ use super::{i32_of, launch_err, op_err};
 use crate::backend::{CudaTensor, CudaWeight};
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 use crate::repack::Layout;
 use crate::step::address;
 
@@ -73,11 +74,12 @@ pub fn quantize(dev: &CudaDevice, x: &CudaTensor, scratch: &mut CudaTensor) -> R
         let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (32 * per_block as u32, 1, 1), shared_mem_bytes: 0 };
         let (xq, xd) = (base, base + (n_tok * cols) as u64);
         let nb = i32_of(op, "blocks", n_blocks)?;
-        let mut b = dev.stream().launch_builder(&f);
+        let mut b = Launch::new(dev, &f);
         b.arg(&x.data).arg(&xq).arg(&xd).arg(&nb);
-        // SAFETY: matches `quantize_q8`; the scratch holds n_tok * cols bytes and then n_blocks
-        // (f32, f32) pairs (checked above); x holds n_blocks * 32 values.
-        unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
+        // SAFETY: matches `quantize_q8` (which waits for its predecessor first); the scratch
+        // holds n_tok * cols bytes and then n_blocks (f32, f32) pairs (checked above); x holds
+        // n_blocks * 32 values.
+        unsafe { b.launch(cfg, dev.pdl()) }.map_err(launch_err(op))?;
     }
     Ok(QuantizedActs { base, n_tok, cols })
 }
@@ -146,12 +148,13 @@ pub fn launch(
     let (rows, cols, n_tok) = (i32_of(op, "rows", w.rows)?, i32_of(op, "cols", w.cols)?, i32_of(op, "tokens", x.n_tok)?);
     let (xq, xd) = x.pointers();
     let (row_stride, bias, flags) = (w.row_stride as u64, bias.unwrap_or(0), i32::from(accumulate));
-    let mut b = dev.stream().launch_builder(f);
-    b.arg(&w.bytes).arg(&row_stride).arg(&xq).arg(&xd).arg(&bias).arg(&mut out.data);
+    let mut b = Launch::new(dev, f);
+    b.arg(&w.bytes).arg(&row_stride).arg(&xq).arg(&xd).arg(&bias).arg(&out.data);
     b.arg(&rows).arg(&cols).arg(&n_tok).arg(&flags);
     // SAFETY: the arguments match the kernel's signature; shapes were checked above, so every
-    // index the kernel forms lies inside its buffer (rows padded to `row_stride` bytes).
-    unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
+    // index the kernel forms lies inside its buffer (rows padded to `row_stride` bytes). Every
+    // kernel of the mmvq.cuh template waits for its predecessor (PDL).
+    unsafe { b.launch(cfg, dev.pdl()) }.map_err(launch_err(op))?;
     Ok(())
 }
 
@@ -175,11 +178,12 @@ pub fn matmul_gated(dev: &CudaDevice, act: Activation, gate: &CudaWeight, up: &C
         Activation::Silu => 0,
         Activation::GeluTanh => 1,
     };
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&gate.bytes).arg(&up.bytes).arg(&row_stride).arg(&xq).arg(&xd).arg(&mut out.data);
+    let mut b = Launch::new(dev, &f);
+    b.arg(&gate.bytes).arg(&up.bytes).arg(&row_stride).arg(&xq).arg(&xd).arg(&out.data);
     b.arg(&rows).arg(&cols).arg(&n_tok).arg(&which);
-    // SAFETY: matches `mmvq_gate_<type>`; both weights have the checked shape and row stride.
-    unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
+    // SAFETY: matches `mmvq_gate_<type>` (waits for its predecessor); both weights have the
+    // checked shape and row stride.
+    unsafe { b.launch(cfg, dev.pdl()) }.map_err(launch_err(op))?;
     Ok(())
 }
 
@@ -216,12 +220,13 @@ pub fn matmul3(dev: &CudaDevice, ws: &[&CudaWeight], biases: &[Option<u64>], x: 
     let cfg = grid(op, blocks, 1, warps)?;
     let cols = i32_of(op, "cols", x.cols)?;
     let (xq, xd) = x.pointers();
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&args).arg(&xq).arg(&xd).arg(&cols);
+    let mut b = Launch::new(dev, &f);
+    b.value(&args).arg(&xq).arg(&xd).arg(&cols);
     // SAFETY: `Mmvq3Args` mirrors the kernel's struct (passed by value); every weight and output
     // was checked against the activations above, the grid covers exactly the weights' row
-    // blocks, and the outputs stay borrowed (mutably) until this returns.
-    unsafe { b.launch(cfg) }.map_err(launch_err(op))?;
+    // blocks, and the outputs stay borrowed (mutably) until this returns. It waits for its
+    // predecessor (PDL).
+    unsafe { b.launch(cfg, dev.pdl()) }.map_err(launch_err(op))?;
     Ok(())
 }
 

@@ -1,12 +1,13 @@
 //! RMS normalization; see `kernels/norm.cu`.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, LaunchConfig};
 use wasm_chord_core::backend::{BackendError, Op};
 
 use super::{i32_of, launch_err, op_err};
 use crate::backend::CudaTensor;
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 use crate::ops::mmvq::{self, QuantizedActs};
 use crate::step::address;
 
@@ -64,18 +65,20 @@ fn launch(dev: &CudaDevice, x: &CudaTensor, weight: &CudaSlice<f32>, eps: f32, o
         let f = dev.function("rms_norm_vec4").map_err(op_err(op))?;
         let threads = (g / 4).div_ceil((g / 4).div_ceil(VEC4_MAX_THREADS)).next_multiple_of(32);
         let (xq, xd) = xq.unwrap_or((0, 0));
-        let mut b = dev.stream().launch_builder(&f);
-        b.arg(&x.data).arg(weight).arg(&mut out.data).arg(&group).arg(&eps).arg(&xq).arg(&xd);
+        let mut b = Launch::new(dev, &f);
+        b.arg(&x.data).arg(weight).arg(&out.data).arg(&group).arg(&eps).arg(&xq).arg(&xd);
         // SAFETY: matches `rms_norm_vec4` (16-byte aligned groups: device buffers and a group of
         // a multiple of 4 floats, at most two float4 per thread); the grid covers exactly the
-        // groups of `x`; xq/xd, when set, hold the rows' bytes and pairs (`rms_norm_q8`).
-        unsafe { b.launch(cfg(threads)) }.map_err(launch_err(op))?;
+        // groups of `x`; xq/xd, when set, hold the rows' bytes and pairs (`rms_norm_q8`). It
+        // waits for its predecessor (PDL).
+        unsafe { b.launch(cfg(threads), dev.pdl()) }.map_err(launch_err(op))?;
         return Ok(());
     }
     let f = dev.function("rms_norm").map_err(op_err(op))?;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&x.data).arg(weight).arg(&mut out.data).arg(&group).arg(&eps);
-    // SAFETY: matches `rms_norm`; the grid covers exactly the groups of `x`.
-    unsafe { b.launch(cfg(if g >= 1024 { 256 } else { 128 })) }.map_err(launch_err(op))?;
+    let mut b = Launch::new(dev, &f);
+    b.arg(&x.data).arg(weight).arg(&out.data).arg(&group).arg(&eps);
+    // SAFETY: matches `rms_norm` (which waits for its predecessor); the grid covers exactly the
+    // groups of `x`.
+    unsafe { b.launch(cfg(if g >= 1024 { 256 } else { 128 }), dev.pdl()) }.map_err(launch_err(op))?;
     Ok(())
 }

@@ -8,6 +8,7 @@ use super::{i32_of, launch_err, linear, op_err};
 use crate::backend::CudaTensor;
 use crate::device::CudaDevice;
 use crate::kernels::KernelFile;
+use crate::launch::Launch;
 
 pub const SOURCE: KernelFile = KernelFile { name: "rope", source: include_str!("../../kernels/rope.cu") };
 
@@ -147,19 +148,20 @@ pub fn rope_store_kv_f16(
     let (rows_i, qc, kc, vc) = (i32_of(op, "rows", rows)?, i32_of(op, "cols", q.cols)?, i32_of(op, "cols", k.cols)?, i32_of(op, "cols", v.cols)?);
     let start_i = i32_of(op, "start", first)?;
     let null = 0u64;
-    let mut b = dev.stream().launch_builder(&f);
-    b.arg(&mut q.data).arg(&mut k.data).arg(&v.data).arg(k_cache.0).arg(v_cache.0).arg(positions);
+    let mut b = Launch::new(dev, &f);
+    b.arg(&q.data).arg(&k.data).arg(&v.data).arg(&*k_cache.0).arg(&*v_cache.0).arg(positions);
     match &start {
         CacheRow::Device(pos) => b.arg(*pos),
         CacheRow::Host(_) => b.arg(&null),
     };
-    b.arg(&start_i).arg(&rows_i).arg(&qc).arg(&kc).arg(&vc).arg(&args);
+    b.arg(&start_i).arg(&rows_i).arg(&qc).arg(&kc).arg(&vc).value(&args);
     match freq_factors {
         Some(ff) => b.arg(ff),
         None => b.arg(&null),
     };
     // SAFETY: matches `rope_store_kv_f16`; the kernel bounds-checks its flat index against
-    // `n`, and the cache rows were checked above (a device row by the caller).
-    unsafe { b.launch(linear(n)?) }.map_err(launch_err(op))?;
+    // `n`, and the cache rows were checked above (a device row by the caller). It waits for
+    // its predecessor (PDL).
+    unsafe { b.launch(linear(n)?, dev.pdl()) }.map_err(launch_err(op))?;
     Ok(())
 }
