@@ -269,24 +269,7 @@ impl Kernels {
         if out.len() != n_rows * n_tok {
             return Err(KernelError::BadOutput { expected: n_rows * n_tok, got: out.len() });
         }
-        let groups = w.groups(r0, n_rows);
-        if ty == TensorType::Q5_0 && n_tok > 1 {
-            if let Some(f8) = self.packed[type_index(TensorType::Q8_0)] {
-                // A batch: the groups expanded once to Q8_0 (see `packed`), then the Q8_0 kernel
-                // (the same activations and scales: Q5_0 and Q8_0 weights take Q8_0 activations).
-                let len = groups.len() / packed::Q5_0_GROUP_BLOCK * packed::Q8_0_GROUP_BLOCK;
-                EXPANDED.with(|buf| {
-                    let mut buf = buf.borrow_mut();
-                    if buf.len() < len {
-                        buf.resize(len, 0);
-                    }
-                    self.expand_q5_0(groups, &mut buf[..len]);
-                    f8(k, &buf[..len], n_rows, a, scales, n_tok, out);
-                });
-                return Ok(());
-            }
-        }
-        f(k, groups, n_rows, a, scales, n_tok, out);
+        f(k, w.groups(r0, n_rows), n_rows, a, scales, n_tok, out);
         Ok(())
     }
 
@@ -297,13 +280,13 @@ impl Kernels {
         if self.packed[type_index(w.ty)].is_none() || !matches!(act, ActType::Q8_0 | ActType::Q8_1) {
             return 0;
         }
-        packed::act_scales_len(act.block_bytes(), w.cols)
+        packed::act_scales_len(w.ty, w.cols)
     }
 
     /// One quantized activation row's block scales as f32 (`act_scales_len(w)` values), for
     /// [`Kernels::matmul_packed`].
     pub fn act_scales(&self, w: &PackedWeight, a_row: &[u8], out: &mut [f32]) {
-        packed::act_scales(ActType::for_weight(w.ty).block_bytes(), a_row, out)
+        packed::act_scales(w.ty, a_row, out)
     }
 
     /// [`packed::expand_q5_0`] with this set's instructions where it has them.
@@ -331,11 +314,6 @@ impl Kernels {
         self.matmul(ty, k, w, 1, a, 1, &mut out)?;
         Ok(out[0])
     }
-}
-
-thread_local! {
-    /// A task's packed Q5_0 groups expanded to Q8_0 for a batch.
-    static EXPANDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Walks `n_rows x n_tok` in tiles of at most `R x T` and calls `tile(r0, nr, t0, nt, out)`

@@ -158,6 +158,8 @@ pub(super) trait Legacy {
     const ACT_BYTES: usize;
     /// Quants are signed i8 (dotted with the sign trick); else unsigned with an offset `m`.
     const SIGNED: bool;
+    /// The type whose activations these weights take (see `packed::act_scales`).
+    const TYPE: TensorType;
     unsafe fn quants(p: *const u8) -> __m256i;
     unsafe fn d(p: *const u8) -> f32 {
         f16_at(p)
@@ -172,6 +174,7 @@ impl Legacy for Q4_0W {
     const BYTES: usize = 18;
     const ACT_BYTES: usize = 34;
     const SIGNED: bool = true;
+    const TYPE: TensorType = TensorType::Q4_0;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         _mm256_sub_epi8(nibbles_32(p.add(2)), _mm256_set1_epi8(8))
@@ -183,6 +186,7 @@ impl Legacy for Q4_1W {
     const BYTES: usize = 20;
     const ACT_BYTES: usize = 36;
     const SIGNED: bool = false;
+    const TYPE: TensorType = TensorType::Q4_1;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         nibbles_32(p.add(4))
@@ -198,6 +202,7 @@ impl Legacy for Q5_0W {
     const BYTES: usize = 22;
     const ACT_BYTES: usize = 34;
     const SIGNED: bool = true;
+    const TYPE: TensorType = TensorType::Q5_0;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         // A clear fifth bit ORs in 0xF0, which is the nibble minus 16 in two's complement.
@@ -211,6 +216,7 @@ impl Legacy for Q5_1W {
     const BYTES: usize = 24;
     const ACT_BYTES: usize = 36;
     const SIGNED: bool = false;
+    const TYPE: TensorType = TensorType::Q5_1;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         let hi = _mm256_and_si256(bytes_from_bits_32(p.add(4)), _mm256_set1_epi8(0x10));
@@ -227,6 +233,7 @@ impl Legacy for Q8_0W {
     const BYTES: usize = 34;
     const ACT_BYTES: usize = 34;
     const SIGNED: bool = true;
+    const TYPE: TensorType = TensorType::Q8_0;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         _mm256_loadu_si256(p.add(2) as *const __m256i)
@@ -244,6 +251,7 @@ impl Legacy for Iq4NlW {
     const BYTES: usize = 18;
     const ACT_BYTES: usize = 34;
     const SIGNED: bool = true;
+    const TYPE: TensorType = TensorType::IQ4_NL;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         _mm256_shuffle_epi8(iq4nl_table(), nibbles_32(p.add(2)))
