@@ -321,14 +321,22 @@ impl Kernels {
 /// weight row passes over them.
 #[inline(always)]
 #[cfg_attr(not(any(target_arch = "x86_64", target_feature = "simd128")), allow(dead_code))]
-pub(crate) fn for_each_tile<const R: usize, const T: usize>(
+pub(crate) fn for_each_tile<const R: usize, const T: usize>(n_rows: usize, n_tok: usize, a_row_bytes: usize, tile: impl FnMut(usize, usize, usize, usize)) {
+    for_each_tile_in::<R, T>(128 << 10, n_rows, n_tok, a_row_bytes, tile)
+}
+
+/// [`for_each_tile`] with about `chunk_bytes` of activations per token chunk.
+#[inline(always)]
+#[cfg_attr(not(any(target_arch = "x86_64", target_feature = "simd128")), allow(dead_code))]
+pub(crate) fn for_each_tile_in<const R: usize, const T: usize>(
+    chunk_bytes: usize,
     n_rows: usize,
     n_tok: usize,
     a_row_bytes: usize,
     mut tile: impl FnMut(usize, usize, usize, usize),
 ) {
-    // About 128 KiB of activations per chunk, a multiple of T tokens.
-    let chunk = ((128 << 10) / a_row_bytes.max(1)).max(T) / T * T;
+    // A multiple of T tokens.
+    let chunk = (chunk_bytes / a_row_bytes.max(1)).max(T) / T * T;
     let mut t0 = 0;
     while t0 < n_tok {
         let t1 = (t0 + chunk).min(n_tok);

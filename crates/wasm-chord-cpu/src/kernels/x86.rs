@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use wasm_chord_core::TensorType;
 
 use super::scalar::{k_runs, KAcc, KOrder, KParts};
-use super::{for_each_tile, MatmulFn};
+use super::{for_each_tile, for_each_tile_in, MatmulFn};
 
 /// The AVX2 matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
 pub fn matmul_fn(ty: TensorType) -> Option<MatmulFn> {
@@ -579,7 +579,10 @@ fn drive_k<W: KQuant>(tile: KTile, one: KTile, unpack: bool, k: usize, w: &[u8],
     let (wp, ap, op) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr());
     let walk = |preps: &mut Vec<KPrep>, unpacked: &mut Vec<__m256i>| {
         let mut group = usize::MAX;
-        for_each_tile::<R, T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
+        // Groups unpacked once per token chunk: chunks of half the L2 (of a recent core) make
+        // that a small share of the tiles' work.
+        let chunk_bytes = if unpack { 512 << 10 } else { 128 << 10 };
+        for_each_tile_in::<R, T>(chunk_bytes, n_rows, n_tok, as_, |r0, nr, t0, nt| {
             // SAFETY: the tile stays inside the lengths `Kernels::matmul` checked, `preps`
             // holds `R * nb` entries (and `unpacked` `2 * R * nb * 8` where the tiles read
             // them), and this table entry exists only where the CPU has the tile's features.
