@@ -279,8 +279,33 @@ unsafe fn gemm_tile<W: Legacy, const T: usize>(
             }
         }
     }
+    if T == 2 && nr == GROUP && nt == 2 {
+        // Lanes 0-3 token 0's four rows, 4-7 token 1's.
+        let sums = hsum_8(std::array::from_fn(|i| acc[i / 2][i % 2]));
+        _mm_storeu_ps(out, _mm256_castps256_ps128(sums));
+        _mm_storeu_ps(out.add(os), _mm256_extractf128_ps(sums, 1));
+        return;
+    }
     let sums: [[f32; T]; GROUP] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t])));
     store_by_token(sums, nr, nt, out, os);
+}
+
+/// [`hsum`] of eight vectors at once, the same adds of the same lanes in the same order:
+/// result lanes `[v0 v2 v4 v6 | v1 v3 v5 v7]` (a few shuffles for all of them).
+#[inline(always)]
+unsafe fn hsum_8(v: [__m256; 8]) -> __m256 {
+    // Each vector's halves added (`lo + hi`), two vectors per register: [a | b].
+    let h: [__m256; 4] = std::array::from_fn(|i| {
+        let (a, b) = (v[2 * i], v[2 * i + 1]);
+        _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31))
+    });
+    // Then lanes 0 + 2 and 1 + 3 of each half: [a01 c01 | b01 d01] for the pair (ab, cd).
+    let q: [__m256; 2] = std::array::from_fn(|i| {
+        let (x, y) = (h[2 * i], h[2 * i + 1]);
+        _mm256_add_ps(_mm256_shuffle_ps(x, y, 0b01_00_01_00), _mm256_shuffle_ps(x, y, 0b11_10_11_10))
+    });
+    // Then lane 0 + lane 1 of each pair.
+    _mm256_add_ps(_mm256_shuffle_ps(q[0], q[1], 0b10_00_10_00), _mm256_shuffle_ps(q[0], q[1], 0b11_01_11_01))
 }
 
 /// `x` in all eight lanes, loaded from memory: `vbroadcastss` from memory is a plain load on
