@@ -532,14 +532,16 @@ impl KQuant for Iq4XsW {
 
 fn matmul_k<W: KQuant>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
     // A run of this many tokens or more meets each group of rows in enough tiles to pay for
-    // unpacking the group's quants and scales once ([`fill_preps`]).
+    // unpacking the group's quants and scales once ([`fill_preps`]); the tiles then load their
+    // weight operands, so 2 rows by 4 tokens (each unpacked vector serving four tokens) beat
+    // 4 by 2, which shares each activation load between more rows.
     const UNPACK_FROM: usize = 8;
     macro_rules! go {
         ($tile:ident, $a:expr, $n:expr, $out:expr) => {
             if $n >= UNPACK_FROM {
-                drive_k::<W>($tile::<W, 4, 2, true>, $tile::<W, 4, 1, true>, true, k, w, n_rows, $a, $n, $out)
+                drive_k::<W, 2, 4>($tile::<W, 2, 4, true>, $tile::<W, 2, 1, true>, true, k, w, n_rows, $a, $n, $out)
             } else {
-                drive_k::<W>($tile::<W, 4, 2, false>, $tile::<W, 4, 1, false>, false, k, w, n_rows, $a, $n, $out)
+                drive_k::<W, 4, 2>($tile::<W, 4, 2, false>, $tile::<W, 4, 1, false>, false, k, w, n_rows, $a, $n, $out)
             }
         };
     }
@@ -564,13 +566,11 @@ thread_local! {
     static K_UNPACKED: RefCell<Vec<__m256i>> = const { RefCell::new(Vec::new()) };
 }
 
-/// [`drive!`] for the k-quants: tiles of 4 rows by 2 tokens (single tokens for a tail), with
-/// each group of rows' scales (and with `unpack` its quants) unpacked once per token chunk
+/// [`drive!`] for the k-quants: tiles of `R` rows by `T` tokens (single tokens for a tail),
+/// with each group of rows' scales (and with `unpack` its quants) unpacked once per token chunk
 /// instead of once per tile.
 #[allow(clippy::too_many_arguments)]
-fn drive_k<W: KQuant>(tile: KTile, one: KTile, unpack: bool, k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
-    const R: usize = 4;
-    const T: usize = 2;
+fn drive_k<W: KQuant, const R: usize, const T: usize>(tile: KTile, one: KTile, unpack: bool, k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
     if n_rows == 0 || n_tok == 0 {
         return;
     }
