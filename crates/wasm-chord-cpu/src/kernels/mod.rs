@@ -269,24 +269,7 @@ impl Kernels {
         if out.len() != n_rows * n_tok {
             return Err(KernelError::BadOutput { expected: n_rows * n_tok, got: out.len() });
         }
-        let groups = w.groups(r0, n_rows);
-        if ty == TensorType::Q5_0 && n_tok > 1 {
-            if let Some(f8) = self.packed[type_index(TensorType::Q8_0)] {
-                // A batch: the groups expanded once to Q8_0 (see `packed`), then the Q8_0 kernel
-                // (the same activations and scales: Q5_0 and Q8_0 weights take Q8_0 activations).
-                let len = groups.len() / packed::Q5_0_GROUP_BLOCK * packed::Q8_0_GROUP_BLOCK;
-                EXPANDED.with(|buf| {
-                    let mut buf = buf.borrow_mut();
-                    if buf.len() < len {
-                        buf.resize(len, 0);
-                    }
-                    self.expand_q5_0(groups, &mut buf[..len]);
-                    f8(k, &buf[..len], n_rows, a, scales, n_tok, out);
-                });
-                return Ok(());
-            }
-        }
-        f(k, groups, n_rows, a, scales, n_tok, out);
+        f(k, w.groups(r0, n_rows), n_rows, a, scales, n_tok, out);
         Ok(())
     }
 
@@ -297,13 +280,13 @@ impl Kernels {
         if self.packed[type_index(w.ty)].is_none() || !matches!(act, ActType::Q8_0 | ActType::Q8_1) {
             return 0;
         }
-        packed::act_scales_len(act.block_bytes(), w.cols)
+        packed::act_scales_len(w.ty, w.cols)
     }
 
     /// One quantized activation row's block scales as f32 (`act_scales_len(w)` values), for
     /// [`Kernels::matmul_packed`].
     pub fn act_scales(&self, w: &PackedWeight, a_row: &[u8], out: &mut [f32]) {
-        packed::act_scales(ActType::for_weight(w.ty).block_bytes(), a_row, out)
+        packed::act_scales(w.ty, a_row, out)
     }
 
     /// [`packed::expand_q5_0`] with this set's instructions where it has them.
@@ -333,24 +316,27 @@ impl Kernels {
     }
 }
 
-thread_local! {
-    /// A task's packed Q5_0 groups expanded to Q8_0 for a batch.
-    static EXPANDED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Walks `n_rows x n_tok` in tiles of at most `R x T` and calls `tile(r0, nr, t0, nt, out)`
 /// for each, tokens in cache-sized chunks so a chunk's activations stay in L2 while every
 /// weight row passes over them.
 #[inline(always)]
 #[cfg_attr(not(any(target_arch = "x86_64", target_feature = "simd128")), allow(dead_code))]
-pub(crate) fn for_each_tile<const R: usize, const T: usize>(
+pub(crate) fn for_each_tile<const R: usize, const T: usize>(n_rows: usize, n_tok: usize, a_row_bytes: usize, tile: impl FnMut(usize, usize, usize, usize)) {
+    for_each_tile_in::<R, T>(128 << 10, n_rows, n_tok, a_row_bytes, tile)
+}
+
+/// [`for_each_tile`] with about `chunk_bytes` of activations per token chunk.
+#[inline(always)]
+#[cfg_attr(not(any(target_arch = "x86_64", target_feature = "simd128")), allow(dead_code))]
+pub(crate) fn for_each_tile_in<const R: usize, const T: usize>(
+    chunk_bytes: usize,
     n_rows: usize,
     n_tok: usize,
     a_row_bytes: usize,
     mut tile: impl FnMut(usize, usize, usize, usize),
 ) {
-    // About 128 KiB of activations per chunk, a multiple of T tokens.
-    let chunk = ((128 << 10) / a_row_bytes.max(1)).max(T) / T * T;
+    // A multiple of T tokens.
+    let chunk = (chunk_bytes / a_row_bytes.max(1)).max(T) / T * T;
     let mut t0 = 0;
     while t0 < n_tok {
         let t1 = (t0 + chunk).min(n_tok);

@@ -15,10 +15,12 @@
 //!
 //! Q5_0 decodes from its own packed layout (`d[4] | qh and quants of row 0 | ... | row 3`, 20
 //! bytes a row): decoding is bound by memory, which reads 22 bytes a block this way against 34
-//! as Q8_0. A batch of tokens instead expands each task's groups to packed Q8_0 blocks of the
-//! same values ([`expand_q5_0`], once per task) and runs the Q8_0 kernel, which dots the same
-//! values with the same scales in the same order: rebuilding five-bit values costs about as
-//! much as the rest of the dot product, once per token tile if done in the kernel.
+//! as Q8_0. A batch of tokens instead expands each task's groups once to bytes ([`expand_q5_0`]):
+//! rebuilding five-bit values costs about as much as the rest of the dot product, once per token
+//! tile if done in the kernel. The bytes are the stored values `q + 16` (0..31), unsigned, so
+//! the kernel multiplies them with the activations directly (no sign trick) and subtracts
+//! `16 · Σ y` per four products, which [`act_scales`] computes once per activation row: the
+//! integer sums are the same, so the results are too.
 
 use wasm_chord_core::TensorType;
 
@@ -30,23 +32,40 @@ pub const GROUP: usize = 4;
 /// `scales` the activations' [`act_scales`] (or nothing: the kernel converts them itself).
 pub type PackedFn = fn(k: usize, w: &[u8], n_rows: usize, a: &[u8], scales: &[f32], n_tok: usize, out: &mut [f32]);
 
-/// f32 values per token of [`act_scales`] for rows of `k` activations in blocks of
-/// `block_bytes` (34: Q8_0, `d` only; 36: Q8_1, `d` and `s`).
-pub fn act_scales_len(block_bytes: usize, k: usize) -> usize {
-    k / 32 * if block_bytes == 36 { 2 } else { 1 }
+/// f32 values per token of [`act_scales`] for weights of type `ty` in rows of `k`.
+pub fn act_scales_len(ty: TensorType, k: usize) -> usize {
+    use TensorType::*;
+    k / 32
+        * match ty {
+            Q4_1 | Q5_1 => 2,
+            Q5_0 => 9,
+            _ => 1,
+        }
 }
 
-/// One row of Q8_0 or Q8_1 activations' block scales as f32, converted once per product for
-/// the batched kernels: `d` of every block, then `s` of every block for Q8_1.
-pub fn act_scales(block_bytes: usize, row: &[u8], out: &mut [f32]) {
+/// One row of quantized activations (Q8_0, or Q8_1 for `ty` Q4_1/Q5_1) prepared once per
+/// product for the batched kernels over weights of type `ty`: `d` of every block as f32; for
+/// Q8_1 then `s` of every block; for Q5_0 then, per block, eight sums `16 · (y_4j + .. +
+/// y_4j+3)` (the offset of the unsigned values of [`expand_q5_0`] times the activations, in
+/// the lanes where the kernel sums those four products).
+pub fn act_scales(ty: TensorType, row: &[u8], out: &mut [f32]) {
+    let block_bytes = if matches!(ty, TensorType::Q4_1 | TensorType::Q5_1) { 36 } else { 34 };
     let nb = row.len() / block_bytes;
     let f16_at = |i: usize| half::f16::from_le_bytes([row[i], row[i + 1]]).to_f32();
-    let (d, s) = out.split_at_mut(nb.min(out.len()));
+    let (d, rest) = out.split_at_mut(nb.min(out.len()));
     for (b, d) in d.iter_mut().enumerate() {
         *d = f16_at(b * block_bytes);
     }
-    for (b, s) in s.iter_mut().enumerate().take(nb) {
-        *s = f16_at(b * block_bytes + 2);
+    if block_bytes == 36 {
+        for (b, s) in rest.iter_mut().enumerate().take(nb) {
+            *s = f16_at(b * block_bytes + 2);
+        }
+    } else if ty == TensorType::Q5_0 {
+        for (block, sums) in row.chunks_exact(block_bytes).zip(rest.chunks_exact_mut(8)) {
+            for (four, s) in block[2..].chunks_exact(4).zip(sums) {
+                *s = (16 * four.iter().map(|&y| y as i8 as i32).sum::<i32>()) as f32;
+            }
+        }
     }
 }
 
@@ -59,14 +78,15 @@ pub struct PackedWeight {
     bytes: Vec<u8>,
 }
 
-/// Bytes of one packed Q5_0 block of four rows, and of the packed Q8_0 block it expands to.
+/// Bytes of one packed Q5_0 block of four rows, and of the block [`expand_q5_0`] makes of it.
 pub const Q5_0_GROUP_BLOCK: usize = GROUP * 22;
-pub const Q8_0_GROUP_BLOCK: usize = GROUP * 34;
+pub const Q5_0_EXPANDED_BLOCK: usize = GROUP * 34;
 
-/// The packed Q5_0 blocks in `src` as packed Q8_0 blocks of the same values in `dst` (as many
-/// as both hold): the scalar reference of the SIMD versions.
+/// The packed Q5_0 blocks in `src` expanded for a batch into `dst` (as many as both hold): each
+/// block `d[4] | 32 bytes of row 0 | ... | row 3`, the bytes the stored values `q + 16`
+/// (0..31; the weight is `d · (byte - 16)`). The scalar reference of the SIMD versions.
 pub fn expand_q5_0(src: &[u8], dst: &mut [u8]) {
-    for (s, d) in src.chunks_exact(Q5_0_GROUP_BLOCK).zip(dst.chunks_exact_mut(Q8_0_GROUP_BLOCK)) {
+    for (s, d) in src.chunks_exact(Q5_0_GROUP_BLOCK).zip(dst.chunks_exact_mut(Q5_0_EXPANDED_BLOCK)) {
         d[..2 * GROUP].copy_from_slice(&s[..2 * GROUP]);
         for r in 0..GROUP {
             let q = &s[2 * GROUP + 20 * r..][..20];
@@ -74,7 +94,7 @@ pub fn expand_q5_0(src: &[u8], dst: &mut [u8]) {
             for (j, v) in d[2 * GROUP + 32 * r..][..32].iter_mut().enumerate() {
                 let nibble = if j < 16 { q[4 + j] & 0x0F } else { q[4 + j - 16] >> 4 };
                 let high = ((qh >> j) & 1) as u8;
-                *v = ((nibble | (high << 4)) as i8 - 16) as u8;
+                *v = nibble | (high << 4);
             }
         }
     }

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use wasm_chord_core::TensorType;
 
 use super::scalar::{k_runs, KAcc, KOrder, KParts};
-use super::{for_each_tile, MatmulFn};
+use super::{for_each_tile, for_each_tile_in, MatmulFn};
 
 /// The AVX2 matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
 pub fn matmul_fn(ty: TensorType) -> Option<MatmulFn> {
@@ -158,6 +158,8 @@ pub(super) trait Legacy {
     const ACT_BYTES: usize;
     /// Quants are signed i8 (dotted with the sign trick); else unsigned with an offset `m`.
     const SIGNED: bool;
+    /// The type whose activations these weights take (see `packed::act_scales`).
+    const TYPE: TensorType;
     unsafe fn quants(p: *const u8) -> __m256i;
     unsafe fn d(p: *const u8) -> f32 {
         f16_at(p)
@@ -172,6 +174,7 @@ impl Legacy for Q4_0W {
     const BYTES: usize = 18;
     const ACT_BYTES: usize = 34;
     const SIGNED: bool = true;
+    const TYPE: TensorType = TensorType::Q4_0;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         _mm256_sub_epi8(nibbles_32(p.add(2)), _mm256_set1_epi8(8))
@@ -183,6 +186,7 @@ impl Legacy for Q4_1W {
     const BYTES: usize = 20;
     const ACT_BYTES: usize = 36;
     const SIGNED: bool = false;
+    const TYPE: TensorType = TensorType::Q4_1;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         nibbles_32(p.add(4))
@@ -198,6 +202,7 @@ impl Legacy for Q5_0W {
     const BYTES: usize = 22;
     const ACT_BYTES: usize = 34;
     const SIGNED: bool = true;
+    const TYPE: TensorType = TensorType::Q5_0;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         // A clear fifth bit ORs in 0xF0, which is the nibble minus 16 in two's complement.
@@ -211,6 +216,7 @@ impl Legacy for Q5_1W {
     const BYTES: usize = 24;
     const ACT_BYTES: usize = 36;
     const SIGNED: bool = false;
+    const TYPE: TensorType = TensorType::Q5_1;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         let hi = _mm256_and_si256(bytes_from_bits_32(p.add(4)), _mm256_set1_epi8(0x10));
@@ -227,6 +233,7 @@ impl Legacy for Q8_0W {
     const BYTES: usize = 34;
     const ACT_BYTES: usize = 34;
     const SIGNED: bool = true;
+    const TYPE: TensorType = TensorType::Q8_0;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         _mm256_loadu_si256(p.add(2) as *const __m256i)
@@ -244,6 +251,7 @@ impl Legacy for Iq4NlW {
     const BYTES: usize = 18;
     const ACT_BYTES: usize = 34;
     const SIGNED: bool = true;
+    const TYPE: TensorType = TensorType::IQ4_NL;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         _mm256_shuffle_epi8(iq4nl_table(), nibbles_32(p.add(2)))
@@ -523,75 +531,129 @@ impl KQuant for Iq4XsW {
 }
 
 fn matmul_k<W: KQuant>(k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
+    // A run of this many tokens or more meets each group of rows in enough tiles to pay for
+    // unpacking the group's quants and scales once ([`fill_preps`]); the tiles then load their
+    // weight operands, so 2 rows by 4 tokens (each unpacked vector serving four tokens) beat
+    // 4 by 2, which shares each activation load between more rows.
+    const UNPACK_FROM: usize = 8;
+    macro_rules! go {
+        ($tile:ident, $a:expr, $n:expr, $out:expr) => {
+            if $n >= UNPACK_FROM {
+                drive_k::<W, 2, 4>($tile::<W, 2, 4, true>, $tile::<W, 2, 1, true>, true, k, w, n_rows, $a, $n, $out)
+            } else {
+                drive_k::<W, 4, 2>($tile::<W, 4, 2, false>, $tile::<W, 4, 1, false>, false, k, w, n_rows, $a, $n, $out)
+            }
+        };
+    }
     // The summation order follows llama.cpp's choice for the whole product (see `KOrder`), so
     // this must see every token of the batch in one call.
     k_runs(W::REPACKED, n_rows, a, n_tok, out, |order, a, n, out| match order {
-        KOrder::VecDot => drive_k::<W>(tile_k_vec::<W, 4, 2>, tile_k_vec::<W, 4, 1>, k, w, n_rows, a, n, out),
-        KOrder::Tiled => drive_k::<W>(tile_k_tiled::<W, 4, 2>, tile_k_tiled::<W, 4, 1>, k, w, n_rows, a, n, out),
-        KOrder::Repacked => drive_k::<W>(tile_k_repacked::<W, 4, 2>, tile_k_repacked::<W, 4, 1>, k, w, n_rows, a, n, out),
-        KOrder::RepackedGemm => drive_k::<W>(tile_k_gemm::<W, 4, 2>, tile_k_gemm::<W, 4, 1>, k, w, n_rows, a, n, out),
+        KOrder::VecDot => go!(tile_k_vec, a, n, out),
+        KOrder::Tiled => go!(tile_k_tiled, a, n, out),
+        KOrder::Repacked => go!(tile_k_repacked, a, n, out),
+        KOrder::RepackedGemm => go!(tile_k_gemm, a, n, out),
     })
 }
 
-/// A k-quant tile: `(nb, w, ws, nr, a, as_, nt, out, os, preps)`, `preps` the `4 x nb`
-/// [`KPrep`]s of its rows.
-type KTile = unsafe fn(usize, *const u8, usize, usize, *const u8, usize, usize, *mut f32, usize, *const KPrep);
+/// A k-quant tile: `(nb, w, ws, nr, a, as_, nt, out, os, preps, unpacked)`, `preps` the `4 x nb`
+/// [`KPrep`]s of its rows and `unpacked` their quants and scales (see [`fill_preps`]).
+type KTile = unsafe fn(usize, *const u8, usize, usize, *const u8, usize, usize, *mut f32, usize, *const KPrep, *const __m256i);
 
 thread_local! {
     /// The current group of rows' super-block scales, unpacked once for all its token tiles.
     static K_PREPS: RefCell<Vec<KPrep>> = const { RefCell::new(Vec::new()) };
+    /// The current group of rows' quants and per-32 scale vectors, for a batch.
+    static K_UNPACKED: RefCell<Vec<__m256i>> = const { RefCell::new(Vec::new()) };
 }
 
-/// [`drive!`] for the k-quants: tiles of 4 rows by 2 tokens (single tokens for a tail), with
-/// each group of rows' scales unpacked once per token chunk instead of once per tile.
+/// [`drive!`] for the k-quants: tiles of `R` rows by `T` tokens (single tokens for a tail),
+/// with each group of rows' scales (and with `unpack` its quants) unpacked once per token chunk
+/// instead of once per tile.
 #[allow(clippy::too_many_arguments)]
-fn drive_k<W: KQuant>(tile: KTile, one: KTile, k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
-    const R: usize = 4;
-    const T: usize = 2;
+fn drive_k<W: KQuant, const R: usize, const T: usize>(tile: KTile, one: KTile, unpack: bool, k: usize, w: &[u8], n_rows: usize, a: &[u8], n_tok: usize, out: &mut [f32]) {
     if n_rows == 0 || n_tok == 0 {
         return;
     }
     let nb = k / W::LEN;
     let (ws, as_) = (nb * W::BYTES, nb * 292);
     let (wp, ap, op) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr());
-    let walk = |preps: &mut Vec<KPrep>| {
+    let walk = |preps: &mut Vec<KPrep>, unpacked: &mut Vec<__m256i>| {
         let mut group = usize::MAX;
-        for_each_tile::<R, T>(n_rows, n_tok, as_, |r0, nr, t0, nt| {
+        // Groups unpacked once per token chunk: chunks of half the L2 (of a recent core) make
+        // that a small share of the tiles' work.
+        let chunk_bytes = if unpack { 512 << 10 } else { 128 << 10 };
+        for_each_tile_in::<R, T>(chunk_bytes, n_rows, n_tok, as_, |r0, nr, t0, nt| {
             // SAFETY: the tile stays inside the lengths `Kernels::matmul` checked, `preps`
-            // holds `R * nb` entries, and this table entry exists only where the CPU has the
-            // tile's features.
+            // holds `R * nb` entries (and `unpacked` `2 * R * nb * 8` where the tiles read
+            // them), and this table entry exists only where the CPU has the tile's features.
             unsafe {
                 let (w, a, o) = (wp.add(r0 * ws), ap.add(t0 * as_), op.add(r0 * n_tok + t0));
                 if group != r0 {
                     group = r0;
-                    fill_preps::<W, R>(nb, w, ws, nr, preps);
+                    fill_preps::<W, R>(nb, w, ws, nr, preps, unpack.then_some(&mut *unpacked));
                 }
-                let pp = preps.as_ptr();
+                let (pp, up) = (preps.as_ptr(), unpacked.as_ptr());
                 if nt == T {
-                    tile(nb, w, ws, nr, a, as_, nt, o, n_tok, pp)
+                    tile(nb, w, ws, nr, a, as_, nt, o, n_tok, pp, up)
                 } else {
                     for t in 0..nt {
-                        one(nb, w, ws, nr, a.add(t * as_), as_, 1, o.add(t), n_tok, pp)
+                        one(nb, w, ws, nr, a.add(t * as_), as_, 1, o.add(t), n_tok, pp, up)
                     }
                 }
             }
         })
     };
-    K_PREPS.with(|c| match c.try_borrow_mut() {
-        Ok(mut v) => walk(&mut v),
-        Err(_) => walk(&mut Vec::new()),
+    K_PREPS.with(|c| {
+        K_UNPACKED.with(|u| match (c.try_borrow_mut(), u.try_borrow_mut()) {
+            (Ok(mut v), Ok(mut u)) => walk(&mut v, &mut u),
+            _ => walk(&mut Vec::new(), &mut Vec::new()),
+        })
     });
 }
 
+/// Shuffles that broadcast scale bytes 2j (low 8 lanes) and 2j+1 (high 8 lanes): the scales of
+/// quants `32 j .. 32 j + 32` from [`KPrep::scales`].
+#[inline(always)]
+unsafe fn spread_scales() -> [__m128i; 8] {
+    std::array::from_fn(|j| {
+        let (lo, hi) = ((2 * j) as i8, (2 * j + 1) as i8);
+        _mm_set_epi8(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo)
+    })
+}
+
 /// `preps[r * nb + b]` = the scales of super-block `b` of row `r` (rows past `nr` repeat the
-/// last valid one, as [`row_ptrs`] does).
+/// last valid one, as [`row_ptrs`] does). With `unpacked`, also each super-block's eight runs
+/// of 32 quants and their scales as i16 (the operands of the tile's byte products):
+/// `unpacked[((r * nb + b) * 8 + j) * 2]` the quants, `+ 1` the scales.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fill_preps<W: KQuant, const R: usize>(nb: usize, w: *const u8, ws: usize, nr: usize, preps: &mut Vec<KPrep>) {
+unsafe fn fill_preps<W: KQuant, const R: usize>(nb: usize, w: *const u8, ws: usize, nr: usize, preps: &mut Vec<KPrep>, unpacked: Option<&mut Vec<__m256i>>) {
     preps.clear();
     let wr: [*const u8; R] = row_ptrs(w, ws, nr);
     for row in wr {
         for b in 0..nb {
             preps.push(W::prep(row.add(b * W::BYTES)));
+        }
+    }
+    let Some(unpacked) = unpacked else { return };
+    unpacked.clear();
+    let spread = spread_scales();
+    for (i, row) in wr.iter().enumerate() {
+        for b in 0..nb {
+            let (p, prep) = (row.add(b * W::BYTES), preps[i * nb + b]);
+            macro_rules! run {
+                ($j:literal) => {
+                    unpacked.push(W::quants(p, $j));
+                    unpacked.push(_mm256_cvtepi8_epi16(_mm_shuffle_epi8(prep.scales, spread[$j])));
+                };
+            }
+            run!(0);
+            run!(1);
+            run!(2);
+            run!(3);
+            run!(4);
+            run!(5);
+            run!(6);
+            run!(7);
         }
     }
 }
@@ -600,7 +662,7 @@ macro_rules! tile_k_order {
     ($name:ident, $order:expr) => {
         #[target_feature(enable = "avx2,fma,f16c")]
         #[allow(clippy::too_many_arguments)]
-        unsafe fn $name<W: KQuant, const R: usize, const T: usize>(
+        unsafe fn $name<W: KQuant, const R: usize, const T: usize, const UNPACKED: bool>(
             nb: usize,
             w: *const u8,
             ws: usize,
@@ -611,8 +673,9 @@ macro_rules! tile_k_order {
             out: *mut f32,
             os: usize,
             preps: *const KPrep,
+            unpacked: *const __m256i,
         ) {
-            tile_k::<W, R, T>($order, nb, w, ws, nr, a, as_, nt, out, os, preps)
+            tile_k::<W, R, T, UNPACKED>($order, nb, w, ws, nr, a, as_, nt, out, os, preps, unpacked)
         }
     };
 }
@@ -657,9 +720,10 @@ unsafe fn mins_by_pairs(v: &[__m256i; 8]) -> [__m256i; 4] {
 
 /// One `R x T` tile of super-blocks, summed in `order`; inlined into wrappers that enable the
 /// features. The integer products are the same in every order; only the float steps differ.
+/// With `UNPACKED`, the quants and their scales come from [`fill_preps`]'s `unpacked`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
+unsafe fn tile_k<W: KQuant, const R: usize, const T: usize, const UNPACKED: bool>(
     order: KOrder,
     nb: usize,
     w: *const u8,
@@ -671,12 +735,9 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     out: *mut f32,
     os: usize,
     preps: *const KPrep,
+    unpacked: *const __m256i,
 ) {
-    // Shuffles that broadcast scale bytes 2j (low 8 lanes) and 2j+1 (high 8 lanes).
-    let spread: [__m128i; 8] = std::array::from_fn(|j| {
-        let (lo, hi) = ((2 * j) as i8, (2 * j + 1) as i8);
-        _mm_set_epi8(hi, hi, hi, hi, hi, hi, hi, hi, lo, lo, lo, lo, lo, lo, lo, lo)
-    });
+    let spread = spread_scales();
     let wr: [*const u8; R] = row_ptrs(w, ws, nr);
     let ar: [*const u8; T] = row_ptrs(a, as_, nt);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
@@ -686,7 +747,7 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
     for b in 0..nb {
         let wb: [*const u8; R] = std::array::from_fn(|r| wr[r].add(b * W::BYTES));
         let ab: [*const u8; T] = std::array::from_fn(|t| ar[t].add(b * 292));
-        for r in 0..R {
+        for r in (0..R).filter(|_| !UNPACKED) {
             // Rows are a few super-blocks long (a decoding step's matrices are a few hundred
             // KiB), too short for the hardware prefetcher to run ahead of: fetch two
             // super-blocks ahead, into the next row or tile past a row's end (about a quarter
@@ -711,8 +772,12 @@ unsafe fn tile_k<W: KQuant, const R: usize, const T: usize>(
         macro_rules! step {
             ($j:literal) => {
                 for r in 0..R {
-                    let q = W::quants(wb[r], $j);
-                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(prep[r].scales, spread[$j]));
+                    let (q, sc) = if UNPACKED {
+                        let u = unpacked.add(((r * nb + b) * 8 + $j) * 2);
+                        (*u, *u.add(1))
+                    } else {
+                        (W::quants(wb[r], $j), _mm256_cvtepi8_epi16(_mm_shuffle_epi8(prep[r].scales, spread[$j])))
+                    };
                     let uq = if W::SIGNED { _mm256_sign_epi8(q, q) } else { q };
                     for t in 0..T {
                         let y = _mm256_loadu_si256(ab[t].add(4 + 32 * $j) as *const __m256i);

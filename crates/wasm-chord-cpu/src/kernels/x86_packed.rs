@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use wasm_chord_core::TensorType;
 
 use super::for_each_tile;
-use super::packed::{act_scales, act_scales_len, PackedFn, GROUP};
+use super::packed::{act_scales, act_scales_len, PackedFn, GROUP, Q5_0_EXPANDED_BLOCK, Q5_0_GROUP_BLOCK};
 use super::x86::{f16_at, hsum, iq4nl_table, row_ptrs, Iq4NlW, Legacy, Q4_0W, Q4_1W, Q5_0W, Q5_1W, Q8_0W};
 
 /// The AVX2 packed matmul for weights of type `ty`, if this CPU has AVX2, FMA and F16C.
@@ -21,8 +21,7 @@ pub fn packed_fn(ty: TensorType) -> Option<PackedFn> {
     Some(match ty {
         Q4_0 => matmul_avx2_nibbles::<Q4_0W>,
         Q4_1 => matmul_avx2_nibbles::<Q4_1W>,
-        // One token only: batches run as Q8_0 after `Kernels::expand_q5_0`.
-        Q5_0 => matmul::<Q5_0W, false>,
+        Q5_0 => matmul_q5_0,
         Q5_1 => matmul_avx2::<Q5_1W>,
         Q8_0 => matmul_avx2::<Q8_0W>,
         IQ4_NL => matmul_avx2_nibbles::<Iq4NlW>,
@@ -108,9 +107,52 @@ fn matmul_avx2_nibbles<W: Nibbles>(k: usize, w: &[u8], n_rows: usize, a: &[u8], 
     }
 }
 
+/// Q5_0 expanded for a batch ([`super::packed::expand_q5_0`]): the stored values `q + 16` as
+/// unsigned bytes after the group's four scales, a packed Q8_0 block otherwise.
+struct Q5_0X;
+impl Legacy for Q5_0X {
+    const BYTES: usize = 34;
+    const ACT_BYTES: usize = 34;
+    const SIGNED: bool = false;
+    const TYPE: TensorType = TensorType::Q5_0;
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        _mm256_loadu_si256(p.add(2) as *const __m256i)
+    }
+}
+
+/// Whether `W` is [`Q5_0X`]: unsigned bytes with an offset of 16 and no `m`.
+const fn offset16<W: Legacy>() -> bool {
+    matches!(W::TYPE, TensorType::Q5_0) && !W::SIGNED
+}
+
+/// Q5_0: one token through the one-token tile over the packed Q5_0 blocks; a batch expands
+/// the groups once ([`Q5_0X`]) and runs [`gemm`] over them.
+fn matmul_q5_0(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_tok: usize, out: &mut [f32]) {
+    if n_tok < 2 {
+        return matmul::<Q5_0W, false>(k, w, n_rows, a, sc, n_tok, out);
+    }
+    let len = w.len() / Q5_0_GROUP_BLOCK * Q5_0_EXPANDED_BLOCK;
+    let mut run = |buf: &mut [u8]| {
+        expand_q5_0_avx2(w, buf);
+        gemm::<Q5_0X>(k, buf, n_rows, a, sc, n_tok, out)
+    };
+    EXPANDED.with(|c| match c.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            run(&mut buf[..len])
+        }
+        Err(_) => run(&mut vec![0; len]),
+    })
+}
+
 thread_local! {
     /// Activation scales converted here when the caller passed none.
     static ACT_SCALES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A task's packed Q5_0 groups expanded for a batch.
+    static EXPANDED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Tokens per [`gemm_tile`].
@@ -128,7 +170,7 @@ fn gemm<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_to
     }
     let nb = k / 32;
     let (gs, as_) = (GROUP * nb * W::BYTES, nb * W::ACT_BYTES);
-    let ss = act_scales_len(W::ACT_BYTES, k);
+    let ss = act_scales_len(W::TYPE, k);
     let mut run = |sc: &[f32]| {
         let (wp, ap, op, sp) = (w.as_ptr(), a.as_ptr(), out.as_mut_ptr(), sc.as_ptr());
         // Tokens in chunks whose activations stay in L2 while every group passes over them.
@@ -155,7 +197,7 @@ fn gemm<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_to
                     }
                     // The mins of two groups at once (eight rows fill a register).
                     let pair0 = r0 - r0 % (2 * GROUP);
-                    if !W::SIGNED && (r0 != pair0 || r0 + GROUP >= n_rows) {
+                    if !W::SIGNED && !offset16::<W>() && (r0 != pair0 || r0 + GROUP >= n_rows) {
                         let (g, nr) = (wp.add(pair0 / GROUP * gs), (2 * GROUP).min(n_rows - pair0));
                         add_mins::<W>(nb, g, gs, nr, sp.add(t0 * ss + nb), ss, t1 - t0, op.add(t0 * n_rows + pair0), n_rows)
                     }
@@ -168,7 +210,7 @@ fn gemm<W: Legacy>(k: usize, w: &[u8], n_rows: usize, a: &[u8], sc: &[f32], n_to
     }
     let fill = |buf: &mut [f32]| {
         for (row, dst) in a.chunks_exact(as_).zip(buf.chunks_exact_mut(ss)) {
-            act_scales(W::ACT_BYTES, row, dst);
+            act_scales(W::TYPE, row, dst);
         }
     };
     ACT_SCALES.with(|c| match c.try_borrow_mut() {
@@ -203,7 +245,8 @@ unsafe fn gemm_tile<W: Legacy, const T: usize>(
     out: *mut f32,
     os: usize,
 ) {
-    let sb = if W::SIGNED { 2 } else { 4 };
+    let offset = offset16::<W>();
+    let sb = if W::SIGNED || offset { 2 } else { 4 };
     let qb = W::BYTES - sb;
     let ar: [*const u8; T] = row_ptrs(a, as_, nt);
     let dr: [*const u8; T] = row_ptrs(d as *const u8, 4 * ss, nt);
@@ -226,12 +269,43 @@ unsafe fn gemm_tile<W: Legacy, const T: usize>(
                 let y = _mm256_loadu_si256(ar[t].add((b + 1) * W::ACT_BYTES - 32) as *const __m256i);
                 let yt = if W::SIGNED { _mm256_sign_epi8(y, x) } else { y };
                 let p32 = _mm256_madd_epi16(_mm256_maddubs_epi16(ux, yt), ones);
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), broadcast_from_memory(&scale[t][r]), acc[t]);
+                let mut v = _mm256_cvtepi32_ps(p32);
+                if offset {
+                    // The four products of each lane less `16 · Σ y` (whole numbers below
+                    // 2^24, so the f32 difference is the exact signed sum).
+                    v = _mm256_sub_ps(v, _mm256_loadu_ps((dr[t] as *const f32).add(nb + 8 * b)));
+                }
+                acc[t] = _mm256_fmadd_ps(v, broadcast_from_memory(&scale[t][r]), acc[t]);
             }
         }
     }
+    if T == 2 && nr == GROUP && nt == 2 {
+        // Lanes 0-3 token 0's four rows, 4-7 token 1's.
+        let sums = hsum_8(std::array::from_fn(|i| acc[i / 2][i % 2]));
+        _mm_storeu_ps(out, _mm256_castps256_ps128(sums));
+        _mm_storeu_ps(out.add(os), _mm256_extractf128_ps(sums, 1));
+        return;
+    }
     let sums: [[f32; T]; GROUP] = std::array::from_fn(|r| std::array::from_fn(|t| hsum(acc[r][t])));
     store_by_token(sums, nr, nt, out, os);
+}
+
+/// [`hsum`] of eight vectors at once, the same adds of the same lanes in the same order:
+/// result lanes `[v0 v2 v4 v6 | v1 v3 v5 v7]` (a few shuffles for all of them).
+#[inline(always)]
+unsafe fn hsum_8(v: [__m256; 8]) -> __m256 {
+    // Each vector's halves added (`lo + hi`), two vectors per register: [a | b].
+    let h: [__m256; 4] = std::array::from_fn(|i| {
+        let (a, b) = (v[2 * i], v[2 * i + 1]);
+        _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31))
+    });
+    // Then lanes 0 + 2 and 1 + 3 of each half: [a01 c01 | b01 d01] for the pair (ab, cd).
+    let q: [__m256; 2] = std::array::from_fn(|i| {
+        let (x, y) = (h[2 * i], h[2 * i + 1]);
+        _mm256_add_ps(_mm256_shuffle_ps(x, y, 0b01_00_01_00), _mm256_shuffle_ps(x, y, 0b11_10_11_10))
+    });
+    // Then lane 0 + lane 1 of each pair.
+    _mm256_add_ps(_mm256_shuffle_ps(q[0], q[1], 0b10_00_10_00), _mm256_shuffle_ps(q[0], q[1], 0b11_01_11_01))
 }
 
 /// `x` in all eight lanes, loaded from memory: `vbroadcastss` from memory is a plain load on
@@ -504,20 +578,19 @@ unsafe fn pairs_body<W: Nibbles, const T: usize, const VNNI: bool>(
 }
 
 /// [`super::packed::expand_q5_0`] with AVX2: each row's 32 values built as the Q5_0 kernel
-/// builds them.
+/// builds them, plus 16.
 pub fn expand_q5_0_avx2(src: &[u8], dst: &mut [u8]) -> bool {
-    use super::packed::{Q5_0_GROUP_BLOCK, Q8_0_GROUP_BLOCK};
     if !is_x86_feature_detected!("avx2") {
         return false;
     }
     #[target_feature(enable = "avx2")]
     unsafe fn run(src: &[u8], dst: &mut [u8]) {
-        for (s, d) in src.chunks_exact(Q5_0_GROUP_BLOCK).zip(dst.chunks_exact_mut(Q8_0_GROUP_BLOCK)) {
+        for (s, d) in src.chunks_exact(Q5_0_GROUP_BLOCK).zip(dst.chunks_exact_mut(Q5_0_EXPANDED_BLOCK)) {
             d[..2 * GROUP].copy_from_slice(&s[..2 * GROUP]);
             for r in 0..GROUP {
                 // `quants` reads a block from its scale on: here the row's qh sits 8 + 20r bytes
                 // in, so the block "starts" two bytes before it.
-                let x = Q5_0W::quants(s.as_ptr().add(2 * GROUP + 20 * r - 2));
+                let x = _mm256_add_epi8(Q5_0W::quants(s.as_ptr().add(2 * GROUP + 20 * r - 2)), _mm256_set1_epi8(16));
                 _mm256_storeu_si256(d.as_mut_ptr().add(2 * GROUP + 32 * r) as *mut __m256i, x);
             }
         }

@@ -197,7 +197,7 @@ fn with_acts<R>(threads: &Threads, kernels: &Kernels, w: &CpuWeight, x: &CpuTens
 
 /// Rows `r0..r0 + nr` of `w` against every token of `acts` into `out`, from the packed copy
 /// where there is one (`r0` a multiple of 4, a packed group): the packed kernels write
-/// `[n_tok, nr]`, the file-layout ones `[nr, n_tok]` (see [`tile_at`]). `scales` are
+/// `[n_tok, nr]`, the file-layout ones `[nr, n_tok]` (see [`token_results`]). `scales` are
 /// [`with_acts`]'s for `w`, or empty. Lengths were checked when the weight was loaded and by the
 /// callers; a failure would be a broken invariant, shown as NaN rather than silently wrong.
 #[allow(clippy::too_many_arguments)]
@@ -211,13 +211,16 @@ fn weight_rows(kernels: &Kernels, w: &CpuWeight, acts: &[u8], scales: &[f32], n_
     }
 }
 
-/// Index of row `r`, token `t` in a task's results from [`weight_rows`] for `w`.
-fn tile_at(w: &CpuWeight, r: usize, t: usize, nr: usize, n_tok: usize) -> usize {
+/// Token `t`'s results of a task's `nr` rows from [`weight_rows`] for `w`: a slice of the
+/// packed kernels' token-major results, else gathered from `[nr, n_tok]` into `buf`.
+fn token_results<'a>(w: &CpuWeight, res: &'a [f32], t: usize, nr: usize, n_tok: usize, buf: &'a mut [f32]) -> &'a [f32] {
     if w.packed.is_some() {
-        t * nr + r
-    } else {
-        r * n_tok + t
+        return &res[t * nr..(t + 1) * nr];
     }
+    for (r, b) in buf.iter_mut().enumerate() {
+        *b = res[r * n_tok + t];
+    }
+    buf
 }
 
 /// The fused path: `x` quantized to the weight type's [`ActType`], then the kernels over tasks
@@ -232,7 +235,6 @@ fn fused(
     epilogue: Epilogue,
 ) -> Result<(), BackendError> {
     let (n_tok, n_out) = (x.rows, w.rows);
-    let finish = |v: f32, o: usize| bias.map_or(v, |b| v + b[o]);
     with_acts(threads, kernels, w, x, |acts, scales| {
         let per = rows_per_task(n_out, n_tok, threads.count());
         if n_tok == 1 && epilogue == Epilogue::Store && bias.is_none() {
@@ -244,21 +246,35 @@ fn fused(
         threads.for_each_task(n_out.div_ceil(per), |task| {
             let r0 = task * per;
             let nr = per.min(n_out - r0);
+            let bias = bias.map(|b| &b[r0..r0 + nr]);
             with_scratch(&TILE_OUT, nr * n_tok, |tile| {
                 weight_rows(kernels, w, acts, scales, n_tok, r0, nr, tile);
                 for t in 0..n_tok {
                     // SAFETY: this task alone owns columns `r0..r0 + nr` of every row of
                     // `out`, which is `n_tok * n_out` long (checked by the caller).
                     let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * n_out + r0), nr) };
-                    let results = row.iter_mut().enumerate().map(|(r, o)| (o, finish(tile[tile_at(w, r, t, nr, n_tok)], r0 + r)));
-                    match epilogue {
-                        Epilogue::Store => results.for_each(|(o, v)| *o = v),
-                        Epilogue::Add => results.for_each(|(o, v)| *o += v),
+                    if w.packed.is_some() {
+                        finish(row, tile[t * nr..(t + 1) * nr].iter().copied(), bias, epilogue);
+                    } else {
+                        finish(row, tile[t..].iter().step_by(n_tok).copied(), bias, epilogue);
                     }
                 }
             });
         });
     })
+}
+
+/// Writes one token's results `v` of a task's rows into `row` of the output as `epilogue`
+/// says, `v + bias` where there is a bias (one loop per case, so the common copy is a copy).
+#[inline(always)]
+fn finish(row: &mut [f32], v: impl Iterator<Item = f32>, bias: Option<&[f32]>, epilogue: Epilogue) {
+    let it = row.iter_mut().zip(v);
+    match (epilogue, bias) {
+        (Epilogue::Store, None) => it.for_each(|(o, v)| *o = v),
+        (Epilogue::Store, Some(b)) => it.zip(b).for_each(|((o, v), b)| *o = v + b),
+        (Epilogue::Add, None) => it.for_each(|(o, v)| *o += v),
+        (Epilogue::Add, Some(b)) => it.zip(b).for_each(|((o, v), b)| *o += v + b),
+    }
 }
 
 /// `acc += x · wᵀ (+ bias)`: [`matmul`] into a temporary then `ops::elementwise::add`, with the
@@ -331,13 +347,11 @@ pub fn matmul_act_mul(
                 weight_rows(kernels, gate, acts, scales, n_tok, r0, nr, g);
                 weight_rows(kernels, up, acts, up_scales, n_tok, r0, nr, u);
                 for t in 0..n_tok {
-                    for r in 0..nr {
-                        (gt[r], ut[r]) = (g[tile_at(gate, r, t, nr, n_tok)], u[tile_at(up, r, t, nr, n_tok)]);
-                    }
+                    let (gs, us) = (token_results(gate, g, t, nr, n_tok, gt), token_results(up, u, t, nr, n_tok, ut));
                     // SAFETY: this task alone owns columns `r0..r0 + nr` of every row of
                     // `out`, which is `n_tok * n_out` long (checked above).
                     let row = unsafe { std::slice::from_raw_parts_mut(dst.get().add(t * n_out + r0), nr) };
-                    super::act_mul::act_mul_span(act, gt, ut, row, true);
+                    super::act_mul::act_mul_span(act, gs, us, row, true);
                 }
             });
         });
