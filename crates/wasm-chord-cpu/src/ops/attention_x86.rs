@@ -160,21 +160,30 @@ unsafe fn task_rows<K: Rows, V: Rows>(
     for (i, out) in rows.zip(dst.iter_mut()) {
         let see = visible(p, i);
         let src = &q.data[i * q.cols + head0 * dk..][..heads * dk];
-        qs.iter_mut().zip(src).for_each(|(d, s)| *d = f16::from_f32(*s).to_f32());
+        for (d, s) in qs.chunks_exact_mut(8).zip(src.chunks_exact(8)) {
+            _mm256_storeu_ps(d.as_mut_ptr(), round_f16(_mm256_loadu_ps(s.as_ptr())));
+        }
+        // Heads in groups of at most three, as even as they come (4 = 2 + 2, 9 = 3 + 3 + 3).
+        let size = heads.div_ceil(heads.div_ceil(3));
         let mut h = 0;
         while h < heads {
             let g = Group { qs: qs[h * dk..].as_ptr(), scores: scores[h * width..].as_mut_ptr(), width, base, out: out[h * dv..].as_mut_ptr() };
-            h += match heads - h {
-                1 => head_group::<K, V, 1, 4, 4>(g, k, v, &see, p),
-                2 => head_group::<K, V, 2, 4, 4>(g, k, v, &see, p),
-                3 => head_group::<K, V, 3, 4, 4>(g, k, v, &see, p),
-                _ => head_group::<K, V, 4, 3, 3>(g, k, v, &see, p),
+            h += match size.min(heads - h) {
+                1 => head_group::<K, V, 1>(g, k, v, &see, p),
+                2 => head_group::<K, V, 2>(g, k, v, &see, p),
+                _ => head_group::<K, V, 3>(g, k, v, &see, p),
             };
         }
     }
 }
 
-/// Up to four heads of one query row: their rounded queries (`dk` apart), score rows (`width`
+/// `x` rounded to f16 and back (nearest, ties to even, as `half` rounds).
+#[inline(always)]
+unsafe fn round_f16(x: __m256) -> __m256 {
+    _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+}
+
+/// Up to three heads of one query row: their rounded queries (`dk` apart), score rows (`width`
 /// apart, position `j` at `j - base`) and outputs (`dv` apart).
 #[derive(Clone, Copy)]
 struct Group {
@@ -185,10 +194,10 @@ struct Group {
     out: *mut f32,
 }
 
-/// Attention of `QN` heads of one row over the positions `see`, scored `KN` keys at a time and
-/// summed over `DN` 8-value columns of the values at a time; returns `QN`.
+/// Attention of `QN` heads of one row over the positions `see`, scored four keys at a time
+/// and summed over four 8-value columns of the values at a time; returns `QN`.
 #[inline(always)]
-unsafe fn head_group<K: Rows, V: Rows, const QN: usize, const KN: usize, const DN: usize>(
+unsafe fn head_group<K: Rows, V: Rows, const QN: usize>(
     g: Group,
     k: K,
     v: V,
@@ -204,19 +213,26 @@ unsafe fn head_group<K: Rows, V: Rows, const QN: usize, const KN: usize, const D
     };
     let score = |h: usize, j: usize| g.scores.add(h * g.width + j - g.base);
     let mut j = see.start;
-    while j + KN <= see.end {
-        let s = qk_tile::<K, QN, KN>(g.qs, dk, k, j);
-        for (h, s) in s.iter().enumerate() {
-            for (t, s) in s.iter().enumerate() {
-                *score(h, j + t) = finish(*s);
+    while j + 4 <= see.end {
+        let acc = qk_tile::<K, QN, 4>(g.qs, dk, k, j);
+        for (h, acc) in acc.iter().enumerate() {
+            let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
+            if p.softcap.is_none() {
+                _mm_storeu_ps(score(h, j), _mm_mul_ps(s, _mm_set1_ps(p.scale)));
+            } else {
+                let mut v = [0.0f32; 4];
+                _mm_storeu_ps(v.as_mut_ptr(), s);
+                for (t, v) in v.iter().enumerate() {
+                    *score(h, j + t) = finish(*v);
+                }
             }
         }
-        j += KN;
+        j += 4;
     }
     for j in j..see.end {
-        let s = qk_tile::<K, QN, 1>(g.qs, dk, k, j);
-        for (h, s) in s.iter().enumerate() {
-            *score(h, j) = finish(s[0]);
+        let acc = qk_tile::<K, QN, 1>(g.qs, dk, k, j);
+        for (h, acc) in acc.iter().enumerate() {
+            *score(h, j) = finish(hsum(acc[0]));
         }
     }
     for h in 0..QN {
@@ -224,9 +240,9 @@ unsafe fn head_group<K: Rows, V: Rows, const QN: usize, const KN: usize, const D
     }
     let columns = dv / 8;
     let mut c = 0;
-    while c + DN <= columns {
-        wv_tile::<V, QN, DN>(g, v, see, dv, c);
-        c += DN;
+    while c + 4 <= columns {
+        wv_tile::<V, QN, 4>(g, v, see, dv, c);
+        c += 4;
     }
     match columns - c {
         0 => {}
@@ -238,12 +254,16 @@ unsafe fn head_group<K: Rows, V: Rows, const QN: usize, const KN: usize, const D
 }
 
 /// `q · k` for `QN` queries (`dk` apart) and keys `j..j + KN`: per pair one FMA accumulator of
-/// 8 lanes over the head (lane `l` takes elements `l, l + 8, ...`), reduced in tinyBLAS's tree.
+/// 8 lanes over the head (lane `l` takes elements `l, l + 8, ...`), to be reduced in
+/// tinyBLAS's tree.
 #[inline(always)]
-unsafe fn qk_tile<K: Rows, const QN: usize, const KN: usize>(qs: *const f32, dk: usize, k: K, j: usize) -> [[f32; KN]; QN] {
+unsafe fn qk_tile<K: Rows, const QN: usize, const KN: usize>(qs: *const f32, dk: usize, k: K, j: usize) -> [[__m256; KN]; QN] {
     let mut acc = [[_mm256_setzero_ps(); KN]; QN];
     for c in (0..dk).step_by(8) {
-        let kv: [__m256; KN] = std::array::from_fn(|t| k.load8(j + t, c));
+        let mut kv = [_mm256_setzero_ps(); KN];
+        for (t, kv) in kv.iter_mut().enumerate() {
+            *kv = k.load8(j + t, c);
+        }
         for (h, acc) in acc.iter_mut().enumerate() {
             let qv = _mm256_loadu_ps(qs.add(h * dk + c));
             for (a, kv) in acc.iter_mut().zip(&kv) {
@@ -251,7 +271,21 @@ unsafe fn qk_tile<K: Rows, const QN: usize, const KN: usize>(qs: *const f32, dk:
             }
         }
     }
-    acc.map(|a| a.map(|a| hsum(a)))
+    acc
+}
+
+/// [`hsum`] of four accumulators at once, as `[a, b, c, d]`: the same additions, done two or
+/// four to a register.
+#[inline(always)]
+unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
+    // [a0 + a4 .. a3 + a7 | b0 + b4 .. b3 + b7] and the same for c, d.
+    let ab = _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(a, b), _mm256_permute2f128_ps::<0x31>(a, b));
+    let cd = _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(c, d), _mm256_permute2f128_ps::<0x31>(c, d));
+    // [(a0 + a4) + (a2 + a6), (a1 + a5) + (a3 + a7), the same of c | of b, of d].
+    let x = _mm256_add_ps(_mm256_shuffle_ps::<0b01_00_01_00>(ab, cd), _mm256_shuffle_ps::<0b11_10_11_10>(ab, cd));
+    // [a, c, a, c | b, d, b, d].
+    let y = _mm256_hadd_ps(x, x);
+    _mm_unpacklo_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps::<1>(y))
 }
 
 /// The tinyBLAS tree over 8 lanes: `((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7))`.
@@ -300,7 +334,10 @@ unsafe fn wv_tile<V: Rows, const QN: usize, const DN: usize>(g: Group, v: V, see
         let mut acc = [[_mm256_setzero_ps(); DN]; QN];
         let mut j = see.start + (l + 8 - see.start % 8) % 8;
         while j < see.end {
-            let vv: [__m256; DN] = std::array::from_fn(|c| v.load8(j, 8 * (c0 + c)));
+            let mut vv = [_mm256_setzero_ps(); DN];
+            for (c, vv) in vv.iter_mut().enumerate() {
+                *vv = v.load8(j, 8 * (c0 + c));
+            }
             for (h, acc) in acc.iter_mut().enumerate() {
                 let w = _mm256_broadcast_ss(&*g.scores.add(h * g.width + j - g.base));
                 for (a, vv) in acc.iter_mut().zip(&vv) {
