@@ -204,9 +204,9 @@ mod tests {
     }
 
     /// The AVX2 tiles compute the scalar kernel's bits in ggml-rounding mode: grouped heads
-    /// (groups of 4, 3, 6 and 1), windows, soft-capping, head sizes 64 and 256, one query and
-    /// many (several blocks, not starting at 0), scores large enough for `expf` to flush, and
-    /// both cache types.
+    /// (groups of 4, 3, 6, 2 and 1), windows, soft-capping, head sizes 32 to 256, one query
+    /// (`ggml_vec_dot_f16`'s order; a head of 48 stays scalar) and many (several blocks, not
+    /// starting at 0), scores large enough for `expf` to flush, and both cache types.
     #[test]
     fn tiles_match_scalar_bit_for_bit() {
         use wasm_chord_core::backend::KvType;
@@ -221,9 +221,16 @@ mod tests {
             (4, 4, 256, 256, None, None, 11, 1, 1.0),
             (3, 1, 64, 64, None, Some(50.0), 100, 33, 1.0),
             (8, 2, 128, 128, Some(64), None, 70, 50, 1.0),
+            (9, 3, 64, 64, None, None, 40, 1, 2.0),
+            (4, 1, 256, 256, Some(100), Some(30.0), 300, 1, 1.0),
+            (2, 1, 32, 40, None, None, 0, 1, 1.0),
+            (2, 1, 48, 48, None, None, 9, 1, 1.0),
         ];
         for kv_type in [KvType::F16, KvType::Q8_0] {
             for (n_head, n_head_kv, dk, dv, window, softcap, q_pos0, n, qs) in cases {
+                if kv_type == KvType::Q8_0 && (dk % 32 != 0 || dv % 32 != 0) {
+                    continue;
+                }
                 let kv_len = q_pos0 + n;
                 let store = |cols: usize, r: &mut _| {
                     let mut c = CpuCache::new(kv_type, kv_len + 3, cols).unwrap();

@@ -24,12 +24,11 @@ use crate::threads::Threads;
 /// in L2.
 const Q_BLOCK: usize = 16;
 
-/// Whether this kernel computes the case: a batch (one query takes `ggml_vec_dot_f16`'s order,
-/// which stays with the scalar kernel), heads of whole 8-value columns, a non-empty window,
-/// and a CPU with AVX2, FMA and F16C.
+/// Whether this kernel computes the case: heads of whole 8-value columns (for one query, whose
+/// `q · k` takes `ggml_vec_dot_f16`'s order, keys of whole runs of 32), a non-empty window, and
+/// a CPU with AVX2, FMA and F16C.
 pub fn usable(n: usize, p: &AttentionParams) -> bool {
-    n >= 2
-        && p.head_dim_k % 8 == 0
+    p.head_dim_k % if n == 1 { 32 } else { 8 } == 0
         && p.head_dim_v % 8 == 0
         && p.window != Some(0)
         && is_x86_feature_detected!("avx2")
@@ -57,7 +56,7 @@ pub fn attention(threads: &Threads, q: &CpuTensor, k: KvRows<'_>, v: KvRows<'_>,
         let (head_set, block) = (task / n_blocks, task % n_blocks);
         let rows = block * Q_BLOCK..n.min((block + 1) * Q_BLOCK);
         if let Some(dst) = dst.first_mut() {
-            run_task(q, k, v, p, head_set * heads, heads, rows, dst);
+            run_task(q, k, v, p, head_set * heads, heads, rows, n == 1, dst);
         }
     });
 }
@@ -80,6 +79,7 @@ fn run_task(
     head0: usize,
     heads: usize,
     rows: std::ops::Range<usize>,
+    vec_dot: bool,
     dst: &mut [&mut [f32]],
 ) {
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
@@ -90,7 +90,7 @@ fn run_task(
         let kr = F16Rows { base: kd[kv_head * dk..].as_ptr(), stride: kc };
         let vr = F16Rows { base: vd[kv_head * dv..].as_ptr(), stride: vc };
         // SAFETY: `usable` checked the CPU features; the readers cover the rows of `span`.
-        return unsafe { task_rows(q, kr, vr, p, head0, heads, rows, dst) };
+        return unsafe { task_rows(q, kr, vr, p, head0, heads, rows, vec_dot, dst) };
     }
     let mut kbuf = vec![0.0f32; span.len() * dk];
     let mut vbuf = vec![0.0f32; span.len() * dv];
@@ -99,7 +99,7 @@ fn run_task(
     let kr = F32Rows { base: kbuf.as_ptr(), stride: dk, row0: span.start };
     let vr = F32Rows { base: vbuf.as_ptr(), stride: dv, row0: span.start };
     // SAFETY: as above; the buffers hold exactly the rows of `span`.
-    unsafe { task_rows(q, kr, vr, p, head0, heads, rows, dst) }
+    unsafe { task_rows(q, kr, vr, p, head0, heads, rows, vec_dot, dst) }
 }
 
 /// One key/value head's cache rows as the tiles read them, eight values at a time.
@@ -147,6 +147,7 @@ unsafe fn task_rows<K: Rows, V: Rows>(
     head0: usize,
     heads: usize,
     rows: std::ops::Range<usize>,
+    vec_dot: bool,
     dst: &mut [&mut [f32]],
 ) {
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
@@ -168,10 +169,11 @@ unsafe fn task_rows<K: Rows, V: Rows>(
         let mut h = 0;
         while h < heads {
             let g = Group { qs: qs[h * dk..].as_ptr(), scores: scores[h * width..].as_mut_ptr(), width, base, out: out[h * dv..].as_mut_ptr() };
-            h += match size.min(heads - h) {
-                1 => head_group::<K, V, 1>(g, k, v, &see, p),
-                2 => head_group::<K, V, 2>(g, k, v, &see, p),
-                _ => head_group::<K, V, 3>(g, k, v, &see, p),
+            h += match (vec_dot, size.min(heads - h)) {
+                (true, _) => head_group::<K, V, 1, true>(g, k, v, &see, p),
+                (false, 1) => head_group::<K, V, 1, false>(g, k, v, &see, p),
+                (false, 2) => head_group::<K, V, 2, false>(g, k, v, &see, p),
+                (false, _) => head_group::<K, V, 3, false>(g, k, v, &see, p),
             };
         }
     }
@@ -195,9 +197,10 @@ struct Group {
 }
 
 /// Attention of `QN` heads of one row over the positions `see`, scored four keys at a time
-/// and summed over four 8-value columns of the values at a time; returns `QN`.
+/// and summed over four 8-value columns of the values at a time; returns `QN`. `VEC_DOT`
+/// (one query row) takes `ggml_vec_dot_f16`'s order for both products, else tinyBLAS's.
 #[inline(always)]
-unsafe fn head_group<K: Rows, V: Rows, const QN: usize>(
+unsafe fn head_group<K: Rows, V: Rows, const QN: usize, const VEC_DOT: bool>(
     g: Group,
     k: K,
     v: V,
@@ -213,7 +216,21 @@ unsafe fn head_group<K: Rows, V: Rows, const QN: usize>(
     };
     let score = |h: usize, j: usize| g.scores.add(h * g.width + j - g.base);
     let mut j = see.start;
-    while j + 4 <= see.end {
+    while VEC_DOT && j + 3 <= see.end {
+        for h in 0..QN {
+            let s = qk_vec_dot::<K, 3>(g.qs.add(h * dk), dk, k, j);
+            for (t, s) in s.iter().enumerate() {
+                *score(h, j + t) = finish(*s);
+            }
+        }
+        j += 3;
+    }
+    for j in (j..see.end).take_while(|_| VEC_DOT) {
+        for h in 0..QN {
+            *score(h, j) = finish(qk_vec_dot::<K, 1>(g.qs.add(h * dk), dk, k, j)[0]);
+        }
+    }
+    while !VEC_DOT && j + 4 <= see.end {
         let acc = qk_tile::<K, QN, 4>(g.qs, dk, k, j);
         for (h, acc) in acc.iter().enumerate() {
             let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
@@ -229,7 +246,7 @@ unsafe fn head_group<K: Rows, V: Rows, const QN: usize>(
         }
         j += 4;
     }
-    for j in j..see.end {
+    for j in (j..see.end).take_while(|_| !VEC_DOT) {
         let acc = qk_tile::<K, QN, 1>(g.qs, dk, k, j);
         for (h, acc) in acc.iter().enumerate() {
             *score(h, j) = finish(hsum(acc[0]));
@@ -238,19 +255,55 @@ unsafe fn head_group<K: Rows, V: Rows, const QN: usize>(
     for h in 0..QN {
         softmax_row(score(h, g.base), see.start - g.base, see.end - g.base);
     }
+    if VEC_DOT {
+        values::<V, QN, 32>(g, v, see, dv);
+    } else {
+        values::<V, QN, 8>(g, v, see, dv);
+    }
+    QN
+}
+
+/// The weighted sum of values of `g`'s heads in the order of `L` lanes (8: tinyBLAS, 32:
+/// `ggml_vec_dot_f16`), four 8-value columns at a time.
+#[inline(always)]
+unsafe fn values<V: Rows, const QN: usize, const L: usize>(g: Group, v: V, see: &std::ops::Range<usize>, dv: usize) {
     let columns = dv / 8;
     let mut c = 0;
     while c + 4 <= columns {
-        wv_tile::<V, QN, 4>(g, v, see, dv, c);
+        wv_tile::<V, QN, 4, L>(g, v, see, dv, c);
         c += 4;
     }
     match columns - c {
         0 => {}
-        1 => wv_tile::<V, QN, 1>(g, v, see, dv, c),
-        2 => wv_tile::<V, QN, 2>(g, v, see, dv, c),
-        _ => wv_tile::<V, QN, 3>(g, v, see, dv, c),
+        1 => wv_tile::<V, QN, 1, L>(g, v, see, dv, c),
+        2 => wv_tile::<V, QN, 2, L>(g, v, see, dv, c),
+        _ => wv_tile::<V, QN, 3, L>(g, v, see, dv, c),
     }
-    QN
+}
+
+/// `q · k` for one query and keys `j..j + KN` in `ggml_vec_dot_f16`'s order: per pair four FMA
+/// accumulators of 8 lanes over runs of 32 (lane `l` of the run in accumulator `l / 8`),
+/// reduced `(a0 + a2) + (a1 + a3)`, halves added, then two horizontal adds. The head is a
+/// multiple of 32, so there is no tail.
+#[inline(always)]
+unsafe fn qk_vec_dot<K: Rows, const KN: usize>(q: *const f32, dk: usize, k: K, j: usize) -> [f32; KN] {
+    let mut acc = [[_mm256_setzero_ps(); 4]; KN];
+    for c in (0..dk).step_by(32) {
+        for a in 0..4 {
+            let qv = _mm256_loadu_ps(q.add(c + 8 * a));
+            for (t, acc) in acc.iter_mut().enumerate() {
+                acc[a] = _mm256_fmadd_ps(k.load8(j + t, c + 8 * a), qv, acc[a]);
+            }
+        }
+    }
+    let mut out = [0.0f32; KN];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        let s = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+        let t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let u = _mm_hadd_ps(t, t);
+        *o = _mm_cvtss_f32(_mm_hadd_ps(u, u));
+    }
+    out
 }
 
 /// `q · k` for `QN` queries (`dk` apart) and keys `j..j + KN`: per pair one FMA accumulator of
@@ -325,14 +378,14 @@ unsafe fn softmax_row(s: *mut f32, lo: usize, hi: usize) {
 }
 
 /// `Σ_j w[h][j] v[j]` for the `QN` heads of `g` over value columns `8 c0 .. 8 (c0 + DN)`: one
-/// pass per tinyBLAS lane `l` (positions `j ≡ l mod 8`, in order, FMA accumulators), then the
-/// eight lane sums added in tinyBLAS's tree.
+/// pass per lane `l` of the order's `L` (positions `j ≡ l mod L`, in order, FMA accumulators),
+/// then the lane sums added in the order's tree ([`super::dot::F16Dot::reduce`]).
 #[inline(always)]
-unsafe fn wv_tile<V: Rows, const QN: usize, const DN: usize>(g: Group, v: V, see: &std::ops::Range<usize>, dv: usize, c0: usize) {
-    let mut lanes = [[[_mm256_setzero_ps(); DN]; QN]; 8];
+unsafe fn wv_tile<V: Rows, const QN: usize, const DN: usize, const L: usize>(g: Group, v: V, see: &std::ops::Range<usize>, dv: usize, c0: usize) {
+    let mut lanes = [[[_mm256_setzero_ps(); DN]; QN]; L];
     for (l, lane) in lanes.iter_mut().enumerate() {
         let mut acc = [[_mm256_setzero_ps(); DN]; QN];
-        let mut j = see.start + (l + 8 - see.start % 8) % 8;
+        let mut j = see.start + (l + L - see.start % L) % L;
         while j < see.end {
             let mut vv = [_mm256_setzero_ps(); DN];
             for (c, vv) in vv.iter_mut().enumerate() {
@@ -344,16 +397,23 @@ unsafe fn wv_tile<V: Rows, const QN: usize, const DN: usize>(g: Group, v: V, see
                     *a = _mm256_fmadd_ps(w, *vv, *a);
                 }
             }
-            j += 8;
+            j += L;
         }
         *lane = acc;
     }
     for h in 0..QN {
         for c in 0..DN {
             let p = |l: usize| lanes[l][h][c];
-            let a = _mm256_add_ps(_mm256_add_ps(p(0), p(4)), _mm256_add_ps(p(2), p(6)));
-            let b = _mm256_add_ps(_mm256_add_ps(p(1), p(5)), _mm256_add_ps(p(3), p(7)));
-            _mm256_storeu_ps(g.out.add(h * dv + 8 * (c0 + c)), _mm256_add_ps(a, b));
+            let sum = if L == 8 {
+                let a = _mm256_add_ps(_mm256_add_ps(p(0), p(4)), _mm256_add_ps(p(2), p(6)));
+                let b = _mm256_add_ps(_mm256_add_ps(p(1), p(5)), _mm256_add_ps(p(3), p(7)));
+                _mm256_add_ps(a, b)
+            } else {
+                let s = |l: usize| _mm256_add_ps(_mm256_add_ps(p(l), p(l + 16)), _mm256_add_ps(p(l + 8), p(l + 24)));
+                let t = |k: usize| _mm256_add_ps(s(k), s(k + 4));
+                _mm256_add_ps(_mm256_add_ps(t(0), t(1)), _mm256_add_ps(t(2), t(3)))
+            };
+            _mm256_storeu_ps(g.out.add(h * dv + 8 * (c0 + c)), sum);
         }
     }
 }
