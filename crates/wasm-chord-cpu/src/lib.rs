@@ -25,7 +25,9 @@ pub struct CpuOptions {
     /// backend does, so logits agree with it to float noise. Off computes in plain f32.
     pub ggml_rounding: bool,
     /// Flash (tiled) or standard attention. Standard by default: with `ggml_rounding` it is
-    /// llama.cpp's non-flash attention bit for bit, and (register-tiled with AVX2) the faster.
+    /// llama.cpp's non-flash attention bit for bit, and with AVX2 (register tiles) also the
+    /// faster of the two. Without `ggml_rounding` standard is the plain scalar reference and
+    /// flash the faster.
     pub attention: AttentionKind,
     /// How cache rows are stored.
     pub kv_type: KvType,

@@ -4,7 +4,8 @@
 //!
 //! With `ggml_rounding`, the query and the softmax weights are rounded to f16 before their
 //! products with the f16 cache, as llama.cpp's CPU backend does (its mat-muls against f16
-//! tensors convert the other operand to f16 first).
+//! tensors convert the other operand to f16 first). On x86-64 with AVX2, FMA and F16C that mode
+//! runs `attention_x86.rs`, which computes the same bits in register tiles.
 
 use half::f16;
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
