@@ -68,8 +68,9 @@ fn visible(p: &AttentionParams, i: usize) -> std::ops::Range<usize> {
 }
 
 /// One task: query rows `rows` of heads `head0..head0 + heads` (one key/value group) into
-/// `dst`, one `[heads * dv]` piece per row. An f16 cache is read in place; Q8_0 rows are
-/// expanded to f32 once for the task (the same values the scalar kernel expands).
+/// `dst`, one `[heads * dv]` piece per row. f16 keys are read in place; Q8_0 rows are expanded
+/// to f32 once for the task (the same values the scalar kernel expands). For a batch the
+/// values are copied lane by lane ([`ByLane`]).
 #[allow(clippy::too_many_arguments)]
 fn run_task(
     q: &CpuTensor,
@@ -85,20 +86,38 @@ fn run_task(
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
     let kv_head = head0 / (p.n_head / p.n_head_kv);
     let span = visible(p, rows.start).start..visible(p, rows.end - 1).end;
+    let (base, per_lane) = (span.start / 8 * 8, (span.end - span.start / 8 * 8).div_ceil(8));
+    let by_lane = |j: usize| (j % 8) * per_lane + (j - base) / 8;
+    // SAFETY (all four calls): `usable` checked the CPU features; the rows were checked against
+    // the capacity, and each reader covers the rows of `span` (the buffers hold exactly them).
     if let (KvRows::F16 { cols: kc, data: kd }, KvRows::F16 { cols: vc, data: vd }) = (k, v) {
-        // The rows were checked against the capacity, so every read below stays in `kd`/`vd`.
         let kr = F16Rows { base: kd[kv_head * dk..].as_ptr(), stride: kc };
-        let vr = F16Rows { base: vd[kv_head * dv..].as_ptr(), stride: vc };
-        // SAFETY: `usable` checked the CPU features; the readers cover the rows of `span`.
+        let row = |j: usize| &vd[j * vc + kv_head * dv..][..dv];
+        if vec_dot {
+            let vr = F16Rows { base: row(0).as_ptr(), stride: vc };
+            return unsafe { task_rows(q, kr, vr, p, head0, heads, rows, vec_dot, dst) };
+        }
+        let mut vbuf = vec![f16::ZERO; 8 * per_lane * dv];
+        for j in span {
+            vbuf[by_lane(j) * dv..][..dv].copy_from_slice(row(j));
+        }
+        let vr = ByLane { rows: F16Rows { base: vbuf.as_ptr(), stride: dv }, base, per_lane };
         return unsafe { task_rows(q, kr, vr, p, head0, heads, rows, vec_dot, dst) };
     }
     let mut kbuf = vec![0.0f32; span.len() * dk];
-    let mut vbuf = vec![0.0f32; span.len() * dv];
     k.load(span.start, kv_head * dk, dk, &mut kbuf);
-    v.load(span.start, kv_head * dv, dv, &mut vbuf);
     let kr = F32Rows { base: kbuf.as_ptr(), stride: dk, row0: span.start };
-    let vr = F32Rows { base: vbuf.as_ptr(), stride: dv, row0: span.start };
-    // SAFETY: as above; the buffers hold exactly the rows of `span`.
+    if vec_dot {
+        let mut vbuf = vec![0.0f32; span.len() * dv];
+        v.load(span.start, kv_head * dv, dv, &mut vbuf);
+        let vr = F32Rows { base: vbuf.as_ptr(), stride: dv, row0: span.start };
+        return unsafe { task_rows(q, kr, vr, p, head0, heads, rows, vec_dot, dst) };
+    }
+    let mut vbuf = vec![0.0f32; 8 * per_lane * dv];
+    for j in span {
+        v.load(j, kv_head * dv, dv, &mut vbuf[by_lane(j) * dv..][..dv]);
+    }
+    let vr = ByLane { rows: F32Rows { base: vbuf.as_ptr(), stride: dv, row0: 0 }, base, per_lane };
     unsafe { task_rows(q, kr, vr, p, head0, heads, rows, vec_dot, dst) }
 }
 
@@ -119,6 +138,24 @@ impl Rows for F16Rows {
     #[inline(always)]
     unsafe fn load8(self, row: usize, col: usize) -> __m256 {
         _mm256_cvtph_ps(_mm_loadu_si128(self.base.add(row * self.stride + col).cast()))
+    }
+}
+
+/// Value rows copied so that the positions of each tinyBLAS lane (`j % 8`) follow each other:
+/// a lane's pass over the values then reads consecutive rows, which the hardware prefetches,
+/// instead of every eighth (a page apart for a head of 256 f16 values). Position `j` is row
+/// `(j % 8) * per_lane + (j - base) / 8` of `rows` (`base` a multiple of 8).
+#[derive(Clone, Copy)]
+struct ByLane<R> {
+    rows: R,
+    base: usize,
+    per_lane: usize,
+}
+
+impl<R: Rows> Rows for ByLane<R> {
+    #[inline(always)]
+    unsafe fn load8(self, row: usize, col: usize) -> __m256 {
+        self.rows.load8((row % 8) * self.per_lane + (row - self.base) / 8, col)
     }
 }
 
@@ -354,19 +391,27 @@ unsafe fn hsum(v: __m256) -> f32 {
 /// the aligned runs of 8 that hold them.
 #[inline(always)]
 unsafe fn softmax_row(s: *mut f32, lo: usize, hi: usize) {
-    let row = std::slice::from_raw_parts(s.add(lo), hi - lo);
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
-    let vmax = _mm256_set1_ps(max);
     let (lo_v, hi_v) = (_mm256_set1_epi32(lo as i32), _mm256_set1_epi32(hi as i32));
     let step = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let outside = |g: usize| {
+        let idx = _mm256_add_epi32(_mm256_set1_epi32(g as i32), step);
+        _mm256_castsi256_ps(_mm256_or_si256(_mm256_cmpgt_epi32(lo_v, idx), _mm256_cmpgt_epi32(_mm256_add_epi32(idx, _mm256_set1_epi32(1)), hi_v)))
+    };
     let g0 = lo / 8 * 8;
+    // The maximum is exact in any order (a signed zero maximum subtracts to the same values).
+    let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+    for g in (g0..hi).step_by(8) {
+        vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(_mm256_loadu_ps(s.add(g)), vmax, outside(g)));
+    }
+    let m = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps::<1>(vmax));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let vmax = _mm256_set1_ps(_mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m))));
     let mut sum = 0.0f64;
     for g in (g0..hi).step_by(8) {
         // Lanes outside `lo..hi` add 0, as ggml's masked positions do.
-        let idx = _mm256_add_epi32(_mm256_set1_epi32(g as i32), step);
-        let outside = _mm256_or_si256(_mm256_cmpgt_epi32(lo_v, idx), _mm256_cmpgt_epi32(_mm256_add_epi32(idx, _mm256_set1_epi32(1)), hi_v));
+        let outside = outside(g);
         let e = v_expf(_mm256_sub_ps(_mm256_loadu_ps(s.add(g)), vmax));
-        let e = _mm256_andnot_ps(_mm256_castsi256_ps(outside), e);
+        let e = _mm256_andnot_ps(outside, e);
         _mm256_storeu_ps(s.add(g), e);
         sum += hsum(e) as f64;
     }
