@@ -212,7 +212,7 @@ fn chat_answers_each_line_and_exits_at_end_of_input() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("conversation cleared"));
 }
 
-/// `--attn` picks the attention kernel: flash (the default) and standard agree on greedy tokens
+/// `--attn` picks the attention kernel: standard (the CPU default) and flash agree on greedy tokens
 /// for a short prompt, and a name that is neither is a usage error, not a panic.
 #[test]
 fn attn_flag_selects_the_kernel() {

@@ -24,7 +24,10 @@ pub struct CpuOptions {
     /// Round activations, queries, attention weights and GeLU inputs the way llama.cpp's CPU
     /// backend does, so logits agree with it to float noise. Off computes in plain f32.
     pub ggml_rounding: bool,
-    /// Flash (tiled) or standard attention.
+    /// Flash (tiled) or standard attention. Standard by default: with `ggml_rounding` it is
+    /// llama.cpp's non-flash attention bit for bit, and with AVX2 (register tiles) also the
+    /// faster of the two. Without `ggml_rounding` standard is the plain scalar reference and
+    /// flash the faster.
     pub attention: AttentionKind,
     /// How cache rows are stored.
     pub kv_type: KvType,
@@ -32,7 +35,7 @@ pub struct CpuOptions {
 
 impl Default for CpuOptions {
     fn default() -> Self {
-        Self { n_threads: 0, ggml_rounding: true, attention: AttentionKind::default(), kv_type: KvType::default() }
+        Self { n_threads: 0, ggml_rounding: true, attention: AttentionKind::Standard, kv_type: KvType::default() }
     }
 }
 

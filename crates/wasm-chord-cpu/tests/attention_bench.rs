@@ -93,3 +93,31 @@ fn standard_vs_flash_4k_prefill() {
     println!("max |standard - flash| = {diff:e}");
     assert!(diff < 1e-4);
 }
+
+/// The ggml-rounding kernels on the two real models' attention shapes (Gemma 3 270M: 4 heads
+/// of 256 over 1 key/value head; SmolLM2-135M: 9 heads of 64 over 3) for a 512-token prefill:
+/// best of 5 alternating runs of each, so a loaded machine disturbs both alike.
+#[test]
+#[ignore]
+fn ggml_standard_vs_flash_real_shapes() {
+    let n = env("ATTN_BENCH_N", 512);
+    let threads = Threads::new(env("ATTN_BENCH_THREADS", 0));
+    for (name, n_head, n_head_kv, d) in [("gemma3-270m", 4, 1, 256), ("smollm2-135m", 9, 3, 64)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mut uniform = |len: usize| (0..len).map(|_| rng.gen::<f32>() * 2.0 - 1.0).collect::<Vec<f32>>();
+        let q = CpuTensor { rows: n, cols: n_head * d, data: uniform(n * n_head * d) };
+        let k: Vec<f16> = uniform(n * n_head_kv * d).iter().map(|x| f16::from_f32(*x)).collect();
+        let v: Vec<f16> = uniform(n * n_head_kv * d).iter().map(|x| f16::from_f32(*x)).collect();
+        let p = AttentionParams { n_head, n_head_kv, head_dim_k: d, head_dim_v: d, scale: 1.0 / (d as f32).sqrt(), softcap: None, q_pos0: 0, window: None };
+        let (kc, vc) = (CpuCache::from_f16(n_head_kv * d, k.clone()), CpuCache::from_f16(n_head_kv * d, v.clone()));
+        let cols = n_head_kv * d;
+        let mut out = CpuTensor::zeros(n, n_head * d);
+        let (mut t_std, mut t_flash) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..5 {
+            t_std = t_std.min(measure(|| attention(&threads, &q, &kc, &vc, n, &p, &mut out, true).unwrap()).0);
+            let (kr, vr) = (KvRows::F16 { cols, data: &k }, KvRows::F16 { cols, data: &v });
+            t_flash = t_flash.min(measure(|| flash_attention(&threads, &q, kr, vr, n, &p, &mut out, true).unwrap()).0);
+        }
+        println!("{name}: {n} tokens, {} threads: standard {:.2} ms, flash {:.2} ms (flash/standard {:.2})", threads.count(), t_std * 1e3, t_flash * 1e3, t_flash / t_std);
+    }
+}

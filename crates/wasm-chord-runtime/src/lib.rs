@@ -31,7 +31,8 @@ pub struct LoadOptions {
     pub n_threads: usize,
     /// Emulate llama.cpp's CPU rounding of activations (see [`CpuOptions::ggml_rounding`]).
     pub ggml_rounding: bool,
-    /// Flash (tiled, the default) or standard attention.
+    /// Standard (the default, llama.cpp's exact order; see [`CpuOptions::attention`]) or flash
+    /// attention.
     pub attention: AttentionKind,
     /// How the key/value cache stores its values.
     pub kv_type: KvType,
@@ -39,7 +40,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { n_threads: 0, ggml_rounding: true, attention: AttentionKind::default(), kv_type: KvType::default() }
+        Self { n_threads: 0, ggml_rounding: true, attention: AttentionKind::Standard, kv_type: KvType::default() }
     }
 }
 

@@ -23,8 +23,9 @@ pub use wasm_chord_core::template::ChatMessage;
 pub struct EngineOptions {
     /// CPU threads; 0 means one per physical core.
     pub n_threads: usize,
-    /// Flash (tiled, the default) or standard attention.
-    pub attention: AttentionKind,
+    /// Flash or standard attention; `None` takes the backend's default (standard on the CPU,
+    /// llama.cpp's exact order; flash on CUDA).
+    pub attention: Option<AttentionKind>,
     /// How the KV cache stores keys and values (f16 by default).
     pub kv_type: KvType,
     /// Where the model runs.
@@ -120,12 +121,16 @@ pub struct Engine {
 fn load_model(file: Arc<GgufFile>, opts: &EngineOptions) -> Result<Loaded, String> {
     match opts.backend {
         BackendKind::Cpu => {
-            let load = LoadOptions { n_threads: opts.n_threads, attention: opts.attention, kv_type: opts.kv_type, ..LoadOptions::default() };
+            let defaults = LoadOptions::default();
+            let attention = opts.attention.unwrap_or(defaults.attention);
+            let load = LoadOptions { n_threads: opts.n_threads, attention, kv_type: opts.kv_type, ..defaults };
             Model::load(file, &load).map(Loaded::Cpu).map_err(|e| e.to_string())
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
-            let cuda = wasm_chord_cuda::CudaOptions { attention: opts.attention, kv_type: opts.kv_type, ..Default::default() };
+            let defaults = wasm_chord_cuda::CudaOptions::default();
+            let attention = opts.attention.unwrap_or(defaults.attention);
+            let cuda = wasm_chord_cuda::CudaOptions { attention, kv_type: opts.kv_type, ..defaults };
             let backend = CudaBackend::with_options(0, cuda).map_err(|e| format!("the cuda backend is not available: {e}"))?;
             Model::load_on(backend, &crate::GgufSource::new(file)).map(Loaded::Cuda).map_err(|e| e.to_string())
         }

@@ -38,9 +38,10 @@ pub struct ModelArgs {
     /// Context size in tokens (0 = the model's training context)
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
-    /// Attention kernel: flash (tiled, memory linear in the context) or standard
-    #[arg(long = "attn", default_value = "flash")]
-    pub attention: AttentionKind,
+    /// Attention kernel: standard (llama.cpp's exact order) or flash (tiled) [default: standard
+    /// on the CPU, flash on CUDA]
+    #[arg(long = "attn")]
+    pub attention: Option<AttentionKind>,
     /// KV cache type: f16 or q8_0 (half the memory)
     #[arg(long = "kv-type", default_value = "f16")]
     pub kv_type: KvType,

@@ -4,7 +4,8 @@
 //!
 //! With `ggml_rounding`, the query and the softmax weights are rounded to f16 before their
 //! products with the f16 cache, as llama.cpp's CPU backend does (its mat-muls against f16
-//! tensors convert the other operand to f16 first).
+//! tensors convert the other operand to f16 first). On x86-64 with AVX2, FMA and F16C that mode
+//! runs `attention_x86.rs`, which computes the same bits in register tiles.
 
 use half::f16;
 use wasm_chord_core::backend::{AttentionParams, BackendError, Op};
@@ -48,6 +49,18 @@ pub fn attention(
             ),
         });
     }
+    #[cfg(target_arch = "x86_64")]
+    if ggml_rounding && super::attention_x86::usable(n, p) {
+        super::attention_x86::attention(threads, q, k.rows(), v.rows(), p, out);
+        return Ok(());
+    }
+    scalar(threads, q, k, v, p, out, ggml_rounding);
+    Ok(())
+}
+
+/// The plain version of [`attention`] (shapes checked), one task per query row and head.
+fn scalar(threads: &Threads, q: &CpuTensor, k: &CpuCache, v: &CpuCache, p: &AttentionParams, out: &mut CpuTensor, ggml_rounding: bool) {
+    let n = q.rows;
     let (dk, dv) = (p.head_dim_k, p.head_dim_v);
     let group = p.n_head / p.n_head_kv;
     let (k, v) = (k.rows(), v.rows());
@@ -115,7 +128,6 @@ pub fn attention(
             }
         }
     });
-    Ok(())
 }
 
 #[cfg(test)]
@@ -188,6 +200,58 @@ mod tests {
                 assert!(norm_err(&out.data, &want) < 1e-5, "{p:?}");
                 attention(&threads, &q, &k, &v, kv_len, &p, &mut out, true).unwrap();
                 assert!(norm_err(&out.data, &want) < 3e-3, "{p:?} (f16 rounding)");
+            }
+        }
+    }
+
+    /// The AVX2 tiles compute the scalar kernel's bits in ggml-rounding mode: grouped heads
+    /// (groups of 4, 3, 6, 2 and 1), windows, soft-capping, head sizes 32 to 256, one query
+    /// (`ggml_vec_dot_f16`'s order; a head of 48 stays scalar) and many (several blocks, not
+    /// starting at 0), scores large enough for `expf` to flush, and both cache types.
+    #[test]
+    fn tiles_match_scalar_bit_for_bit() {
+        use wasm_chord_core::backend::KvType;
+        let mut r = rng(17);
+        let cases = [
+            // n_head, n_head_kv, dk, dv, window, softcap, q_pos0, n, q scale
+            (4, 1, 256, 256, None, None, 0, 37, 1.0),
+            (4, 1, 256, 256, Some(7), None, 5, 21, 3.0),
+            (9, 3, 64, 64, None, None, 3, 40, 1.0),
+            (6, 1, 64, 32, Some(20), Some(2.0), 30, 17, 4.0),
+            (2, 2, 64, 64, None, None, 0, 2, 30.0),
+            (4, 4, 256, 256, None, None, 11, 1, 1.0),
+            (3, 1, 64, 64, None, Some(50.0), 100, 33, 1.0),
+            (8, 2, 128, 128, Some(64), None, 70, 50, 1.0),
+            (9, 3, 64, 64, None, None, 40, 1, 2.0),
+            (4, 1, 256, 256, Some(100), Some(30.0), 300, 1, 1.0),
+            (2, 1, 32, 40, None, None, 0, 1, 1.0),
+            (2, 1, 48, 48, None, None, 9, 1, 1.0),
+        ];
+        for kv_type in [KvType::F16, KvType::Q8_0] {
+            for (n_head, n_head_kv, dk, dv, window, softcap, q_pos0, n, qs) in cases {
+                if kv_type == KvType::Q8_0 && (dk % 32 != 0 || dv % 32 != 0) {
+                    continue;
+                }
+                let kv_len = q_pos0 + n;
+                let store = |cols: usize, r: &mut _| {
+                    let mut c = CpuCache::new(kv_type, kv_len + 3, cols).unwrap();
+                    let x = CpuTensor { rows: kv_len, cols, data: randn(r, kv_len * cols, 1.0) };
+                    crate::ops::copy::store_kv(&mut c, 0, &x).unwrap();
+                    c
+                };
+                let k = store(n_head_kv * dk, &mut r);
+                let v = store(n_head_kv * dv, &mut r);
+                let q = CpuTensor { rows: n, cols: n_head * dk, data: randn(&mut r, n * n_head * dk, qs) };
+                let p = AttentionParams { n_head, n_head_kv, head_dim_k: dk, head_dim_v: dv, scale: 0.125, softcap, q_pos0, window };
+                let mut want = CpuTensor::zeros(n, n_head * dv);
+                scalar(&Threads::new(1), &q, &k, &v, &p, &mut want, true);
+                assert!(want.data.iter().all(|x| x.is_finite()) && want.data.iter().any(|x| *x != 0.0));
+                for threads in [Threads::new(1), Threads::new(2)] {
+                    let mut got = CpuTensor::zeros(n, n_head * dv);
+                    attention(&threads, &q, &k, &v, kv_len, &p, &mut got, true).unwrap();
+                    let same = got.data.iter().zip(&want.data).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{kv_type:?} {p:?} n={n}");
+                }
             }
         }
     }

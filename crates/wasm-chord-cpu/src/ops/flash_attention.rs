@@ -154,7 +154,7 @@ pub fn flash_attention(
 /// Query heads per task: the whole group (so each tile is converted once per group) when
 /// that still leaves two tasks per thread, else the largest divisor of the group that does
 /// (decoding one token has a single query block, so heads are the only parallelism).
-fn heads_per_task(group: usize, n_head: usize, n_blocks: usize, n_threads: usize) -> usize {
+pub(super) fn heads_per_task(group: usize, n_head: usize, n_blocks: usize, n_threads: usize) -> usize {
     (1..=group).rev().filter(|h| group % h == 0).find(|h| n_head / h * n_blocks >= 2 * n_threads).unwrap_or(1)
 }
 

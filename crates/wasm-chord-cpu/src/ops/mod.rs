@@ -5,6 +5,8 @@
 pub mod act_mul;
 pub mod act_round;
 pub mod attention;
+#[cfg(target_arch = "x86_64")]
+mod attention_x86;
 pub mod copy;
 pub mod dot;
 pub mod elementwise;
