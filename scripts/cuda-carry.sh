@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds what a GPU-machine run of the CUDA backend needs and copies it, stripped, into DEST:
-#   wasm-chord (--features cuda), the test binaries cuda_e2e (runtime) and ops (cuda crate),
+#   wasm-chord (--features cuda), the test binaries cuda_e2e (runtime) and ops, flash and
+#   matvec_variants (cuda crate),
 #   and scripts/bench-cuda.sh and scripts/cuda-e2e.sh.
 #
 #   scripts/cuda-carry.sh /work/main/.device-carry/NAME      (then carry ".device-carry/NAME")
@@ -21,7 +22,9 @@ for l in sys.stdin:
         print(m["executable"])' | tail -1
 }
 cp "$(test_bin -p wasm-chord-runtime --features cuda --test cuda_e2e)" "$DEST/cuda_e2e"
-cp "$(test_bin -p wasm-chord-cuda --test ops)" "$DEST/ops"
-strip "$DEST/wasm-chord" "$DEST/cuda_e2e" "$DEST/ops"
+for t in ops flash matvec_variants; do
+    cp "$(test_bin -p wasm-chord-cuda --test $t)" "$DEST/$t"
+done
+strip "$DEST/wasm-chord" "$DEST/cuda_e2e" "$DEST/ops" "$DEST/flash" "$DEST/matvec_variants"
 cp scripts/bench-cuda.sh scripts/cuda-e2e.sh "$DEST/"
 du -sh "$DEST"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA end-to-end check on a GPU machine, from binaries made by scripts/cuda-carry.sh:
-# the op tests, then crates/wasm-chord-runtime/tests/cuda_e2e.rs (synthetic llama, a gen-model
+# the op tests (and the flash and matvec-variant tests when their binaries are there), then
+# crates/wasm-chord-runtime/tests/cuda_e2e.rs (synthetic llama, a gen-model
 # 1B file made here, and the real models of the goldens when MODELS_DIR holds them).
 #
 #   scripts/cuda-e2e.sh BIN_DIR [MODELS_DIR]    (run from the repository root)
@@ -17,6 +18,9 @@ TMP="${TMPDIR:-/tmp}/wasm-chord-e2e"; mkdir -p "$TMP"
 [ -s "$TMP/gen-1b-q4_k_m.gguf" ] || "$BIN/wasm-chord" gen-model --shape 1b --quant q4_k_m -o "$TMP/gen-1b-q4_k_m.gguf" >/dev/null
 rc=0
 "$BIN/ops" --test-threads=1 || rc=1
+for t in flash matvec_variants; do
+    [ -x "$BIN/$t" ] && { "$BIN/$t" --test-threads=1 || rc=1; }
+done
 WASM_CHORD_E2E_GGUF="$TMP/gen-1b-q4_k_m.gguf" WASM_CHORD_MODELS="$MODELS" \
     WASM_CHORD_GOLDEN_DIR="$REPO/crates/wasm-chord-runtime/tests/golden/logits" \
     "$BIN/cuda_e2e" --test-threads=1 --nocapture || rc=1
