@@ -16,13 +16,9 @@ use std::arch::x86_64::*;
 use half::f16;
 use wasm_chord_core::backend::AttentionParams;
 
-use super::flash_attention::{heads_per_task, KvRows};
+use super::flash_attention::{for_each_task, visible, KvRows};
 use crate::tensor::CpuTensor;
 use crate::threads::Threads;
-
-/// Query rows per task: consecutive rows read the same keys and values while they are still
-/// in L2.
-const Q_BLOCK: usize = 16;
 
 /// Whether this kernel computes the case: heads of whole 8-value columns (for one query, whose
 /// `q · k` takes `ggml_vec_dot_f16`'s order, keys of whole runs of 32), a non-empty window, and
@@ -40,31 +36,7 @@ pub fn usable(n: usize, p: &AttentionParams) -> bool {
 /// the caller has checked the shapes.
 pub fn attention(threads: &Threads, q: &CpuTensor, k: KvRows<'_>, v: KvRows<'_>, p: &AttentionParams, out: &mut CpuTensor) {
     let n = q.rows;
-    let dv = p.head_dim_v;
-    let group = p.n_head / p.n_head_kv;
-    let n_blocks = n.div_ceil(Q_BLOCK);
-    let heads = heads_per_task(group, p.n_head, n_blocks, threads.count());
-    // Task `head_set * n_blocks + block` owns, in every row of its block, the columns of its
-    // heads: disjoint pieces of `out`, handed out up front so tasks write in place.
-    let mut tasks: Vec<Vec<&mut [f32]>> = (0..p.n_head / heads * n_blocks).map(|_| Vec::with_capacity(Q_BLOCK)).collect();
-    for (i, row) in out.data.chunks_exact_mut(p.n_head * dv).enumerate() {
-        for (head_set, part) in row.chunks_exact_mut(heads * dv).enumerate() {
-            tasks[head_set * n_blocks + i / Q_BLOCK].push(part);
-        }
-    }
-    threads.for_each_chunk(&mut tasks, 1, |task, dst| {
-        let (head_set, block) = (task / n_blocks, task % n_blocks);
-        let rows = block * Q_BLOCK..n.min((block + 1) * Q_BLOCK);
-        if let Some(dst) = dst.first_mut() {
-            run_task(q, k, v, p, head_set * heads, heads, rows, n == 1, dst);
-        }
-    });
-}
-
-/// The cache rows query row `i` sees: causal, within the window.
-fn visible(p: &AttentionParams, i: usize) -> std::ops::Range<usize> {
-    let pos = p.q_pos0 + i;
-    p.window.map_or(0, |w| (pos + 1).saturating_sub(w))..pos + 1
+    for_each_task(threads, p, n, &mut out.data, |head0, heads, rows, dst| run_task(q, k, v, p, head0, heads, rows, n == 1, dst));
 }
 
 /// One task: query rows `rows` of heads `head0..head0 + heads` (one key/value group) into

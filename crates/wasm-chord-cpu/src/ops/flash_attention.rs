@@ -130,25 +130,39 @@ pub fn flash_attention(
     if n == 0 {
         return Ok(());
     }
-    let group = p.n_head / p.n_head_kv;
+    for_each_task(threads, p, n, &mut out.data, |head0, heads, rows, dst| {
+        attend_block_fast(q, k, v, p, head0, heads, rows, round_q, dst)
+    });
+    Ok(())
+}
+
+/// Runs `task(head0, heads, rows, dst)` on the threads for every block of up to [`Q_BLOCK`]
+/// query rows times a set of `heads` heads of one key/value group ([`heads_per_task`]);
+/// `dst` holds the task's `[heads * head_dim_v]` piece of each of its rows of `out`
+/// (`[n, n_head * head_dim_v]`), disjoint pieces handed out up front so tasks write in place.
+pub(super) fn for_each_task(
+    threads: &Threads,
+    p: &AttentionParams,
+    n: usize,
+    out: &mut [f32],
+    task: impl Fn(usize, usize, std::ops::Range<usize>, &mut [&mut [f32]]) + Sync,
+) {
+    let dv = p.head_dim_v;
     let n_blocks = n.div_ceil(Q_BLOCK);
-    let heads = heads_per_task(group, p.n_head, n_blocks, threads.count());
-    // Task `head_set * n_blocks + block` owns, in every row of its block, the columns of its
-    // heads: disjoint pieces of `out`, handed out up front so tasks write in place.
+    let heads = heads_per_task(p.n_head / p.n_head_kv, p.n_head, n_blocks, threads.count());
+    // Task `head_set * n_blocks + block` owns, in every row of its block, the columns of its heads.
     let mut tasks: Vec<Vec<&mut [f32]>> = (0..p.n_head / heads * n_blocks).map(|_| Vec::with_capacity(Q_BLOCK)).collect();
-    for (i, row) in out.data.chunks_exact_mut(p.n_head * dv).enumerate() {
+    for (i, row) in out.chunks_exact_mut(p.n_head * dv).enumerate() {
         for (head_set, part) in row.chunks_exact_mut(heads * dv).enumerate() {
             tasks[head_set * n_blocks + i / Q_BLOCK].push(part);
         }
     }
-    threads.for_each_chunk(&mut tasks, 1, |task, dst| {
-        let (head_set, block) = (task / n_blocks, task % n_blocks);
-        let rows = block * Q_BLOCK..n.min((block + 1) * Q_BLOCK);
+    threads.for_each_chunk(&mut tasks, 1, |i, dst| {
+        let (head_set, block) = (i / n_blocks, i % n_blocks);
         if let Some(dst) = dst.first_mut() {
-            attend_block_fast(q, k, v, p, head_set * heads, heads, rows, round_q, dst);
+            task(head_set * heads, heads, block * Q_BLOCK..n.min((block + 1) * Q_BLOCK), dst);
         }
     });
-    Ok(())
 }
 
 /// Query heads per task: the whole group (so each tile is converted once per group) when
@@ -159,7 +173,7 @@ pub(super) fn heads_per_task(group: usize, n_head: usize, n_blocks: usize, n_thr
 }
 
 /// The cache rows query row `i` sees: causal, within the window.
-fn visible(p: &AttentionParams, i: usize) -> std::ops::Range<usize> {
+pub(super) fn visible(p: &AttentionParams, i: usize) -> std::ops::Range<usize> {
     let pos = p.q_pos0 + i;
     p.window.map_or(0, |w| (pos + 1).saturating_sub(w))..pos + 1
 }
